@@ -1,0 +1,152 @@
+"""CRF speed: our batched, constrained CRF against pytorch-crf, in the same process.
+
+    pip install -e ".[bench]"        # pytorch-crf, a benchmark-only dependency
+    python benchmarks/crf_speed.py [--repeats 15] [--threads 1]
+
+41 tags (BIOES over CLUENER's 10 types), batch 256, length 50, one thread by default.
+Two length settings: all sentences full (50) and random lengths 10..50. For each, the
+median time of NLL forward+backward and of Viterbi decoding, for both libraries, and
+their agreement: log-partition (both CRFs given the same parameters, unconstrained, as
+pytorch-crf has no constraints) and decoded paths. The last line of output is one JSON
+object with ``nll_speedup`` and ``decode_speedup`` (pytorch-crf time / ours, full lengths).
+"""
+import argparse
+import json
+import statistics
+import time
+from typing import Callable, Dict
+
+import torch
+
+from spacy_bilstm_crf.crf import LinearChainCRF
+from spacy_bilstm_crf.tags import TagScheme
+
+CLUENER_LABELS = [
+    "address", "book", "company", "game", "government",
+    "movie", "name", "organization", "position", "scene",
+]  # fmt: skip
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def build_pair(n_tags: int, seed: int):
+    """Our CRF (unconstrained) and pytorch-crf's, sharing the same random parameters."""
+    from torchcrf import CRF
+
+    torch.manual_seed(seed)
+    theirs = CRF(n_tags, batch_first=True)
+    ours = LinearChainCRF(n_tags)
+    with torch.no_grad():
+        ours.transitions.copy_(theirs.transitions)
+        ours.start_transitions.copy_(theirs.start_transitions)
+        ours.end_transitions.copy_(theirs.end_transitions)
+    return ours, theirs
+
+
+def run_setting(name: str, lengths: torch.Tensor, n_tags: int, repeats: int) -> Dict[str, float]:
+    batch, max_len = len(lengths), int(lengths.max())
+    ours, theirs = build_pair(n_tags, seed=0)
+    scheme = TagScheme(CLUENER_LABELS, "BIOES")
+    constrained = LinearChainCRF(
+        n_tags,
+        torch.as_tensor(scheme.allowed_transitions()),
+        torch.as_tensor(scheme.allowed_start()),
+        torch.as_tensor(scheme.allowed_end()),
+    )
+    emissions = torch.randn(batch, max_len, n_tags)
+    mask = torch.arange(max_len)[None, :] < lengths[:, None]
+    gold = torch.randint(0, n_tags, (batch, max_len))
+    gold_valid = torch.as_tensor(
+        [scheme.spans_to_tags(max_len, [(5, 9, 1), (20, 21, 3)]).tolist()] * batch
+    )
+
+    def ours_nll(crf: LinearChainCRF, tags: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
+            leaf = emissions.clone().requires_grad_(True)
+            crf.nll(leaf, tags, lengths).sum().backward()
+
+        return run
+
+    def theirs_nll() -> None:
+        leaf = emissions.clone().requires_grad_(True)
+        (-theirs(leaf, gold, mask=mask, reduction="sum")).backward()
+
+    with torch.no_grad():
+        ours_z = ours.log_partition(emissions, lengths)
+        theirs_z = theirs._compute_normalizer(emissions.transpose(0, 1), mask.transpose(0, 1))
+        ours_paths = ours.decode(emissions, lengths)
+        theirs_paths = theirs.decode(emissions, mask=mask)
+    paths_equal = sum(
+        ours_paths[b, : len(p)].tolist() == p for b, p in enumerate(theirs_paths)
+    ) / batch
+
+    result = {
+        "nll_ms_ours": median_ms(ours_nll(ours, gold), repeats),
+        "nll_ms_ours_constrained": median_ms(ours_nll(constrained, gold_valid), repeats),
+        "nll_ms_pytorch_crf": median_ms(theirs_nll, repeats),
+    }
+    with torch.no_grad():
+        result["decode_ms_ours"] = median_ms(lambda: ours.decode(emissions, lengths), repeats)
+        result["decode_ms_ours_constrained"] = median_ms(
+            lambda: constrained.decode(emissions, lengths), repeats
+        )
+        result["decode_ms_pytorch_crf"] = median_ms(
+            lambda: theirs.decode(emissions, mask=mask), repeats
+        )
+    result["log_z_max_abs_diff"] = float((ours_z - theirs_z).abs().max())
+    result["paths_equal_fraction"] = paths_equal
+    result["nll_speedup"] = result["nll_ms_pytorch_crf"] / result["nll_ms_ours"]
+    result["decode_speedup"] = result["decode_ms_pytorch_crf"] / result["decode_ms_ours"]
+    print(f"\n== {name}: batch {batch}, max length {max_len}, {n_tags} tags")
+    for key, value in result.items():
+        print(f"{key:>28}: {value:.4g}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--length", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    n_tags = 1 + 4 * len(CLUENER_LABELS)
+    gen = torch.Generator().manual_seed(0)
+    full = torch.full((args.batch,), args.length, dtype=torch.long)
+    mixed = torch.randint(10, args.length + 1, (args.batch,), generator=gen)
+    mixed[0] = args.length
+    results = {
+        "full": run_setting("full lengths", full, n_tags, args.repeats),
+        "random": run_setting("random lengths 10..50", mixed, n_tags, args.repeats),
+    }
+    summary = {
+        "nll_speedup": round(results["full"]["nll_speedup"], 2),
+        "decode_speedup": round(results["full"]["decode_speedup"], 2),
+        "nll_speedup_random_lengths": round(results["random"]["nll_speedup"], 2),
+        "decode_speedup_random_lengths": round(results["random"]["decode_speedup"], 2),
+        "nll_ms": round(results["full"]["nll_ms_ours"], 2),
+        "decode_ms": round(results["full"]["decode_ms_ours"], 2),
+        "pytorch_crf_nll_ms": round(results["full"]["nll_ms_pytorch_crf"], 2),
+        "pytorch_crf_decode_ms": round(results["full"]["decode_ms_pytorch_crf"], 2),
+        "log_z_max_abs_diff": max(r["log_z_max_abs_diff"] for r in results.values()),
+        "paths_equal_fraction": min(r["paths_equal_fraction"] for r in results.values()),
+        "batch": args.batch,
+        "length": args.length,
+        "n_tags": n_tags,
+        "threads": args.threads,
+        "torch": torch.__version__,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

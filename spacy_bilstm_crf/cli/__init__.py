@@ -1,0 +1,7 @@
+"""Command-line interface: ``python -m spacy_bilstm_crf COMMAND``.
+
+Each submodule registers its commands on the shared typer ``app``.
+"""
+from ._util import app  # noqa: F401
+from . import convert  # noqa: F401
+from . import evaluate  # noqa: F401
