@@ -1,0 +1,176 @@
+"""thinc glue: the registered architecture, Docs → tensors, and the PyTorchWrapper.
+
+The torch module's shape depends on the labels and the character table, which
+are only known at ``initialize`` (or when a saved pipeline is loaded), so the
+architecture returns a thin thinc ``Model`` whose torch layer is built by
+:func:`build_torch_layer`, called by the pipe at those two moments.
+"""
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy
+import torch
+from spacy.attrs import IDX
+from spacy.tokens import Doc
+from spacy.util import registry
+from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, torch2xp, xp2torch
+from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
+
+from .model import BiLSTMCRF
+from .tags import TagScheme
+
+# Input of the model: the docs, and in training the gold tag ids of each doc.
+TaggerInput = Tuple[List[Doc], Optional[Sequence[numpy.ndarray]]]
+
+
+@dataclass
+class TensorBatch:
+    """A padded batch as arrays of the model's ops (numpy on CPU, cupy on GPU)."""
+
+    codepoints: Any  # int64 (batch, max_len); max_len >= 1 so empty docs still fit
+    lengths: Any  # int64 (batch,)
+    gold: Optional[Any] = None  # int64 (batch, max_len)
+
+
+@registry.architectures("spacy-bilstm-crf.BiLSTMCRF.v1")
+def build_bilstm_crf(
+    char_dim: int = 128,
+    bigram_dim: int = 64,
+    bigram_buckets: int = 100003,
+    class_dim: int = 16,
+    hidden_size: int = 256,
+    depth: int = 1,
+    dropout: float = 0.3,
+    embed_dropout: float = 0.2,
+    unk_rate: float = 0.02,
+    layer_norm: bool = True,
+    mixed_precision: bool = False,
+    grad_scaler: Optional[PyTorchGradScaler] = None,
+) -> Model[TaggerInput, Any]:
+    """A character BiLSTM-CRF for NER over one-token-per-character Docs.
+
+    char_dim (int): Width of the character embeddings.
+    bigram_dim (int): Width of the hashed character-bigram embeddings; 0 disables them.
+    bigram_buckets (int): Rows of the bigram hash table (no vocabulary file needed).
+    class_dim (int): Width of the character-class embeddings (CJK, Latin, digit, …); 0 disables.
+    hidden_size (int): BiLSTM output width, both directions together.
+    depth (int): Number of BiLSTM layers.
+    dropout (float): Dropout between BiLSTM layers and before the projection. spaCy's
+        ``[training] dropout`` does not reach torch modules, so it is set here.
+    embed_dropout (float): Dropout on the embeddings.
+    unk_rate (float): Share of characters replaced by the unknown row in training.
+    layer_norm (bool): LayerNorm on the BiLSTM output.
+    mixed_precision (bool): Autocast the network on GPU; the CRF always runs in float32.
+    grad_scaler (Optional[PyTorchGradScaler]): Gradient scaler for mixed precision.
+    RETURNS (Model[TaggerInput, Any]): Training: NLL per doc (Floats1d). Prediction:
+        tag ids (Ints2d, -1 at padding).
+    """
+    hyper = dict(
+        char_dim=char_dim,
+        bigram_dim=bigram_dim,
+        bigram_buckets=bigram_buckets,
+        class_dim=class_dim,
+        hidden_size=hidden_size,
+        depth=depth,
+        dropout=dropout,
+        embed_dropout=embed_dropout,
+        unk_rate=unk_rate,
+        layer_norm=layer_norm,
+    )
+    return Model(
+        "bilstm_crf",
+        _forward,
+        attrs={"hyper": hyper, "mixed_precision": mixed_precision, "grad_scaler": grad_scaler},
+    )
+
+
+def build_torch_layer(model: Model, scheme: TagScheme, char_table: numpy.ndarray) -> None:
+    """Build (or rebuild) the torch module for these tags and characters.
+
+    model (Model): A model made by ``build_bilstm_crf``.
+    scheme (TagScheme): The tags and their transition rules.
+    char_table (numpy.ndarray): Sorted, unique, normalized code points of the known characters.
+    """
+    module = BiLSTMCRF(len(char_table), scheme, **model.attrs["hyper"])
+    module.set_char_table(torch.as_tensor(numpy.asarray(char_table, dtype="int64")))
+    wrapper = PyTorchWrapper_v2(
+        module,
+        convert_inputs=_convert_inputs,
+        convert_outputs=_convert_outputs,
+        mixed_precision=model.attrs["mixed_precision"],
+        grad_scaler=model.attrs["grad_scaler"],
+    )
+    model._layers[:] = [wrapper]
+
+
+def get_torch_module(model: Model) -> BiLSTMCRF:
+    """RETURNS (BiLSTMCRF): The wrapped torch module. Raises if it is not built yet."""
+    if not model.layers:
+        raise ValueError(
+            "The bilstm_crf_ner model is not initialized: call nlp.initialize() "
+            "(or load a trained pipeline) before using it."
+        )
+    return model.layers[0].shims[0]._model
+
+
+def doc_codepoints(doc: Doc) -> numpy.ndarray:
+    """The Unicode code point of each token's first character, without a per-token loop.
+
+    The component expects one token per character (``spacy.blank("zh")``'s default
+    segmenter); a longer token is represented by its first character.
+    """
+    if len(doc) == 0:
+        return numpy.zeros(0, dtype="int64")
+    text = numpy.frombuffer(doc.text.encode("utf-32-le"), dtype="<u4")
+    return text[doc.to_array(IDX).astype("int64")].astype("int64")
+
+
+def pad_batch(arrays: Sequence[numpy.ndarray], fill: int) -> numpy.ndarray:
+    """Stack 1d int arrays into (batch, max(max_len, 1)), filling the rest with ``fill``."""
+    max_len = max([len(a) for a in arrays] + [1])
+    out = numpy.full((len(arrays), max_len), fill, dtype="int64")
+    for row, array in zip(out, arrays):
+        row[: len(array)] = array
+    return out
+
+
+def featurize(model: Model, docs: List[Doc], gold: Optional[Sequence[numpy.ndarray]]) -> TensorBatch:
+    """Docs (and gold tags) → a padded batch on the model's device."""
+    codepoints = [doc_codepoints(doc) for doc in docs]
+    lengths = numpy.array([len(cp) for cp in codepoints], dtype="int64")
+    ops = model.ops
+    return TensorBatch(
+        codepoints=ops.asarray(pad_batch(codepoints, 0)),
+        lengths=ops.asarray(lengths),
+        gold=None if gold is None else ops.asarray(pad_batch(gold, 0)),
+    )
+
+
+def _forward(model: Model, X: TaggerInput, is_train: bool) -> Tuple[Any, Callable]:
+    docs, gold = X
+    if not model.layers:
+        get_torch_module(model)  # raises the not-initialized error
+    return model.layers[0](featurize(model, docs, gold), is_train)
+
+
+def _convert_inputs(
+    model: Model, batch: TensorBatch, is_train: bool
+) -> Tuple[ArgsKwargs, Callable[[Any], Any]]:
+    device = model.shims[0].device
+    # Integer inputs: they never require gradients.
+    args = (xp2torch(batch.codepoints, device=device), xp2torch(batch.lengths, device=device))
+    kwargs: Dict[str, Any] = {}
+    if batch.gold is not None:
+        kwargs["gold"] = xp2torch(batch.gold, device=device)
+    return ArgsKwargs(args=args, kwargs=kwargs), lambda d_inputs: None
+
+
+def _convert_outputs(model: Model, X_Ytorch: Tuple[Any, torch.Tensor], is_train: bool):
+    _, Ytorch = X_Ytorch
+    Y = torch2xp(Ytorch.detach())
+
+    def backprop(dY: Any) -> ArgsKwargs:
+        d_torch = xp2torch(dY, device=Ytorch.device)
+        return ArgsKwargs(args=((Ytorch,),), kwargs={"grad_tensors": (d_torch,)})
+
+    return Y, backprop

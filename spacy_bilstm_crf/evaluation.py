@@ -1,0 +1,394 @@
+"""Evaluate a spaCy pipeline's entities with spaCy's scorer *and* seqeval.
+
+Both metrics are computed from the same predicted ``Doc`` objects, so their
+micro F1 must agree; a disagreement means that one side was fed something
+different (a tokenization mismatch, partially annotated gold docs), and
+:func:`check_agreement` raises instead of reporting two inconsistent numbers.
+
+Scores are kept as spaCy gives them (floats in 0..1) in the returned dict and
+``*.json``; the markdown report shows percentages, like the CLUENER tables.
+"""
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from seqeval.metrics import classification_report, f1_score
+from seqeval.scheme import IOB2
+from spacy import displacy
+from spacy.language import Language
+from spacy.scorer import get_ner_prf
+from spacy.tokens import Doc, DocBin
+from spacy.training import Example
+from spacy.vocab import Vocab
+
+# The 10 CLUENER2020 labels in the order the dataset's README and paper list them.
+CLUENER_LABELS: Tuple[str, ...] = (
+    "address",
+    "book",
+    "company",
+    "game",
+    "government",
+    "movie",
+    "name",
+    "organization",
+    "position",
+    "scene",
+)
+
+# Published BiLSTM+CRF per-type F1 (percent) on the CLUENER2020 *test* set.
+# Source: the "各个实体的评测结果(F1 score)" table, column "bilstm+crf", of the
+# README of https://github.com/CLUEbenchmark/CLUENER2020 (Xu et al. 2020,
+# "CLUENER2020: Fine-grained Named Entity Recognition Dataset and Benchmark for
+# Chinese", arXiv:2001.04351). Only F1 is published, no P/R. The README labels
+# the overall row "Overall@Macro"; 70.00 is also the "线上效果f1" (leaderboard
+# test F1) it gives for "Bi-Lstm + CRF".
+PUBLISHED_BILSTM_CRF_TEST_F1: Dict[str, float] = {
+    "address": 45.50,
+    "book": 67.20,
+    "company": 72.27,
+    "game": 85.27,
+    "government": 77.25,
+    "movie": 78.97,
+    "name": 74.04,
+    "organization": 75.96,
+    "position": 70.16,
+    "scene": 52.42,
+    "overall": 70.00,
+}
+
+# The widely used re-implementation's BiLSTM+CRF F1 (percent) on the CLUENER2020
+# *dev* set (it uses dev as its test set, since test labels are not public).
+# Source: "Results" table, column "BiLSTM+CRF", of the README of
+# https://github.com/hemingkx/CLUENER2020.
+REIMPL_BILSTM_CRF_DEV_F1: Dict[str, float] = {
+    "address": 47.37,
+    "book": 65.71,
+    "company": 71.06,
+    "game": 76.28,
+    "government": 71.29,
+    "movie": 67.53,
+    "name": 71.49,
+    "organization": 73.29,
+    "position": 72.33,
+    "scene": 51.16,
+    "overall": 67.47,
+}
+
+# displaCy colours, one per CLUENER label (pastel, so black text stays readable).
+DISPLACY_COLORS: Dict[str, str] = {
+    "address": "#7aecec",
+    "book": "#bfeeb7",
+    "company": "#feca74",
+    "game": "#ff9561",
+    "government": "#aa9cfc",
+    "movie": "#c887fb",
+    "name": "#9cc9cc",
+    "organization": "#ffeb80",
+    "position": "#ff8197",
+    "scene": "#e4e7d2",
+}
+
+# Maximum |spaCy micro F1 - seqeval micro F1|, in percentage points. Both count
+# exact (start, end, label) matches over the same tokens, so any real
+# difference is a bug rather than rounding.
+AGREEMENT_TOLERANCE = 0.01
+
+
+@dataclass
+class EvaluationResult:
+    """Everything one evaluation pass produces.
+
+    scores (Dict[str, Any]): spaCy's ``ents_p``, ``ents_r``, ``ents_f`` and
+        ``ents_per_type`` (0..1 floats), plus counts and speed.
+    seqeval_report (str): seqeval's entity-level ``classification_report``.
+    seqeval_f1 (float): seqeval's micro F1 (0..1).
+    predicted (List[Doc]): The predicted docs, in the order of the gold docs.
+    gold (List[Doc]): The gold docs that were scored.
+    """
+
+    scores: Dict[str, Any]
+    seqeval_report: str
+    seqeval_f1: float
+    predicted: List[Doc] = field(repr=False)
+    gold: List[Doc] = field(repr=False)
+
+
+def read_docs(path: Path, vocab: Vocab) -> List[Doc]:
+    """Read the gold docs of a ``.spacy`` file.
+
+    path (Path): A DocBin written by ``DocBin.to_disk``.
+    vocab (Vocab): The vocab to deserialize into (the pipeline's).
+    RETURNS (List[Doc]): The docs, in file order.
+    """
+    return list(DocBin().from_disk(path).get_docs(vocab))
+
+
+def predict(
+    nlp: Language, gold_docs: Sequence[Doc], batch_size: int = 256
+) -> Tuple[List[Doc], float]:
+    """Run the pipeline over unannotated copies of the gold docs.
+
+    The copies keep the gold tokenization, so the predicted and gold docs are
+    token-aligned and the per-token IOB tags for seqeval line up one to one.
+
+    nlp (Language): The loaded pipeline.
+    gold_docs (Sequence[Doc]): The gold docs.
+    batch_size (int): Docs per ``nlp.pipe`` batch.
+    RETURNS (Tuple[List[Doc], float]): The predicted docs and the seconds the
+        pipeline pass took.
+    """
+    inputs = [
+        Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
+        for doc in gold_docs
+    ]
+    start = time.perf_counter()
+    predicted = list(nlp.pipe(inputs, batch_size=batch_size))
+    return predicted, time.perf_counter() - start
+
+
+def doc_to_iob(doc: Doc) -> List[str]:
+    """The per-token IOB2 tags of a doc's entities, e.g. ``["B-name", "I-name", "O"]``.
+
+    Tokens with missing entity annotation (``ent_iob_ == ""``) count as ``O``.
+
+    doc (Doc): The doc.
+    RETURNS (List[str]): One tag per token.
+    """
+    return [f"{t.ent_iob_}-{t.ent_type_}" if t.ent_iob_ in ("B", "I") else "O" for t in doc]
+
+
+def spacy_scores(examples: Iterable[Example]) -> Dict[str, Any]:
+    """spaCy's entity scores, as its NER component reports them.
+
+    examples (Iterable[Example]): Examples with the predictions as ``x``.
+    RETURNS (Dict[str, Any]): ``ents_p``, ``ents_r``, ``ents_f`` (0..1) and
+        ``ents_per_type`` (label → ``{"p", "r", "f"}``). With neither gold nor
+        predicted entities spaCy gives ``None``; this returns 0.0 and ``{}``.
+    """
+    scores = get_ner_prf(examples)
+    return {
+        "ents_p": scores["ents_p"] or 0.0,
+        "ents_r": scores["ents_r"] or 0.0,
+        "ents_f": scores["ents_f"] or 0.0,
+        "ents_per_type": scores["ents_per_type"] or {},
+    }
+
+
+def seqeval_scores(gold: Sequence[Doc], predicted: Sequence[Doc]) -> Tuple[str, float]:
+    """seqeval's entity-level report and micro F1 (strict IOB2 mode).
+
+    gold (Sequence[Doc]): The gold docs.
+    predicted (Sequence[Doc]): The predicted docs, token-aligned with ``gold``.
+    RETURNS (Tuple[str, float]): The ``classification_report`` text and the
+        micro F1 (0..1).
+    """
+    y_true = [doc_to_iob(doc) for doc in gold]
+    y_pred = [doc_to_iob(doc) for doc in predicted]
+    kwargs: Dict[str, Any] = {"mode": "strict", "scheme": IOB2}
+    # zero_division=0: a label that is never predicted gets P = 0 silently.
+    report = classification_report(y_true, y_pred, digits=4, zero_division=0, **kwargs)
+    f1 = f1_score(y_true, y_pred, average="micro", zero_division=0, **kwargs)
+    return report, float(f1)
+
+
+def check_agreement(
+    spacy_f1: float, seqeval_f1: float, tolerance: float = AGREEMENT_TOLERANCE
+) -> float:
+    """Raise if spaCy's and seqeval's micro F1 differ by more than ``tolerance``.
+
+    spacy_f1 (float): spaCy's ``ents_f`` (0..1).
+    seqeval_f1 (float): seqeval's micro F1 (0..1).
+    tolerance (float): The allowed difference, in percentage points.
+    RETURNS (float): The difference ``spacy_f1 - seqeval_f1`` in percentage points.
+    """
+    diff = 100 * (spacy_f1 - seqeval_f1)
+    if abs(diff) > tolerance:
+        raise ValueError(
+            f"spaCy micro F1 ({100 * spacy_f1:.4f}) and seqeval micro F1 "
+            f"({100 * seqeval_f1:.4f}) differ by {diff:+.4f} points (> {tolerance}). "
+            "The gold docs may be partially annotated or not token-aligned with the predictions."
+        )
+    return diff
+
+
+def count_ents(docs: Iterable[Doc]) -> Dict[str, int]:
+    """Entities per label.
+
+    docs (Iterable[Doc]): The docs.
+    RETURNS (Dict[str, int]): label → count.
+    """
+    counts: Dict[str, int] = {}
+    for doc in docs:
+        for ent in doc.ents:
+            counts[ent.label_] = counts.get(ent.label_, 0) + 1
+    return counts
+
+
+def evaluate_docs(
+    nlp: Language, gold_docs: Sequence[Doc], batch_size: int = 256
+) -> EvaluationResult:
+    """Predict on the gold docs and score the predictions with spaCy and seqeval.
+
+    Gold docs without any entity annotation are dropped first, because
+    spaCy's scorer skips them and seqeval would otherwise count their
+    predictions as false positives. (A doc whose entities were set, even to
+    ``[]``, is annotated.)
+
+    nlp (Language): The loaded pipeline.
+    gold_docs (Sequence[Doc]): The gold docs.
+    batch_size (int): Docs per ``nlp.pipe`` batch.
+    RETURNS (EvaluationResult): Scores, reports and the predicted docs.
+    """
+    gold = [doc for doc in gold_docs if doc.has_annotation("ENT_IOB")]
+    predicted, seconds = predict(nlp, gold, batch_size=batch_size)
+    examples = [Example(pred, ref) for pred, ref in zip(predicted, gold)]
+    scores = spacy_scores(examples)
+    report, seq_f1 = seqeval_scores(gold, predicted)
+    diff = check_agreement(scores["ents_f"], seq_f1)
+    n_chars = sum(len(doc.text) for doc in gold)
+    n_tokens = sum(len(doc) for doc in gold)
+    seconds = max(seconds, 1e-9)
+    gold_counts, pred_counts = count_ents(gold), count_ents(predicted)
+    scores.update(
+        {
+            # "speed" is what ``spacy evaluate`` calls tokens per second.
+            "speed": n_tokens / seconds,
+            "chars_per_second": n_chars / seconds,
+            "seconds": seconds,
+            "n_docs": len(gold),
+            "n_docs_unannotated": len(gold_docs) - len(gold),
+            "n_chars": n_chars,
+            "n_tokens": n_tokens,
+            "n_gold_ents": sum(gold_counts.values()),
+            "n_pred_ents": sum(pred_counts.values()),
+            "gold_ents_per_type": gold_counts,
+            "pred_ents_per_type": pred_counts,
+            "seqeval_micro_f1": seq_f1,
+            "spacy_minus_seqeval_f1_points": diff,
+            "score_scale": "0-1",
+        }
+    )
+    return EvaluationResult(scores, report, seq_f1, predicted, gold)
+
+
+def evaluate_docbin(nlp: Language, path: Path, batch_size: int = 256) -> EvaluationResult:
+    """:func:`evaluate_docs` on the docs of a ``.spacy`` file.
+
+    nlp (Language): The loaded pipeline.
+    path (Path): The DocBin with the gold docs.
+    batch_size (int): Docs per ``nlp.pipe`` batch.
+    RETURNS (EvaluationResult): Scores, reports and the predicted docs.
+    """
+    return evaluate_docs(nlp, read_docs(path, nlp.vocab), batch_size=batch_size)
+
+
+def report_labels(per_type: Mapping[str, Any]) -> List[str]:
+    """The table's row labels: CLUENER's order, then any other label alphabetically.
+
+    per_type (Mapping[str, Any]): spaCy's ``ents_per_type``.
+    RETURNS (List[str]): The labels.
+    """
+    return list(CLUENER_LABELS) + sorted(set(per_type) - set(CLUENER_LABELS))
+
+
+def _pct(value: Optional[float]) -> str:
+    """A 0..1 score as a percentage cell, ``n/a`` for ``None``."""
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def _ref(table: Mapping[str, float], key: str) -> str:
+    """A published percentage cell, ``n/a`` when it was not published."""
+    return f"{table[key]:.2f}" if key in table else "n/a"
+
+
+def score_table(scores: Mapping[str, Any]) -> str:
+    """The per-type markdown table next to the published BiLSTM-CRF F1.
+
+    scores (Mapping[str, Any]): The ``scores`` of an :class:`EvaluationResult`.
+    RETURNS (str): A markdown table; rows in CLUENER order, then overall (micro).
+    """
+    per_type = scores["ents_per_type"]
+    gold_counts, pred_counts = scores["gold_ents_per_type"], scores["pred_ents_per_type"]
+    lines = [
+        "| Type | P | R | F1 | Gold | Pred "
+        "| Paper BiLSTM-CRF F1 (test) | Re-impl. BiLSTM-CRF F1 (dev) |",
+        "|:--|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for label in report_labels(per_type):
+        prf = per_type.get(label)
+        p, r, f = (None, None, None) if prf is None else (prf["p"], prf["r"], prf["f"])
+        lines.append(
+            f"| {label} | {_pct(p)} | {_pct(r)} | {_pct(f)} "
+            f"| {gold_counts.get(label, 0)} | {pred_counts.get(label, 0)} "
+            f"| {_ref(PUBLISHED_BILSTM_CRF_TEST_F1, label)} "
+            f"| {_ref(REIMPL_BILSTM_CRF_DEV_F1, label)} |"
+        )
+    lines.append(
+        f"| **overall (micro)** | **{_pct(scores['ents_p'])}** | **{_pct(scores['ents_r'])}** "
+        f"| **{_pct(scores['ents_f'])}** | {scores['n_gold_ents']} | {scores['n_pred_ents']} "
+        f"| {_ref(PUBLISHED_BILSTM_CRF_TEST_F1, 'overall')} "
+        f"| {_ref(REIMPL_BILSTM_CRF_DEV_F1, 'overall')} |"
+    )
+    return "\n".join(lines)
+
+
+def render_report(result: EvaluationResult, model: str, data: str) -> str:
+    """The markdown evaluation report.
+
+    result (EvaluationResult): The evaluation.
+    model (str): How to name the model in the title (e.g. its directory name).
+    data (str): How to name the data (e.g. ``dev.spacy``).
+    RETURNS (str): The markdown text.
+    """
+    s = result.scores
+    return "\n".join(
+        [
+            f"# Evaluation of `{model}` on `{data}`",
+            "",
+            "## Scores per entity type (percent)",
+            "",
+            score_table(s),
+            "",
+            "P/R/F1 are spaCy's exact-span entity scores (`spacy.scorer.get_ner_prf`). "
+            "The paper column is the BiLSTM+CRF baseline of CLUENER2020 (Xu et al. 2020, "
+            "arXiv:2001.04351; per-type table of the CLUEbenchmark/CLUENER2020 README, "
+            "whose overall row is labelled *Overall@Macro*) on the **test** set, F1 only. "
+            "The re-implementation column is the widely used hemingkx/CLUENER2020 "
+            "BiLSTM+CRF on the **dev** set (overall 67.47). Test and dev numbers are "
+            "not directly comparable.",
+            "",
+            "## seqeval (entity level, strict IOB2)",
+            "",
+            "```",
+            result.seqeval_report.rstrip(),
+            "```",
+            "",
+            f"Micro F1: spaCy {100 * s['ents_f']:.4f}, seqeval {100 * result.seqeval_f1:.4f}, "
+            f"difference {s['spacy_minus_seqeval_f1_points']:+.4f} points "
+            f"(tolerance {AGREEMENT_TOLERANCE}).",
+            "",
+            "## Counts",
+            "",
+            f"- Docs: {s['n_docs']} (skipped without entity annotation: {s['n_docs_unannotated']})",
+            f"- Gold entities: {s['n_gold_ents']}",
+            f"- Predicted entities: {s['n_pred_ents']}",
+            f"- Characters: {s['n_chars']}, tokens: {s['n_tokens']}",
+            f"- Evaluation pass: {s['seconds']:.3f} s, "
+            f"{s['chars_per_second']:.0f} chars/s, {s['speed']:.0f} tokens/s",
+            "",
+        ]
+    )
+
+
+def render_displacy(docs: Sequence[Doc], limit: int = 50) -> str:
+    """A standalone displaCy ``ent`` page of the first ``limit`` predicted docs.
+
+    docs (Sequence[Doc]): The predicted docs.
+    limit (int): How many docs to show.
+    RETURNS (str): The HTML page.
+    """
+    sample = list(docs[: max(limit, 0)])
+    labels = report_labels({ent.label_: None for doc in sample for ent in doc.ents})
+    options = {"ents": labels, "colors": DISPLACY_COLORS}
+    return displacy.render(sample, style="ent", page=True, options=options, jupyter=False)

@@ -1,0 +1,198 @@
+"""The torch BiLSTM-CRF: code points → features → BiLSTM → emissions → CRF.
+
+Pure torch, no spaCy. The module takes raw Unicode code points, so everything
+between a string and its tags (normalization, the character table, hashed
+bigrams, character classes) lives inside it, travels with its ``state_dict``
+and is part of any scripted/exported copy.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .crf import LinearChainCRF, lengths_to_mask
+from .tags import TagScheme
+
+PAD_ID, UNK_ID = 0, 1
+N_CHAR_CLASSES = 8
+# Mixes a code point pair into one bigram key: larger than any code point + 2.
+_BIGRAM_BASE = 0x110003
+_BOUNDARY = -1  # the "code point" before the first and after the last character
+
+
+def normalize_codepoints(codepoints: Tensor) -> Tensor:
+    """Fold full-width ASCII to half-width, the ideographic space to a space and A-Z to a-z.
+
+    Chinese text mixes full- and half-width forms of the same letters and digits;
+    folding them gives each one embedding and makes rare forms less rare.
+    """
+    cp = codepoints
+    cp = torch.where((cp >= 0xFF01) & (cp <= 0xFF5E), cp - 0xFEE0, cp)
+    cp = torch.where(cp == 0x3000, torch.full_like(cp, 0x20), cp)
+    return torch.where((cp >= 0x41) & (cp <= 0x5A), cp + 32, cp)
+
+
+def char_classes(cp: Tensor) -> Tensor:
+    """Coarse class of each normalized code point, so unseen characters still carry a signal.
+
+    RETURNS (Tensor): Long, same shape: 1 CJK ideograph, 2 Latin letter, 3 digit,
+        4 whitespace, 5 punctuation/symbol, 6 other (emoji, other scripts),
+        7 control character. (0 is padding, set by the caller.)
+    """
+
+    def within(lo: int, hi: int) -> Tensor:
+        return (cp >= lo) & (cp <= hi)
+
+    cjk = within(0x4E00, 0x9FFF) | within(0x3400, 0x4DBF) | within(0xF900, 0xFAFF)
+    cjk = cjk | within(0x20000, 0x2FFFF)
+    latin = within(0x61, 0x7A) | within(0xC0, 0x24F)
+    digit = within(0x30, 0x39)
+    space = (cp == 0x20) | within(0x09, 0x0D) | (cp == 0x85) | (cp == 0xA0)
+    space = space | within(0x2000, 0x200B) | (cp == 0x2028) | (cp == 0x2029)
+    punct = within(0x21, 0x2F) | within(0x3A, 0x40) | within(0x5B, 0x60) | within(0x7B, 0x7E)
+    punct = punct | within(0x2010, 0x206F) | within(0x3001, 0x303F) | within(0xFF00, 0xFFEF)
+    punct = punct | within(0xA1, 0xBF)
+    control = within(0x00, 0x1F) | within(0x7F, 0x9F)
+    classes = torch.full_like(cp, 6)
+    for class_id, where in ((5, punct), (7, control), (4, space), (3, digit), (2, latin), (1, cjk)):
+        classes = torch.where(where, torch.full_like(cp, class_id), classes)
+    return classes
+
+
+class BiLSTMCRF(nn.Module):
+    """Character BiLSTM-CRF tagger.
+
+    n_chars (int): Number of known characters (the character table's size).
+    scheme (TagScheme): The tags and their transition rules.
+    char_dim (int): Width of the character embeddings.
+    bigram_dim (int): Width of the hashed bigram embeddings (0 disables bigrams).
+    bigram_buckets (int): Rows of the bigram hash table.
+    class_dim (int): Width of the character-class embeddings (0 disables them).
+    hidden_size (int): Width of the BiLSTM output (both directions together).
+    depth (int): Number of BiLSTM layers.
+    dropout (float): Dropout between BiLSTM layers and before the projection.
+    embed_dropout (float): Dropout on the concatenated embeddings.
+    unk_rate (float): In training, the share of known characters replaced by the
+        unknown-character row, so that row learns what an unseen character means.
+    layer_norm (bool): Apply LayerNorm to the BiLSTM output.
+    """
+
+    def __init__(
+        self,
+        n_chars: int,
+        scheme: TagScheme,
+        *,
+        char_dim: int = 128,
+        bigram_dim: int = 64,
+        bigram_buckets: int = 100003,
+        class_dim: int = 16,
+        hidden_size: int = 256,
+        depth: int = 1,
+        dropout: float = 0.3,
+        embed_dropout: float = 0.2,
+        unk_rate: float = 0.02,
+        layer_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        if hidden_size % 2:
+            raise ValueError(f"hidden_size must be even (two directions), got {hidden_size}")
+        self.unk_rate = unk_rate
+        self.bigram_buckets = bigram_buckets
+        # Sorted known code points, preceded by a sentinel that matches nothing.
+        self.register_buffer("char_table", torch.full((n_chars + 1,), -2, dtype=torch.long))
+        self.char_embed = nn.Embedding(n_chars + 2, char_dim, padding_idx=PAD_ID)
+        self.bigram_embed = (
+            nn.Embedding(bigram_buckets + 1, bigram_dim, padding_idx=PAD_ID) if bigram_dim else None
+        )
+        self.class_embed = (
+            nn.Embedding(N_CHAR_CLASSES, class_dim, padding_idx=PAD_ID) if class_dim else None
+        )
+        input_dim = char_dim + 2 * bigram_dim + class_dim
+        self.embed_dropout = nn.Dropout(embed_dropout)
+        self.lstm = nn.LSTM(
+            input_dim,
+            hidden_size // 2,
+            num_layers=depth,
+            bidirectional=True,
+            batch_first=True,
+            dropout=dropout if depth > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(hidden_size) if layer_norm else nn.Identity()
+        self.project = nn.Linear(hidden_size, len(scheme))
+        self.crf = LinearChainCRF(
+            len(scheme),
+            torch.as_tensor(scheme.allowed_transitions()),
+            torch.as_tensor(scheme.allowed_start()),
+            torch.as_tensor(scheme.allowed_end()),
+        )
+
+    def set_char_table(self, codepoints: Tensor) -> None:
+        """Store the known characters. codepoints (Tensor): normalized, unique, sorted."""
+        if len(codepoints) + 1 != len(self.char_table):
+            raise ValueError(f"Expected {len(self.char_table) - 1} characters, got {len(codepoints)}")
+        self.char_table[1:] = codepoints
+
+    def char_ids(self, cp: Tensor, mask: Tensor) -> Tensor:
+        """Embedding rows of normalized code points: known → its row, unseen → UNK, padding → 0."""
+        index = torch.searchsorted(self.char_table, cp).clamp_max(len(self.char_table) - 1)
+        known = self.char_table[index] == cp
+        ids = torch.where(known, index + 1, torch.full_like(index, UNK_ID))
+        if self.training and self.unk_rate > 0:
+            drop = torch.rand(ids.shape, device=ids.device) < self.unk_rate
+            ids = torch.where(drop, torch.full_like(ids, UNK_ID), ids)
+        return torch.where(mask, ids, torch.zeros_like(ids))
+
+    def bigram_ids(self, cp: Tensor, mask: Tensor) -> "tuple[Tensor, Tensor]":
+        """Hashed rows of the (previous, current) and (current, next) character pairs."""
+        boundary = torch.full_like(cp[:, :1], _BOUNDARY)
+        cp = torch.where(mask, cp, torch.full_like(cp, _BOUNDARY))
+        prev = torch.cat([boundary, cp[:, :-1]], dim=1)
+        nxt = torch.cat([cp[:, 1:], boundary], dim=1)
+        zeros = torch.zeros_like(cp)
+
+        def bucket(a: Tensor, b: Tensor) -> Tensor:
+            key = (a + 2) * _BIGRAM_BASE + (b + 2)
+            return torch.where(mask, key % self.bigram_buckets + 1, zeros)
+
+        return bucket(prev, cp), bucket(cp, nxt)
+
+    def emissions(self, codepoints: Tensor, lengths: Tensor) -> Tensor:
+        """Tag scores. codepoints (Tensor): Long (batch, max_len), raw code points.
+
+        RETURNS (Tensor): Float (batch, max_len, n_tags).
+        """
+        mask = lengths_to_mask(lengths, codepoints.shape[1])
+        cp = normalize_codepoints(codepoints)
+        features = [self.char_embed(self.char_ids(cp, mask))]
+        if self.bigram_embed is not None:
+            left, right = self.bigram_ids(cp, mask)
+            features += [self.bigram_embed(left), self.bigram_embed(right)]
+        if self.class_embed is not None:
+            classes = torch.where(mask, char_classes(cp), torch.zeros_like(cp))
+            features.append(self.class_embed(classes))
+        x = self.embed_dropout(torch.cat(features, dim=-1))
+        # Packing keeps padding out of the backward direction; empty sentences are
+        # given length 1 here and masked out by the CRF.
+        packed = pack_padded_sequence(
+            x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        output, _ = self.lstm(packed)
+        hidden, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+        return self.project(self.dropout(self.norm(hidden)))
+
+    def forward(
+        self, codepoints: Tensor, lengths: Tensor, gold: Optional[Tensor] = None
+    ) -> Tensor:
+        """With ``gold`` tags: the NLL per sentence (training). Without: the decoded tags.
+
+        codepoints (Tensor): Long (batch, max_len).
+        lengths (Tensor): Long (batch,).
+        gold (Optional[Tensor]): Long (batch, max_len) gold tag ids.
+        RETURNS (Tensor): Float (batch,) NLL, or Long (batch, max_len) tags (-1 at padding).
+        """
+        emissions = self.emissions(codepoints, lengths)
+        if gold is not None:
+            return self.crf.nll(emissions, gold, lengths)
+        return self.crf.decode(emissions, lengths)

@@ -1,0 +1,372 @@
+"""The ``bilstm_crf_ner`` component: a TrainablePipe that sets ``doc.ents``."""
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy
+import srsly
+import torch
+from spacy import util
+from spacy.errors import Errors
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc, Span
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, set_dropout_rate
+
+from .architectures import (
+    TaggerInput,
+    build_torch_layer,
+    doc_codepoints,
+    get_torch_module,
+    pad_batch,
+)
+from .model import normalize_codepoints
+from .tags import SCHEMES, TagScheme
+
+DEFAULT_MODEL_CONFIG = """
+[model]
+@architectures = "spacy-bilstm-crf.BiLSTMCRF.v1"
+char_dim = 128
+bigram_dim = 64
+bigram_buckets = 100003
+class_dim = 16
+hidden_size = 256
+depth = 1
+dropout = 0.3
+embed_dropout = 0.2
+unk_rate = 0.02
+layer_norm = true
+mixed_precision = false
+grad_scaler = null
+"""
+DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
+
+
+@Language.factory(
+    "bilstm_crf_ner",
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
+    default_config={
+        "model": DEFAULT_MODEL,
+        "scheme": "BIOES",
+        "min_char_count": 1,
+        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+    },
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_bilstm_crf_ner(
+    nlp: Language,
+    name: str,
+    model: Model[TaggerInput, object],
+    scheme: str,
+    min_char_count: int,
+    scorer: Optional[Callable],
+) -> "BiLSTMCRFNER":
+    """Create a BiLSTM-CRF named-entity recognizer.
+
+    model (Model): The network, e.g. ``spacy-bilstm-crf.BiLSTMCRF.v1``.
+    scheme (str): Tag scheme, ``"BIOES"`` (default) or ``"BIO"``.
+    min_char_count (int): Characters seen fewer times in training share the unknown row.
+    scorer (Optional[Callable]): The scoring method, by default ``spacy.ner_scorer.v1``.
+    """
+    return BiLSTMCRFNER(
+        nlp.vocab, model, name, scheme=scheme, min_char_count=min_char_count, scorer=scorer
+    )
+
+
+class BiLSTMCRFNER(TrainablePipe):
+    """Character BiLSTM-CRF NER with batched, constrained Viterbi decoding.
+
+    Every decoded tag sequence is valid under the tag scheme, so ``doc.ents``
+    always comes from a well-formed sequence. Tokens are expected to be single
+    characters (``spacy.blank("zh")``). Gold tokens with missing NER annotation
+    are trained as ``O``.
+    """
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "bilstm_crf_ner",
+        *,
+        scheme: str = "BIOES",
+        min_char_count: int = 1,
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        if scheme not in SCHEMES:
+            raise ValueError(f"Unknown tag scheme '{scheme}' for '{name}': use one of {sorted(SCHEMES)}.")
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.scorer = scorer
+        self.cfg: Dict[str, object] = {
+            "labels": [],
+            "scheme": scheme,
+            "min_char_count": min_char_count,
+        }
+        self.char_table = numpy.zeros(0, dtype="int64")
+        self._scheme: Optional[TagScheme] = None
+
+    # -- labels -------------------------------------------------------------------
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        """RETURNS (Tuple[str]): The entity labels."""
+        return tuple(self.cfg["labels"])  # type: ignore[arg-type]
+
+    @property
+    def label_data(self) -> List[str]:
+        """RETURNS (List[str]): The labels, as ``spacy init labels`` writes them."""
+        return list(self.labels)
+
+    @property
+    def scheme(self) -> TagScheme:
+        """RETURNS (TagScheme): The tag scheme over the current labels."""
+        if self._scheme is None or self._scheme.labels != list(self.labels):
+            self._scheme = TagScheme(self.labels, str(self.cfg["scheme"]))
+        return self._scheme
+
+    def add_label(self, label: str) -> int:
+        """Add an entity label before initialization.
+
+        label (str): The label to add.
+        RETURNS (int): 0 if the label is already present, otherwise 1.
+        """
+        if not isinstance(label, str):
+            raise ValueError(Errors.E187)
+        if label in self.labels:
+            return 0
+        if self.model.layers:
+            raise ValueError(
+                f"Cannot add label '{label}' to '{self.name}' after it is initialized: the "
+                "CRF's size depends on the labels. Add all labels before nlp.initialize()."
+            )
+        self.cfg["labels"] = list(self.labels) + [label]
+        return 1
+
+    # -- initialization ---------------------------------------------------------
+
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
+        labels: Optional[Sequence[str]] = None,
+    ) -> None:
+        """Collect labels and the character table from the data and build the network.
+
+        get_examples (Callable[[], Iterable[Example]]): The training examples.
+        nlp (Language): The current nlp object.
+        labels (Optional[Sequence[str]]): Labels to use (e.g. from ``spacy init labels``);
+            collected from the examples (sorted) when not given.
+        """
+        validate_get_examples(get_examples, "BiLSTMCRFNER.initialize")
+        self.model._layers[:] = []  # re-initializing starts from scratch
+        if labels is not None:
+            self.cfg["labels"] = []
+            for label in labels:
+                self.add_label(label)
+        else:
+            found = {ent.label_ for eg in get_examples() for ent in eg.reference.ents}
+            for label in sorted(found.union(self.labels)):
+                self.add_label(label)
+        self._require_labels()
+        codepoints = [doc_codepoints(eg.predicted) for eg in get_examples()]
+        self.char_table = build_char_table(codepoints, int(self.cfg["min_char_count"]))
+        build_torch_layer(self.model, self.scheme, self.char_table)
+        # Check that gold data converts (labels known, spans aligned) on a sample.
+        for eg in islice(get_examples(), 10):
+            self._gold_tags(eg)
+
+    # -- prediction ---------------------------------------------------------------
+
+    def predict(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
+        """Decode the best valid tag sequence of each doc.
+
+        RETURNS (List[numpy.ndarray]): Tag ids per doc.
+        """
+        docs = list(docs)
+        if not any(len(doc) for doc in docs):
+            return [numpy.zeros(len(doc), dtype="int64") for doc in docs]
+        tags = self.model.ops.to_numpy(self.model.predict((docs, None)))
+        return [row[: len(doc)] for row, doc in zip(tags, docs)]
+
+    def set_annotations(self, docs: Iterable[Doc], tag_ids: List[numpy.ndarray]) -> None:
+        """Set ``doc.ents`` (and so ``token.ent_iob``/``ent_type``) from decoded tags."""
+        scheme = self.scheme
+        for doc, tags in zip(docs, tag_ids):
+            spans = [
+                Span(doc, start, end, label=scheme.labels[label])
+                for start, end, label in scheme.tags_to_spans(tags)
+            ]
+            doc.set_ents(spans, default="outside")
+
+    # -- training -----------------------------------------------------------------
+
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Callable] = None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        """Learn from a batch: the CRF negative log-likelihood of the gold tags.
+
+        The loss reported is the summed NLL; the gradient is that of the mean, so
+        gradient clipping does not depend on the batch size.
+        RETURNS (Dict[str, float]): The updated losses.
+        """
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        validate_examples(examples, "BiLSTMCRFNER.update")
+        examples = list(examples)
+        docs = [eg.predicted for eg in examples]
+        if not any(len(doc) for doc in docs):
+            return losses
+        gold = [self._gold_tags(eg) for eg in examples]
+        set_dropout_rate(self.model, drop)
+        nll, backprop = self.model.begin_update((docs, gold))
+        loss = float(nll.sum())
+        if numpy.isnan(loss):
+            raise ValueError(Errors.E910.format(name=self.name))
+        backprop(self.model.ops.alloc1f(len(docs)) + 1.0 / len(docs))
+        if sgd not in (None, False):
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
+
+    def get_loss(self, examples: Iterable[Example], scores: object) -> Tuple[float, object]:
+        """The CRF loss is computed inside the network by ``update``."""
+        raise NotImplementedError(
+            f"'{self.name}' computes its CRF loss inside the model: use update()."
+        )
+
+    def _gold_tags(self, example: Example) -> numpy.ndarray:
+        """Gold entity spans of an example as tag ids over its predicted tokens."""
+        doc = example.predicted
+        index = {label: i for i, label in enumerate(self.labels)}
+        spans = example.get_aligned_spans_y2x(example.reference.ents, allow_overlap=False)
+        triples = []
+        for span in spans:
+            if span.label_ not in index:
+                raise ValueError(
+                    f"Entity label '{span.label_}' in '{example.reference.text[:50]}' is not "
+                    f"one of the labels of '{self.name}': {list(self.labels)}."
+                )
+            triples.append((span.start, span.end, index[span.label_]))
+        return self.scheme.spans_to_tags(len(doc), triples)
+
+    # -- confidence -------------------------------------------------------------
+
+    def predict_marginals(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
+        """Per-token tag marginals P(tag | doc) from the CRF (rows sum to 1).
+
+        RETURNS (List[numpy.ndarray]): Float (len(doc), n_tags) per doc; column order
+            is ``self.scheme.tags``.
+        """
+        docs = list(docs)
+        module = get_torch_module(self.model)
+        device = next(module.parameters()).device
+        codepoints = [doc_codepoints(doc) for doc in docs]
+        lengths = torch.tensor([len(cp) for cp in codepoints], dtype=torch.long, device=device)
+        padded = torch.as_tensor(pad_batch(codepoints, 0), device=device)
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                emissions = module.emissions(padded, lengths)
+            marginals = module.crf.marginals(emissions, lengths).cpu().numpy()
+        finally:
+            module.train(was_training)
+        return [m[: len(doc)] for m, doc in zip(marginals, docs)]
+
+    # -- serialization ------------------------------------------------------------
+
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        """Serialize the pipe (cfg, character table, vocab, weights) to a bytestring."""
+        self._validate_serialization_attrs()
+        serializers = {
+            "cfg": lambda: srsly.json_dumps(self.cfg),
+            "char_table": lambda: srsly.json_dumps(self.char_table.tolist()),
+            "vocab": lambda: self.vocab.to_bytes(exclude=exclude),
+            "model": lambda: self.model.to_bytes(),
+        }
+        return util.to_bytes(serializers, exclude)
+
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
+        """Serialize the pipe to a directory."""
+        self._validate_serialization_attrs()
+        path = util.ensure_path(path)
+        writers = {
+            "cfg": lambda p: srsly.write_json(p, self.cfg),
+            "char_table": lambda p: srsly.write_json(p, self.char_table.tolist()),
+            "vocab": lambda p: self.vocab.to_disk(p, exclude=exclude),
+            "model": lambda p: Path(p).write_bytes(self.model.to_bytes()),
+        }
+        util.to_disk(path, writers, exclude)
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "BiLSTMCRFNER":
+        """Load the pipe from a bytestring: cfg and character table first, then the
+        network is rebuilt for them, then its weights are loaded."""
+        self._validate_serialization_attrs()
+        loaders = {
+            "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
+            "char_table": lambda b: self._set_char_table(srsly.json_loads(b)),
+            "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
+            "model": lambda b: self._load_model(b, "bytes"),
+        }
+        util.from_bytes(bytes_data, loaders, exclude)
+        return self
+
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "BiLSTMCRFNER":
+        """Load the pipe from a directory written by ``to_disk``."""
+        self._validate_serialization_attrs()
+        path = util.ensure_path(path)
+        if not path.is_dir():
+            raise ValueError(f"Cannot load '{self.name}': directory not found: {path}")
+        for required in ("cfg", "char_table", "model"):
+            if required not in exclude and not (path / required).exists():
+                raise ValueError(
+                    f"Cannot load '{self.name}' from {path}: the file '{required}' is missing. "
+                    "Was it saved with nlp.to_disk() by spacy-bilstm-crf?"
+                )
+        loaders = {
+            "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
+            "char_table": lambda p: self._set_char_table(srsly.read_json(p)),
+            "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
+            "model": lambda p: self._load_model(Path(p).read_bytes(), str(p)),
+        }
+        util.from_disk(path, loaders, exclude)
+        return self
+
+    def _set_char_table(self, values: List[int]) -> None:
+        self.char_table = numpy.asarray(values, dtype="int64")
+
+    def _load_model(self, data: bytes, source: str) -> None:
+        """Rebuild the torch module from cfg and character table, then load the weights."""
+        build_torch_layer(self.model, self.scheme, self.char_table)
+        try:
+            self.model.from_bytes(data)
+        except Exception as err:
+            raise ValueError(
+                f"Cannot load the weights of '{self.name}' from {source}: {err}. The file is "
+                "corrupt or was saved with a different config (labels, sizes)."
+            ) from err
+
+
+def build_char_table(codepoints: Iterable[numpy.ndarray], min_count: int) -> numpy.ndarray:
+    """Sorted unique normalized code points seen at least ``min_count`` times.
+
+    codepoints (Iterable[numpy.ndarray]): Code points per doc.
+    min_count (int): Minimum count to get an own embedding row.
+    RETURNS (numpy.ndarray): Int64, sorted.
+    """
+    arrays = [c for c in codepoints if len(c)]
+    if not arrays:
+        return numpy.zeros(0, dtype="int64")
+    normalized = normalize_codepoints(torch.as_tensor(numpy.concatenate(arrays))).numpy()
+    values, counts = numpy.unique(normalized, return_counts=True)
+    return values[counts >= max(min_count, 1)].astype("int64")
