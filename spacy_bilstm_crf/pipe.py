@@ -1,4 +1,5 @@
 """The ``bilstm_crf_ner`` component: a TrainablePipe that sets ``doc.ents``."""
+import os
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -42,6 +43,11 @@ mixed_precision = false
 grad_scaler = null
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
+
+# ``nlp.pipe(texts, n_process=2)`` forks on Linux. A forked child inherits torch's
+# OpenMP thread pool in a broken state and hangs at its first parallel op, so each
+# child runs torch on one thread, which is also what one-worker-per-core wants.
+os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
 
 
 @Language.factory(

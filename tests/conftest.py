@@ -1,0 +1,62 @@
+"""Shared fixtures: a small pipeline overfit once per test session."""
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+import spacy
+from spacy.language import Language
+from spacy.training import Example
+
+REPO = Path(__file__).resolve().parents[1]
+CLUENER_DIR = REPO.parent / "shared" / "data" / "cluener"
+
+# (text, [(start_char, end_char_exclusive, label)])
+TRAIN_DATA: List[Tuple[str, List[Tuple[int, int, str]]]] = [
+    ("马云在阿里巴巴杭州总部发表演讲", [(0, 2, "name"), (3, 7, "company"), (7, 9, "address")]),
+    ("李明去北京大学读书", [(0, 2, "name"), (3, 7, "organization")]),
+    ("王芳是腾讯的工程师", [(0, 2, "name"), (3, 5, "company"), (6, 9, "position")]),
+    ("我在上海看了电影《流浪地球》", [(2, 4, "address"), (8, 14, "movie")]),
+    ("今天天气很好", []),
+    ("张伟担任华为公司总经理", [(0, 2, "name"), (4, 8, "company"), (8, 11, "position")]),
+    ("国务院发布了新规定", [(0, 3, "government")]),
+    ("他在深圳玩《王者荣耀》", [(2, 4, "address"), (5, 11, "game")]),
+]
+
+SMALL_MODEL = {
+    "char_dim": 32,
+    "bigram_dim": 16,
+    "bigram_buckets": 997,
+    "class_dim": 8,
+    "hidden_size": 64,
+    "dropout": 0.0,
+    "embed_dropout": 0.0,
+    "unk_rate": 0.0,
+}
+
+
+def make_examples(nlp: Language) -> List[Example]:
+    return [
+        Example.from_dict(nlp.make_doc(text), {"entities": ents}) for text, ents in TRAIN_DATA
+    ]
+
+
+def train_small(scheme: str = "BIOES", steps: int = 150, seed: int = 0) -> Language:
+    """A blank zh pipeline with bilstm_crf_ner overfit on TRAIN_DATA."""
+    spacy.util.fix_random_seed(seed)
+    nlp = spacy.blank("zh")
+    nlp.add_pipe("bilstm_crf_ner", config={"scheme": scheme, "model": SMALL_MODEL})
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    optimizer.learn_rate = 0.01
+    for _ in range(steps):
+        nlp.update(examples, sgd=optimizer)
+    return nlp
+
+
+@pytest.fixture(scope="session")
+def trained_nlp() -> Language:
+    return train_small()
+
+
+def ents_of(doc) -> List[Tuple[int, int, str]]:
+    return [(e.start_char, e.end_char, e.label_) for e in doc.ents]

@@ -1,0 +1,374 @@
+"""The spaCy project workflow (project.yml) and its ``data`` step (``fetch-cluener``).
+
+The fast tests check project.yml's shape and the data step's branches without
+the network: downloads go to ``file://`` URLs. The slow smoke test runs
+``spacy project run all`` on the sample data with a tiny model, then installs
+the packaged wheel into a fresh venv and loads it.
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import pytest
+import spacy
+import srsly
+from spacy.tokens import DocBin
+from typer.testing import CliRunner
+
+from spacy_bilstm_crf.cli import app
+from spacy_bilstm_crf.cli import data as data_cli
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_FILE = REPO / "project.yml"
+SAMPLE = REPO / "assets" / "cluener_sample.json"
+SAMPLE_DEV = REPO / "assets" / "cluener_sample_dev.json"
+SHARED_CLUENER = REPO.parent / "shared" / "data" / "cluener"
+
+# A tiny model and a few steps, so the whole workflow runs in about a minute on a CPU.
+# The leading space matters: weasel reads a value that starts with "--" as an option.
+SMOKE_TRAIN_OVERRIDES = (
+    " --training.max_steps 30 --training.eval_frequency 10"
+    " --components.bilstm_crf_ner.model.char_dim 32"
+    " --components.bilstm_crf_ner.model.bigram_dim 16"
+    " --components.bilstm_crf_ner.model.bigram_buckets 997"
+    " --components.bilstm_crf_ner.model.class_dim 8"
+    " --components.bilstm_crf_ner.model.hidden_size 32"
+)
+
+runner = CliRunner()
+
+
+def plain(text: str) -> str:
+    """Output without colours and with wasabi's line wrapping undone, to match phrases in."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def sample_source(directory: Path) -> Path:
+    """A stand-in for a CLUENER copy: the sample files named train.json / dev.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(SAMPLE, directory / "train.json")
+    shutil.copyfile(SAMPLE_DEV, directory / "dev.json")
+    return directory
+
+
+def make_project(directory: Path) -> Path:
+    """A copy of the project (project.yml and configs/) to run commands in."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_FILE, directory / "project.yml")
+    shutil.copytree(REPO / "configs", directory / "configs")
+    return directory
+
+
+def unreachable_url(tmp_path: Path) -> str:
+    """A download URL that fails at once, without touching the network."""
+    return (tmp_path / "no-such-archive.zip").as_uri()
+
+
+def run_project(
+    project: Path, command: str, args: List[str], env: Dict[str, str]
+) -> subprocess.CompletedProcess:
+    """Run ``python -m spacy project run COMMAND`` with this interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "spacy", "project", "run", command, str(project), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def quiet_env(tmp_path: Path) -> Dict[str, str]:
+    """The environment for project runs: one thread each (the machine is shared),
+    and the download pointed at a missing local file so no test reaches the network.
+    """
+    env = dict(os.environ)
+    env.update(
+        {
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            data_cli.URL_ENV_VAR: unreachable_url(tmp_path),
+        }
+    )
+    return env
+
+
+# --- project.yml -------------------------------------------------------------------------
+
+
+def load_project(directory: Path, args: Sequence[str] = ()) -> dict:
+    """project.yml loaded and interpolated by weasel, with ``--vars.*`` args as
+    on the command line. Loads a copy in ``directory``: loading creates the
+    project's directories.
+    """
+    weasel_util = pytest.importorskip("weasel.util")
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_FILE, directory / "project.yml")
+    overrides = weasel_util.parse_config_overrides(list(args))
+    return weasel_util.load_project_config(directory, overrides=overrides)
+
+
+def test_project_yml_validates_against_weasel_schema() -> None:
+    schemas = pytest.importorskip("weasel.schemas")
+    raw = srsly.read_yaml(PROJECT_FILE)
+    assert schemas.validate(schemas.ProjectConfigSchema, raw) == []
+    for key in ("title", "description", "vars", "directories", "assets", "workflows", "commands"):
+        assert raw.get(key), key
+    vars_ = raw["vars"]
+    assert vars_["lang"] == "zh" and vars_["config"] == "bilstm_crf" and vars_["gpu_id"] == -1
+    assert not Path(vars_["cluener_dir"]).is_absolute()
+    assert {"name", "version", "train_overrides"} <= set(vars_)
+
+
+def test_workflow_steps_chain_through_deps_and_outputs(tmp_path: Path) -> None:
+    config = load_project(tmp_path)
+    commands = {cmd["name"]: cmd for cmd in config["commands"]}
+    steps = config["workflows"]["all"]
+    assert steps == ["data", "convert", "train", "evaluate", "package"]
+    produced = set()
+    for name in steps:
+        cmd = commands[name]
+        assert cmd.get("help") and cmd["script"] and cmd["outputs"], name
+        for script in cmd["script"]:
+            assert script.startswith("python -m "), script  # the interpreter spaCy runs with
+        if name != "data":  # data's source lies outside the project, so it always runs
+            assert cmd["deps"], name
+            for dep in cmd["deps"]:
+                assert dep in produced or (REPO / dep).exists(), f"{name}: {dep}"
+        produced.update(cmd["outputs"])
+    assert commands["data"].get("no_skip") is True
+
+
+def test_assets_and_fetch_command_agree_on_checksums(tmp_path: Path) -> None:
+    config = load_project(tmp_path)
+    by_name = {Path(asset["dest"]).name: asset for asset in config["assets"]}
+    assert {name: asset["checksum"] for name, asset in by_name.items()} == data_cli.CLUENER_MD5
+    for name, asset in by_name.items():
+        assert asset["dest"] == f"assets/cluener/{name}"
+        assert asset["url"] == f"{config['vars']['cluener_dir']}/{name}"
+    fetch = next(cmd for cmd in config["commands"] if cmd["name"] == "data")["script"][0]
+    assert "fetch-cluener assets/cluener --source" in fetch
+
+
+@pytest.mark.skipif(not SHARED_CLUENER.is_dir(), reason="no shared CLUENER copy beside the repo")
+def test_shared_copy_is_the_release_the_checksums_describe() -> None:
+    for name, expected in data_cli.CLUENER_MD5.items():
+        assert md5(SHARED_CLUENER / name) == expected, name
+
+
+def test_vars_reach_the_scripts(tmp_path: Path) -> None:
+    args = ["--vars.gpu_id", "0", "--vars.cluener_dir", "my/cluener"]
+    args += ["--vars.train_overrides", " --training.max_steps 20"]
+    scripts = {cmd["name"]: " ".join(cmd["script"]) for cmd in load_project(tmp_path, args)["commands"]}
+    assert "--gpu-id 0" in scripts["train"] and "--gpu-id 0" in scripts["evaluate"]
+    assert scripts["train"].endswith("--gpu-id 0  --training.max_steps 20")
+    assert "--source my/cluener" in scripts["data"]
+    default = {cmd["name"]: " ".join(cmd["script"]) for cmd in load_project(tmp_path / "d")["commands"]}
+    assert "--gpu-id -1" in default["train"] and "--gpu-id -1" in default["evaluate"]
+
+
+# --- the data step -----------------------------------------------------------------------
+
+
+def test_data_step_copies_from_cluener_dir(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project")
+    source = sample_source(tmp_path / "my-cluener")
+    result = run_project(project, "data", ["--vars.cluener_dir", str(source)], quiet_env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("train.json", "dev.json"):
+        assert md5(project / "assets" / "cluener" / name) == md5(source / name)
+    # The sample is not the official release: used, but the user is told so.
+    assert "not the official CLUENER2020 file" in plain(result.stdout)
+
+
+def test_data_step_says_what_to_do_when_nothing_works(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project")
+    env = quiet_env(tmp_path)
+    result = run_project(project, "data", ["--vars.cluener_dir", str(tmp_path / "missing")], env)
+    assert result.returncode != 0
+    out = plain(result.stdout + result.stderr)
+    assert "Could not get the CLUENER2020 data" in out
+    assert str(tmp_path / "missing") in out and env[data_cli.URL_ENV_VAR] in out
+    assert "put train.json and dev.json in assets/cluener/" in out
+    assert "--vars.cluener_dir PATH" in out
+    assert not (project / "assets" / "cluener" / "train.json").exists()
+
+
+def test_fetch_default_url_is_the_official_archive() -> None:
+    assert data_cli.CLUENER_ARCHIVE_URL == "https://storage.googleapis.com/cluebenchmark/tasks/cluener_public.zip"
+
+
+def test_fetch_official_copy_is_silent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = sample_source(tmp_path / "src")
+    monkeypatch.setattr(data_cli, "CLUENER_MD5", {"train.json": md5(SAMPLE), "dev.json": md5(SAMPLE_DEV)})
+    result = runner.invoke(app, ["fetch-cluener", str(tmp_path / "out"), "--source", str(source)])
+    assert result.exit_code == 0, result.output
+    assert "Copied" in plain(result.output) and "not the official" not in plain(result.output)
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
+
+
+def test_fetch_keeps_a_copy_already_in_place(tmp_path: Path) -> None:
+    out_dir = sample_source(tmp_path / "out")  # e.g. put there by hand
+    args = ["--source", str(tmp_path / "missing"), "--url", unreachable_url(tmp_path)]
+    result = runner.invoke(app, ["fetch-cluener", str(out_dir), *args])
+    assert result.exit_code == 0, result.output
+    assert "already in" in plain(result.output) and "not the official" in plain(result.output)
+
+
+def test_fetch_needs_both_files_in_source(tmp_path: Path) -> None:
+    source = sample_source(tmp_path / "src")
+    (source / "dev.json").unlink()
+    args = ["--source", str(source), "--url", unreachable_url(tmp_path)]
+    result = runner.invoke(app, ["fetch-cluener", str(tmp_path / "out"), *args])
+    assert result.exit_code == 1
+    out = plain(result.output)
+    assert "No dev.json in" in out and "Could not get the CLUENER2020 data" in out
+
+
+def make_archive(path: Path, files: Dict[str, Path]) -> str:
+    """A zip laid out like the official one (files under a folder); RETURNS its file:// URL."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, src in files.items():
+            zf.write(src, f"cluener_public/{name}")
+    return path.as_uri()
+
+
+def test_fetch_downloads_extracts_and_verifies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = make_archive(tmp_path / "cluener_public.zip", {"train.json": SAMPLE, "dev.json": SAMPLE_DEV})
+    monkeypatch.setattr(data_cli, "CLUENER_MD5", {"train.json": md5(SAMPLE), "dev.json": md5(SAMPLE_DEV)})
+    out_dir = tmp_path / "out"
+    result = runner.invoke(app, ["fetch-cluener", str(out_dir), "--url", url])
+    assert result.exit_code == 0, result.output
+    assert md5(out_dir / "train.json") == md5(SAMPLE) and md5(out_dir / "dev.json") == md5(SAMPLE_DEV)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["dev.json", "train.json"]
+
+
+def test_fetch_rejects_a_download_that_is_not_the_release(tmp_path: Path) -> None:
+    url = make_archive(tmp_path / "cluener_public.zip", {"train.json": SAMPLE, "dev.json": SAMPLE_DEV})
+    out_dir = tmp_path / "out"
+    result = runner.invoke(app, ["fetch-cluener", str(out_dir), "--url", url])
+    assert result.exit_code == 1
+    out = plain(result.output)
+    assert "not the expected CLUENER2020 release" in out and md5(SAMPLE) in out
+    assert not (out_dir / "train.json").exists()  # nothing half-verified is left to be used
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [(b"<html>not found</html>", "not a valid zip archive"), (None, "has no dev.json")],
+)
+def test_fetch_rejects_a_bad_archive(tmp_path: Path, content, expected: str) -> None:
+    archive = tmp_path / "cluener_public.zip"
+    if content is None:
+        url = make_archive(archive, {"train.json": SAMPLE})
+    else:
+        archive.write_bytes(content)
+        url = archive.as_uri()
+    result = runner.invoke(app, ["fetch-cluener", str(tmp_path / "out"), "--url", url])
+    assert result.exit_code == 1
+    assert expected in plain(result.output) and "Do one of" in plain(result.output)
+
+
+def test_fetch_url_can_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = unreachable_url(tmp_path)
+    monkeypatch.setenv(data_cli.URL_ENV_VAR, url)
+    result = runner.invoke(app, ["fetch-cluener", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert f"Downloading {url} failed" in plain(result.output)
+
+
+# --- the whole workflow ------------------------------------------------------------------
+
+
+def count_lines(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+def check_corpus(project: Path) -> None:
+    vocab = spacy.blank("zh").vocab
+    for split, sample in (("train", SAMPLE), ("dev", SAMPLE_DEV)):
+        docs = list(DocBin().from_disk(project / "corpus" / f"{split}.spacy").get_docs(vocab))
+        stats = srsly.read_json(project / "corpus" / f"{split}.stats.json")
+        assert len(docs) == stats["docs_written"] == count_lines(sample), split
+        assert any(doc.ents for doc in docs), split
+
+
+def check_metrics(project: Path) -> None:
+    scores = srsly.read_json(project / "metrics" / "dev.json")
+    for key in ("ents_p", "ents_r", "ents_f", "ents_per_type"):
+        assert key in scores, key
+    assert 0.0 <= scores["ents_f"] <= 1.0
+    assert scores["n_docs"] == count_lines(SAMPLE_DEV)
+    assert (project / "metrics" / "dev_report.md").stat().st_size > 0
+    assert "<html" in (project / "metrics" / "dev_displacy.html").read_text(encoding="utf8").lower()
+
+
+def load_in_fresh_venv(tmp_path: Path, wheel: Path, package: str) -> dict:
+    """Install the wheel into a new venv that sees this interpreter's packages
+    (torch, spaCy, this plugin: nothing is downloaded) and load it there.
+    """
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    code = (
+        "import importlib, json, spacy\n"
+        "from spacy.tokens import Doc\n"
+        f"nlp = spacy.load({package!r})\n"
+        "doc = nlp('马云在阿里巴巴杭州总部发表演讲')\n"
+        "print(json.dumps({\n"
+        "    'is_doc': isinstance(doc, Doc), 'ents_is_tuple': isinstance(doc.ents, tuple),\n"
+        "    'text': doc.text, 'pipe_names': nlp.pipe_names,\n"
+        f"    'module': importlib.import_module({package!r}).__file__,\n"
+        "}))\n"
+    )
+    # Run outside the repo so nothing is imported from the working tree by accident.
+    result = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_project_run_all_smoke(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project")
+    source = sample_source(tmp_path / "cluener")
+    env = quiet_env(tmp_path)
+    args = ["--vars.cluener_dir", str(source), "--vars.train_overrides", SMOKE_TRAIN_OVERRIDES]
+    result = run_project(project, "all", args, env)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "--training.max_steps 30" in result.stdout  # the overrides reached spacy train
+
+    check_corpus(project)
+    check_metrics(project)
+    assert (project / "training" / "model-best" / "meta.json").exists()
+    config = load_project(tmp_path / "loaded")
+    package = f"{config['vars']['lang']}_{config['vars']['name']}"
+    package_cmd = next(cmd for cmd in config["commands"] if cmd["name"] == "package")
+    wheel = project / package_cmd["outputs"][0]
+    assert wheel.is_file(), sorted(str(p.relative_to(project)) for p in (project / "packages").rglob("*.whl"))
+
+    # Unchanged inputs: every step but data is skipped.
+    again = run_project(project, "all", args, env)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    for name in ("convert", "train", "evaluate", "package"):
+        assert f"Skipping '{name}': nothing changed" in plain(again.stdout), name
+
+    loaded = load_in_fresh_venv(tmp_path, wheel, package)
+    assert loaded["is_doc"] and loaded["ents_is_tuple"]
+    assert loaded["text"] == "马云在阿里巴巴杭州总部发表演讲"
+    assert "bilstm_crf_ner" in loaded["pipe_names"]
+    assert str(tmp_path / "venv") in loaded["module"]
