@@ -5,3 +5,4 @@ Each submodule registers its commands on the shared typer ``app``.
 from ._util import app  # noqa: F401
 from . import convert  # noqa: F401
 from . import evaluate  # noqa: F401
+from . import data  # noqa: F401
