@@ -157,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cluener")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "runs")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=2, help="training jobs at a time")
     parser.add_argument("--quick", action="store_true", help="300 steps each, spaCy ner 600")
     parser.add_argument("--ablations", action="store_true", help="also the ablation runs")
@@ -199,8 +199,9 @@ def main() -> None:
     print(table(results))
 
     ours = [results[f"{OURS}_seed{seed}"] for seed in args.seeds]
-    summary: Dict[str, object] = {
-        OURS: {
+    summary: Dict[str, object] = {"runs": results}
+    if ours:
+        summary[OURS] = {
             "dev_f1_seeds": [r["dev_f1"] for r in ours],
             "dev_f1_mean": round(statistics.mean(r["dev_f1"] for r in ours), 2),
             "dev_f1_std": round(statistics.pstdev(r["dev_f1"] for r in ours), 2),
@@ -209,11 +210,9 @@ def main() -> None:
             "chars_per_second_single": round(statistics.mean(r["chars_per_second_single"] for r in ours)),
             "per_type_f1_seed0": ours[0]["per_type_f1"],
             "size_bytes": ours[0]["size_bytes"],
-        },
-        "runs": results,
-        "machine": {"cores": cores, "python": platform.python_version(), "platform": platform.platform()},
-        "quick": args.quick,
-    }
+        }
+    summary["machine"] = {"cores": cores, "python": platform.python_version(), "platform": platform.platform()}
+    summary["quick"] = args.quick
     if "spacy_ner" in results:
         summary["spacy_ner"] = {k: results["spacy_ner"][k] for k in (
             "dev_f1", "dev_p", "dev_r", "train_seconds", "chars_per_second",

@@ -1,0 +1,117 @@
+"""Soft-lexicon features: which words of a lexicon cover each character, and how.
+
+For every character, flags say whether some lexicon word of length 2, 3 or 4+
+Begins there, has it in the Middle (3, 4+) or Ends there, and whether the
+character is a Single-character word: 9 flags, the B/M/E/S sets of Zhang & Yang
+(2018) and Ma et al. (2020) without word embeddings.
+
+Matching is vectorized and lives inside the torch module: each lexicon word is
+stored as a 62-bit key (two polynomial hashes mod 2^31-1) in a sorted buffer,
+and each window of a sentence is hashed incrementally and looked up with
+``searchsorted``, one tensor op per window length. The lexicon therefore travels
+with the model's weights, and an exported model needs no word list file.
+"""
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+_MOD = 2**31 - 1
+_BASES = (1_000_003, 911_382_323)
+N_LEXICON_FLAGS = 9  # B2 B3 B4+ M3 M4+ E2 E3 E4+ S
+
+
+def _bucket(length: int) -> int:
+    """Index of a word length among (2, 3, 4+)."""
+    return min(length, 4) - 2
+
+
+def word_keys(words: Iterable[Tensor], max_len: int) -> Tensor:
+    """Keys of words given as normalized code point tensors; words longer than ``max_len`` are skipped.
+
+    RETURNS (Tensor): Sorted unique int64 keys.
+    """
+    keys: List[int] = []
+    for word in words:
+        if not 1 <= len(word) <= max_len:
+            continue
+        h1 = h2 = 0
+        for cp in word.tolist():
+            h1 = (h1 * _BASES[0] + cp) % _MOD
+            h2 = (h2 * _BASES[1] + cp) % _MOD
+        keys.append(h1 * 2**31 + h2)
+    return torch.unique(torch.tensor(keys, dtype=torch.long))
+
+
+class LexiconFeatures(nn.Module):
+    """B/M/E/S lexicon flags per character.
+
+    n_keys (int): Number of lexicon words (the key buffer's size; filled by ``set_keys``).
+    max_len (int): Longest word length matched.
+    """
+
+    def __init__(self, n_keys: int, max_len: int = 6) -> None:
+        super().__init__()
+        self.max_len = max_len
+        # Sorted keys after a sentinel that matches nothing, so an empty lexicon works.
+        self.register_buffer("keys", torch.full((n_keys + 1,), -1, dtype=torch.long))
+
+    def set_keys(self, keys: Tensor) -> None:
+        if len(keys) + 1 != len(self.keys):
+            raise ValueError(f"Expected {len(self.keys) - 1} lexicon keys, got {len(keys)}")
+        self.keys[1:] = keys
+
+    def _found(self, key: Tensor) -> Tensor:
+        index = torch.searchsorted(self.keys, key).clamp_max(len(self.keys) - 1)
+        return self.keys[index] == key
+
+    def forward(self, cp: Tensor, lengths: Tensor) -> Tensor:
+        """cp (Tensor): Long (batch, max_len) normalized code points; lengths (Tensor): Long (batch,).
+
+        RETURNS (Tensor): Float (batch, max_len, 9) flags; zero at padding.
+        """
+        batch, seq_len = cp.shape
+        flags = torch.zeros(batch, seq_len, N_LEXICON_FLAGS, dtype=torch.bool, device=cp.device)
+        h1 = torch.zeros_like(cp)
+        h2 = torch.zeros_like(cp)
+        # Window hashes for length L at start s, built from length L-1: one op per length.
+        for length in range(1, min(self.max_len, seq_len) + 1):
+            n_starts = seq_len - length + 1
+            last = cp[:, length - 1 :]
+            h1 = (h1[:, :n_starts] * _BASES[0] + last) % _MOD
+            h2 = (h2[:, :n_starts] * _BASES[1] + last) % _MOD
+            starts = torch.arange(n_starts, device=cp.device)
+            inside = starts[None, :] + length <= lengths[:, None]
+            match = self._found(h1 * 2**31 + h2) & inside
+            if length == 1:
+                flags[:, :, 8] |= match
+                continue
+            bucket = _bucket(length)
+            flags[:, :n_starts, bucket] |= match  # B
+            flags[:, length - 1 :, 5 + bucket] |= match  # E
+            for offset in range(1, length - 1):  # M (lengths >= 3)
+                flags[:, offset : offset + n_starts, 3 + bucket - 1] |= match
+        return flags.to(torch.float32)
+
+
+def load_word_list(source: str) -> List[str]:
+    """Words of a lexicon: ``"jieba"`` (jieba's dictionary, ``pip install jieba``) or a file path.
+
+    A file has one word per line; anything after the first whitespace (jieba's
+    frequency and POS columns) is ignored.
+    """
+    if source == "jieba":
+        try:
+            import jieba
+        except ImportError as err:
+            raise ImportError(
+                "lexicon = \"jieba\" needs the jieba package: pip install 'spacy-bilstm-crf[lexicon]'"
+            ) from err
+        path: Optional[Path] = Path(jieba.__file__).parent / "dict.txt"
+    else:
+        path = Path(source)
+    if path is None or not path.exists():
+        raise FileNotFoundError(f"Lexicon file not found: {path}")
+    with path.open(encoding="utf8") as f:
+        return [line.split()[0] for line in f if line.strip()]
