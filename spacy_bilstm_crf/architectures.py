@@ -44,6 +44,8 @@ def build_bilstm_crf(
     embed_dropout: float = 0.2,
     unk_rate: float = 0.02,
     layer_norm: bool = True,
+    lexicon: Optional[str] = None,
+    lexicon_max_len: int = 6,
     mixed_precision: bool = False,
     grad_scaler: Optional[PyTorchGradScaler] = None,
 ) -> Model[TaggerInput, Any]:
@@ -60,6 +62,11 @@ def build_bilstm_crf(
     embed_dropout (float): Dropout on the embeddings.
     unk_rate (float): Share of characters replaced by the unknown row in training.
     layer_norm (bool): LayerNorm on the BiLSTM output.
+    lexicon (Optional[str]): Soft-lexicon features from a word list: ``"jieba"`` (jieba's
+        dictionary, ``pip install jieba``) or a path to a file with one word per line. Read
+        at ``initialize`` only; the words are stored in the model, so loading a trained
+        pipeline needs neither jieba nor the file. None disables the features.
+    lexicon_max_len (int): Longest lexicon word matched.
     mixed_precision (bool): Autocast the network on GPU; the CRF always runs in float32.
     grad_scaler (Optional[PyTorchGradScaler]): Gradient scaler for mixed precision.
     RETURNS (Model[TaggerInput, Any]): Training: NLL per doc (Floats1d). Prediction:
@@ -76,23 +83,46 @@ def build_bilstm_crf(
         embed_dropout=embed_dropout,
         unk_rate=unk_rate,
         layer_norm=layer_norm,
+        lexicon_max_len=lexicon_max_len,
     )
     return Model(
         "bilstm_crf",
         _forward,
-        attrs={"hyper": hyper, "mixed_precision": mixed_precision, "grad_scaler": grad_scaler},
+        attrs={
+            "hyper": hyper,
+            "lexicon": lexicon,
+            "mixed_precision": mixed_precision,
+            "grad_scaler": grad_scaler,
+        },
     )
 
 
-def build_torch_layer(model: Model, scheme: TagScheme, char_table: numpy.ndarray) -> None:
-    """Build (or rebuild) the torch module for these tags and characters.
+def build_torch_layer(
+    model: Model,
+    scheme: TagScheme,
+    char_table: numpy.ndarray,
+    lexicon_keys: Optional[numpy.ndarray] = None,
+) -> None:
+    """Build (or rebuild) the torch module for these tags, characters and lexicon.
 
     model (Model): A model made by ``build_bilstm_crf``.
     scheme (TagScheme): The tags and their transition rules.
     char_table (numpy.ndarray): Sorted, unique, normalized code points of the known characters.
+    lexicon_keys (Optional[numpy.ndarray]): Sorted lexicon word keys (see ``lexicon.py``);
+        used when the model has a ``lexicon``.
     """
-    module = BiLSTMCRF(len(char_table), scheme, **model.attrs["hyper"])
+    use_lexicon = model.attrs["lexicon"] is not None
+    if use_lexicon and lexicon_keys is None:
+        raise ValueError("The model has a lexicon but no lexicon keys were given.")
+    module = BiLSTMCRF(
+        len(char_table),
+        scheme,
+        lexicon_size=len(lexicon_keys) if use_lexicon else None,
+        **model.attrs["hyper"],
+    )
     module.set_char_table(torch.as_tensor(numpy.asarray(char_table, dtype="int64")))
+    if module.lexicon is not None:
+        module.lexicon.set_keys(torch.tensor(numpy.asarray(lexicon_keys, dtype="int64")))
     wrapper = PyTorchWrapper_v2(
         module,
         convert_inputs=_convert_inputs,

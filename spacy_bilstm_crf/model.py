@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .crf import LinearChainCRF, lengths_to_mask
+from .lexicon import N_LEXICON_FLAGS, LexiconFeatures
 from .tags import TagScheme
 
 PAD_ID, UNK_ID = 0, 1
@@ -76,6 +77,9 @@ class BiLSTMCRF(nn.Module):
     unk_rate (float): In training, the share of known characters replaced by the
         unknown-character row, so that row learns what an unseen character means.
     layer_norm (bool): Apply LayerNorm to the BiLSTM output.
+    lexicon_size (Optional[int]): Number of lexicon words for soft-lexicon features;
+        None disables them (0 enables them with an empty lexicon).
+    lexicon_max_len (int): Longest lexicon word matched.
     """
 
     def __init__(
@@ -93,6 +97,8 @@ class BiLSTMCRF(nn.Module):
         embed_dropout: float = 0.2,
         unk_rate: float = 0.02,
         layer_norm: bool = True,
+        lexicon_size: Optional[int] = None,
+        lexicon_max_len: int = 6,
     ) -> None:
         super().__init__()
         if hidden_size % 2:
@@ -108,7 +114,11 @@ class BiLSTMCRF(nn.Module):
         self.class_embed = (
             nn.Embedding(N_CHAR_CLASSES, class_dim, padding_idx=PAD_ID) if class_dim else None
         )
+        self.lexicon = (
+            LexiconFeatures(lexicon_size, lexicon_max_len) if lexicon_size is not None else None
+        )
         input_dim = char_dim + 2 * bigram_dim + class_dim
+        input_dim += N_LEXICON_FLAGS if self.lexicon is not None else 0
         self.embed_dropout = nn.Dropout(embed_dropout)
         self.lstm = nn.LSTM(
             input_dim,
@@ -172,6 +182,8 @@ class BiLSTMCRF(nn.Module):
         if self.class_embed is not None:
             classes = torch.where(mask, char_classes(cp), torch.zeros_like(cp))
             features.append(self.class_embed(classes))
+        if self.lexicon is not None:
+            features.append(self.lexicon(cp, lengths))
         x = self.embed_dropout(torch.cat(features, dim=-1))
         # Packing keeps padding out of the backward direction; empty sentences are
         # given length 1 here and masked out by the CRF.

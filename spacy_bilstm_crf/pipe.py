@@ -23,6 +23,7 @@ from .architectures import (
     get_torch_module,
     pad_batch,
 )
+from .lexicon import load_word_list, word_keys
 from .model import normalize_codepoints
 from .tags import SCHEMES, TagScheme
 
@@ -39,6 +40,8 @@ dropout = 0.3
 embed_dropout = 0.2
 unk_rate = 0.02
 layer_norm = true
+lexicon = null
+lexicon_max_len = 6
 mixed_precision = false
 grad_scaler = null
 """
@@ -112,6 +115,8 @@ class BiLSTMCRFNER(TrainablePipe):
             "min_char_count": min_char_count,
         }
         self.char_table = numpy.zeros(0, dtype="int64")
+        # Keys of the lexicon words (soft-lexicon features), when the model uses a lexicon.
+        self.lexicon_keys: Optional[numpy.ndarray] = None
         self._scheme: Optional[TagScheme] = None
 
     # -- labels -------------------------------------------------------------------
@@ -180,7 +185,13 @@ class BiLSTMCRFNER(TrainablePipe):
         self._require_labels()
         codepoints = [doc_codepoints(eg.predicted) for eg in get_examples()]
         self.char_table = build_char_table(codepoints, int(self.cfg["min_char_count"]))
-        build_torch_layer(self.model, self.scheme, self.char_table)
+        lexicon = self.model.attrs.get("lexicon")
+        if lexicon is None:
+            self.lexicon_keys = None
+        else:
+            max_len = self.model.attrs["hyper"]["lexicon_max_len"]
+            self.lexicon_keys = build_lexicon_keys(load_word_list(lexicon), max_len)
+        build_torch_layer(self.model, self.scheme, self.char_table, self.lexicon_keys)
         # Check that gold data converts (labels known, spans aligned) on a sample.
         for eg in islice(get_examples(), 10):
             self._gold_tags(eg)
@@ -297,6 +308,7 @@ class BiLSTMCRFNER(TrainablePipe):
         serializers = {
             "cfg": lambda: srsly.json_dumps(self.cfg),
             "char_table": lambda: srsly.json_dumps(self.char_table.tolist()),
+            "lexicon": lambda: srsly.msgpack_dumps(self.lexicon_keys),
             "vocab": lambda: self.vocab.to_bytes(exclude=exclude),
             "model": lambda: self.model.to_bytes(),
         }
@@ -309,6 +321,7 @@ class BiLSTMCRFNER(TrainablePipe):
         writers = {
             "cfg": lambda p: srsly.write_json(p, self.cfg),
             "char_table": lambda p: srsly.write_json(p, self.char_table.tolist()),
+            "lexicon": lambda p: srsly.write_msgpack(p, self.lexicon_keys),
             "vocab": lambda p: self.vocab.to_disk(p, exclude=exclude),
             "model": lambda p: Path(p).write_bytes(self.model.to_bytes()),
         }
@@ -321,6 +334,7 @@ class BiLSTMCRFNER(TrainablePipe):
         loaders = {
             "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
             "char_table": lambda b: self._set_char_table(srsly.json_loads(b)),
+            "lexicon": lambda b: self._set_lexicon_keys(srsly.msgpack_loads(b)),
             "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
             "model": lambda b: self._load_model(b, "bytes"),
         }
@@ -333,7 +347,7 @@ class BiLSTMCRFNER(TrainablePipe):
         path = util.ensure_path(path)
         if not path.is_dir():
             raise ValueError(f"Cannot load '{self.name}': directory not found: {path}")
-        for required in ("cfg", "char_table", "model"):
+        for required in ("cfg", "char_table", "lexicon", "model"):
             if required not in exclude and not (path / required).exists():
                 raise ValueError(
                     f"Cannot load '{self.name}' from {path}: the file '{required}' is missing. "
@@ -342,6 +356,7 @@ class BiLSTMCRFNER(TrainablePipe):
         loaders = {
             "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
             "char_table": lambda p: self._set_char_table(srsly.read_json(p)),
+            "lexicon": lambda p: self._set_lexicon_keys(srsly.read_msgpack(p)),
             "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
             "model": lambda p: self._load_model(Path(p).read_bytes(), str(p)),
         }
@@ -351,9 +366,12 @@ class BiLSTMCRFNER(TrainablePipe):
     def _set_char_table(self, values: List[int]) -> None:
         self.char_table = numpy.asarray(values, dtype="int64")
 
+    def _set_lexicon_keys(self, keys: Optional[numpy.ndarray]) -> None:
+        self.lexicon_keys = None if keys is None else numpy.asarray(keys, dtype="int64")
+
     def _load_model(self, data: bytes, source: str) -> None:
-        """Rebuild the torch module from cfg and character table, then load the weights."""
-        build_torch_layer(self.model, self.scheme, self.char_table)
+        """Rebuild the torch module from cfg, character table and lexicon, then load the weights."""
+        build_torch_layer(self.model, self.scheme, self.char_table, self.lexicon_keys)
         try:
             self.model.from_bytes(data)
         except Exception as err:
@@ -376,3 +394,16 @@ def build_char_table(codepoints: Iterable[numpy.ndarray], min_count: int) -> num
     normalized = normalize_codepoints(torch.as_tensor(numpy.concatenate(arrays))).numpy()
     values, counts = numpy.unique(normalized, return_counts=True)
     return values[counts >= max(min_count, 1)].astype("int64")
+
+
+def build_lexicon_keys(words: List[str], max_len: int) -> numpy.ndarray:
+    """Keys of lexicon words after the same normalization as the text (see ``lexicon.py``).
+
+    words (List[str]): The lexicon.
+    max_len (int): Longer words are left out (they are never matched).
+    RETURNS (numpy.ndarray): Sorted unique int64 keys.
+    """
+    words = [word for word in words if 0 < len(word) <= max_len]
+    flat = torch.tensor([ord(c) for word in words for c in word], dtype=torch.long)
+    normalized = torch.split(normalize_codepoints(flat), [len(word) for word in words])
+    return word_keys(normalized, max_len=max_len).numpy()
