@@ -203,3 +203,26 @@ def test_configs_pass_fill_config_and_debug_config(config, tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Config is valid" in result.stdout
+
+
+def test_lexicon_travels_with_the_model(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("阿里巴巴\n北京大学\n杭州\n流浪地球 3 nz\n", encoding="utf8")
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.blank("zh")
+    config = {"model": {**SMALL_MODEL, "lexicon": str(words)}}
+    ner = nlp.add_pipe("bilstm_crf_ner", config=config)
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    assert len(ner.lexicon_keys) == 4
+    module = get_torch_module(ner.model)
+    flags = module.lexicon(torch.tensor([[ord(c) for c in "在阿里巴巴"]]), torch.tensor([5]))
+    assert flags[0, :, :].sum(dim=1).tolist() == [0, 1, 1, 1, 1]  # B4+, M4+, M4+, E4+
+    for _ in range(5):
+        nlp.update(examples, sgd=optimizer)
+    nlp.to_disk(tmp_path / "model")
+    words.unlink()  # loading must not need the word list
+    loaded = spacy.load(tmp_path / "model")
+    texts = [text for text, _ in TRAIN_DATA]
+    assert [ents_of(d) for d in loaded.pipe(texts)] == [ents_of(d) for d in nlp.pipe(texts)]
+    assert numpy.array_equal(loaded.get_pipe("bilstm_crf_ner").lexicon_keys, ner.lexicon_keys)
