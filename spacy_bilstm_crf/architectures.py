@@ -5,6 +5,7 @@ are only known at ``initialize`` (or when a saved pipeline is loaded), so the
 architecture returns a thin thinc ``Model`` whose torch layer is built by
 :func:`build_torch_layer`, called by the pipe at those two moments.
 """
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -13,10 +14,12 @@ import torch
 from spacy.attrs import IDX
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3, torch2xp, xp2torch
 from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
+from thinc.util import get_torch_default_device
 
 from .model import BiLSTMCRF
+from .quantize import deserialize_quantized, quantize_module
 from .tags import TagScheme
 
 # Input of the model: the docs, and in training the gold tag ids of each doc.
@@ -48,6 +51,7 @@ def build_bilstm_crf(
     lexicon_max_len: int = 6,
     mixed_precision: bool = False,
     grad_scaler: Optional[PyTorchGradScaler] = None,
+    quantize_int8: bool = False,
 ) -> Model[TaggerInput, Any]:
     """A character BiLSTM-CRF for NER over one-token-per-character Docs.
 
@@ -68,7 +72,11 @@ def build_bilstm_crf(
         pipeline needs neither jieba nor the file. None disables the features.
     lexicon_max_len (int): Longest lexicon word matched.
     mixed_precision (bool): Autocast the network on GPU; the CRF always runs in float32.
+        Without a CUDA GPU it is turned off, with a warning.
     grad_scaler (Optional[PyTorchGradScaler]): Gradient scaler for mixed precision.
+    quantize_int8 (bool): INT8 dynamic quantization of the LSTM and output layer, for
+        CPU inference; the weights are stored as int8. Inference only: train with
+        false, then convert with ``python -m spacy_bilstm_crf quantize``.
     RETURNS (Model[TaggerInput, Any]): Training: NLL per doc (Floats1d). Prediction:
         tag ids (Ints2d, -1 at padding).
     """
@@ -93,6 +101,7 @@ def build_bilstm_crf(
             "lexicon": lexicon,
             "mixed_precision": mixed_precision,
             "grad_scaler": grad_scaler,
+            "quantize_int8": quantize_int8,
         },
     )
 
@@ -123,12 +132,33 @@ def build_torch_layer(
     module.set_char_table(torch.as_tensor(numpy.asarray(char_table, dtype="int64")))
     if module.lexicon is not None:
         module.lexicon.set_keys(torch.tensor(numpy.asarray(lexicon_keys, dtype="int64")))
-    wrapper = PyTorchWrapper_v2(
+    quantized = bool(model.attrs.get("quantize_int8", False))
+    mixed_precision, grad_scaler = model.attrs["mixed_precision"], model.attrs["grad_scaler"]
+    if quantized:
+        # Quantize the freshly built module so that its state dict has the int8
+        # layout; the pipe then loads the int8 weights into it.
+        if mixed_precision:
+            raise ValueError(
+                "quantize_int8 and mixed_precision exclude each other: INT8 runs on the "
+                "CPU, mixed precision on GPU. Set one of them to false."
+            )
+        module = quantize_module(module)
+    elif mixed_precision and get_torch_default_device().type != "cuda":
+        # thinc autocasts on CUDA only and its gradient scaler raises on other
+        # devices, so a GPU config would fail its first update on a CPU machine.
+        warnings.warn(
+            "mixed_precision = true needs a CUDA GPU; running in float32 on "
+            f"{get_torch_default_device()}."
+        )
+        mixed_precision, grad_scaler = False, None
+    wrapper = PyTorchWrapper_v3(
         module,
         convert_inputs=_convert_inputs,
         convert_outputs=_convert_outputs,
-        mixed_precision=model.attrs["mixed_precision"],
-        grad_scaler=model.attrs["grad_scaler"],
+        mixed_precision=mixed_precision,
+        grad_scaler=grad_scaler,
+        device=torch.device("cpu") if quantized else None,
+        deserialize_model=deserialize_quantized if quantized else None,
     )
     model._layers[:] = [wrapper]
 

@@ -13,7 +13,7 @@ finite negative (not ``-inf``) where gradients flow, which avoids NaNs, and
 ``-inf`` in Viterbi, where no gradient is taken, so a banned transition can
 never win however large the emissions are.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -55,7 +55,7 @@ class LinearChainCRF(nn.Module):
 
     # -- masked scores --------------------------------------------------------------
 
-    def _masked(self, banned: float, dtype: torch.dtype):
+    def _masked(self, banned: float, dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
         """RETURNS: (transitions, start, end) in ``dtype``, banned entries replaced by ``banned``."""
         fill = torch.tensor(banned, dtype=dtype, device=self.transitions.device)
         return (
@@ -137,40 +137,48 @@ class LinearChainCRF(nn.Module):
         pad (int): The value written at padded positions.
         RETURNS (Tensor): Long (batch, max_len).
         """
-        with _float32(emissions), torch.no_grad():
-            emissions = emissions.to(_compute_dtype(emissions))
-            batch, max_len, n_tags = emissions.shape
-            if max_len == 0:
-                return torch.full((batch, 0), pad, dtype=torch.long, device=emissions.device)
-            mask = lengths_to_mask(lengths, max_len)
-            trans, start, end = self._masked(float("-inf"), emissions.dtype)
-            # Batch-last layout, (n_tags, batch): the max over the previous tag then
-            # runs over the outermost dimension of a reused (from, to, batch) buffer,
-            # an elementwise max of contiguous slabs, several times faster than a max
-            # over a short innermost dimension. Values only: no argmax in the forward.
-            emit = emissions.permute(1, 2, 0)  # (max_len, n_tags, batch)
-            keep = mask.t().unsqueeze(1)  # (max_len, 1, batch)
-            trans_3d = trans.unsqueeze(2)  # (from, to, 1)
-            buffer = emissions.new_empty(n_tags, n_tags, batch)
-            scores = [start.unsqueeze(1) + emit[0]]
-            for t in range(1, max_len):
-                torch.add(scores[-1].unsqueeze(1), trans_3d, out=buffer)
-                nxt = buffer.amax(dim=0) + emit[t]
-                scores.append(torch.where(keep[t], nxt, scores[-1]))
-            # Backtracking recomputes each step's argmax for the one chosen tag only,
-            # a (n_tags, batch) op per step instead of storing backpointers for every
-            # tag. The sums are the same floating-point ops as in the forward pass, so
-            # ties break the same way. Past a sentence's end the tag is carried through.
-            tag = (scores[-1] + end.unsqueeze(1)).argmax(dim=0, keepdim=True)  # (1, batch)
-            path = [tag]
-            for t in range(max_len - 1, 0, -1):
-                into_tag = trans.index_select(1, tag.squeeze(0))  # (from, batch)
-                prev = (scores[t - 1] + into_tag).argmax(dim=0, keepdim=True)
-                tag = torch.where(keep[t], prev, tag)
-                path.append(tag)
-            path.reverse()
-            tags = torch.cat(path, dim=0).t()
-            return torch.where(mask, tags, torch.full_like(tags, pad))
+        # TorchScript cannot compile the float32 guard (it leaves autocast) and compiles
+        # only this first branch; a scripted copy never runs under autocast.
+        if torch.jit.is_scripting():
+            with torch.no_grad():
+                return self._viterbi(emissions.to(_compute_dtype(emissions)), lengths, pad)
+        else:
+            with _float32(emissions), torch.no_grad():
+                return self._viterbi(emissions.to(_compute_dtype(emissions)), lengths, pad)
+
+    def _viterbi(self, emissions: Tensor, lengths: Tensor, pad: int) -> Tensor:
+        batch, max_len, n_tags = emissions.shape
+        if max_len == 0:
+            return torch.full((batch, 0), pad, dtype=torch.long, device=emissions.device)
+        mask = lengths_to_mask(lengths, max_len)
+        trans, start, end = self._masked(float("-inf"), emissions.dtype)
+        # Batch-last layout, (n_tags, batch): the max over the previous tag then
+        # runs over the outermost dimension of a reused (from, to, batch) buffer,
+        # an elementwise max of contiguous slabs, several times faster than a max
+        # over a short innermost dimension. Values only: no argmax in the forward.
+        emit = emissions.permute(1, 2, 0)  # (max_len, n_tags, batch)
+        keep = mask.t().unsqueeze(1)  # (max_len, 1, batch)
+        trans_3d = trans.unsqueeze(2)  # (from, to, 1)
+        buffer = emissions.new_empty(n_tags, n_tags, batch)
+        scores = [start.unsqueeze(1) + emit[0]]
+        for t in range(1, max_len):
+            torch.add(scores[-1].unsqueeze(1), trans_3d, out=buffer)
+            nxt = buffer.amax(dim=0) + emit[t]
+            scores.append(torch.where(keep[t], nxt, scores[-1]))
+        # Backtracking recomputes each step's argmax for the one chosen tag only,
+        # a (n_tags, batch) op per step instead of storing backpointers for every
+        # tag. The sums are the same floating-point ops as in the forward pass, so
+        # ties break the same way. Past a sentence's end the tag is carried through.
+        tag = (scores[-1] + end.unsqueeze(1)).argmax(dim=0, keepdim=True)  # (1, batch)
+        path = [tag]
+        for t in range(max_len - 1, 0, -1):
+            into_tag = trans.index_select(1, tag.squeeze(0))  # (from, batch)
+            prev = (scores[t - 1] + into_tag).argmax(dim=0, keepdim=True)
+            tag = torch.where(keep[t], prev, tag)
+            path.append(tag)
+        path.reverse()
+        tags = torch.cat(path, dim=0).t()
+        return torch.where(mask, tags, torch.full_like(tags, pad))
 
     def marginals(self, emissions: Tensor, lengths: Tensor) -> Tensor:
         """Per-token tag marginals P(y_t = k | x): the gradient of log Z w.r.t. the emissions.

@@ -12,13 +12,14 @@ and each window of a sentence is hashed incrementally and looked up with
 with the model's weights, and an exported model needs no word list file.
 """
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Final, Iterable, List, Optional
 
 import torch
 from torch import Tensor, nn
 
 _MOD = 2**31 - 1
-_BASES = (1_000_003, 911_382_323)
+_BASE1, _BASE2 = 1_000_003, 911_382_323
+_SHIFT = 2**31
 N_LEXICON_FLAGS = 9  # B2 B3 B4+ M3 M4+ E2 E3 E4+ S
 
 
@@ -38,9 +39,9 @@ def word_keys(words: Iterable[Tensor], max_len: int) -> Tensor:
             continue
         h1 = h2 = 0
         for cp in word.tolist():
-            h1 = (h1 * _BASES[0] + cp) % _MOD
-            h2 = (h2 * _BASES[1] + cp) % _MOD
-        keys.append(h1 * 2**31 + h2)
+            h1 = (h1 * _BASE1 + cp) % _MOD
+            h2 = (h2 * _BASE2 + cp) % _MOD
+        keys.append(h1 * _SHIFT + h2)
     return torch.unique(torch.tensor(keys, dtype=torch.long))
 
 
@@ -50,6 +51,13 @@ class LexiconFeatures(nn.Module):
     n_keys (int): Number of lexicon words (the key buffer's size; filled by ``set_keys``).
     max_len (int): Longest word length matched.
     """
+
+    # Final class constants: TorchScript reads no module globals.
+    _mod: Final[int] = _MOD
+    _base1: Final[int] = _BASE1
+    _base2: Final[int] = _BASE2
+    _shift: Final[int] = _SHIFT
+    _n_flags: Final[int] = N_LEXICON_FLAGS
 
     def __init__(self, n_keys: int, max_len: int = 6) -> None:
         super().__init__()
@@ -72,18 +80,18 @@ class LexiconFeatures(nn.Module):
         RETURNS (Tensor): Float (batch, max_len, 9) flags; zero at padding.
         """
         batch, seq_len = cp.shape
-        flags = torch.zeros(batch, seq_len, N_LEXICON_FLAGS, dtype=torch.bool, device=cp.device)
+        flags = torch.zeros(batch, seq_len, self._n_flags, dtype=torch.bool, device=cp.device)
         h1 = torch.zeros_like(cp)
         h2 = torch.zeros_like(cp)
         # Window hashes for length L at start s, built from length L-1: one op per length.
         for length in range(1, min(self.max_len, seq_len) + 1):
             n_starts = seq_len - length + 1
             last = cp[:, length - 1 :]
-            h1 = (h1[:, :n_starts] * _BASES[0] + last) % _MOD
-            h2 = (h2[:, :n_starts] * _BASES[1] + last) % _MOD
+            h1 = (h1[:, :n_starts] * self._base1 + last) % self._mod
+            h2 = (h2[:, :n_starts] * self._base2 + last) % self._mod
             starts = torch.arange(n_starts, device=cp.device)
             inside = starts[None, :] + length <= lengths[:, None]
-            match = self._found(h1 * 2**31 + h2) & inside
+            match = self._found(h1 * self._shift + h2) & inside
             if length == 1:
                 flags[:, :, 8] |= match
                 continue

@@ -5,7 +5,7 @@ between a string and its tags (normalization, the character table, hashed
 bigrams, character classes) lives inside it, travels with its ``state_dict``
 and is part of any scripted/exported copy.
 """
-from typing import Optional
+from typing import Final, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +34,10 @@ def normalize_codepoints(codepoints: Tensor) -> Tensor:
     return torch.where((cp >= 0x41) & (cp <= 0x5A), cp + 32, cp)
 
 
+def _within(cp: Tensor, lo: int, hi: int) -> Tensor:
+    return (cp >= lo) & (cp <= hi)
+
+
 def char_classes(cp: Tensor) -> Tensor:
     """Coarse class of each normalized code point, so unseen characters still carry a signal.
 
@@ -41,24 +45,26 @@ def char_classes(cp: Tensor) -> Tensor:
         4 whitespace, 5 punctuation/symbol, 6 other (emoji, other scripts),
         7 control character. (0 is padding, set by the caller.)
     """
-
-    def within(lo: int, hi: int) -> Tensor:
-        return (cp >= lo) & (cp <= hi)
-
-    cjk = within(0x4E00, 0x9FFF) | within(0x3400, 0x4DBF) | within(0xF900, 0xFAFF)
-    cjk = cjk | within(0x20000, 0x2FFFF)
-    latin = within(0x61, 0x7A) | within(0xC0, 0x24F)
-    digit = within(0x30, 0x39)
-    space = (cp == 0x20) | within(0x09, 0x0D) | (cp == 0x85) | (cp == 0xA0)
-    space = space | within(0x2000, 0x200B) | (cp == 0x2028) | (cp == 0x2029)
-    punct = within(0x21, 0x2F) | within(0x3A, 0x40) | within(0x5B, 0x60) | within(0x7B, 0x7E)
-    punct = punct | within(0x2010, 0x206F) | within(0x3001, 0x303F) | within(0xFF00, 0xFFEF)
-    punct = punct | within(0xA1, 0xBF)
-    control = within(0x00, 0x1F) | within(0x7F, 0x9F)
+    # No closures or loops over tuples of tensors here: TorchScript must compile it.
+    cjk = _within(cp, 0x4E00, 0x9FFF) | _within(cp, 0x3400, 0x4DBF) | _within(cp, 0xF900, 0xFAFF)
+    cjk = cjk | _within(cp, 0x20000, 0x2FFFF)
+    latin = _within(cp, 0x61, 0x7A) | _within(cp, 0xC0, 0x24F)
+    digit = _within(cp, 0x30, 0x39)
+    space = (cp == 0x20) | _within(cp, 0x09, 0x0D) | (cp == 0x85) | (cp == 0xA0)
+    space = space | _within(cp, 0x2000, 0x200B) | (cp == 0x2028) | (cp == 0x2029)
+    punct = _within(cp, 0x21, 0x2F) | _within(cp, 0x3A, 0x40) | _within(cp, 0x5B, 0x60)
+    punct = punct | _within(cp, 0x7B, 0x7E) | _within(cp, 0x2010, 0x206F)
+    punct = punct | _within(cp, 0x3001, 0x303F) | _within(cp, 0xFF00, 0xFFEF)
+    punct = punct | _within(cp, 0xA1, 0xBF)
+    control = _within(cp, 0x00, 0x1F) | _within(cp, 0x7F, 0x9F)
+    # Later classes win where ranges overlap: 5, 7, 4, 3, 2, 1.
     classes = torch.full_like(cp, 6)
-    for class_id, where in ((5, punct), (7, control), (4, space), (3, digit), (2, latin), (1, cjk)):
-        classes = torch.where(where, torch.full_like(cp, class_id), classes)
-    return classes
+    classes = torch.where(punct, torch.full_like(cp, 5), classes)
+    classes = torch.where(control, torch.full_like(cp, 7), classes)
+    classes = torch.where(space, torch.full_like(cp, 4), classes)
+    classes = torch.where(digit, torch.full_like(cp, 3), classes)
+    classes = torch.where(latin, torch.full_like(cp, 2), classes)
+    return torch.where(cjk, torch.full_like(cp, 1), classes)
 
 
 class BiLSTMCRF(nn.Module):
@@ -81,6 +87,11 @@ class BiLSTMCRF(nn.Module):
         None disables them (0 enables them with an empty lexicon).
     lexicon_max_len (int): Longest lexicon word matched.
     """
+
+    # Module globals copied as Final class constants: TorchScript reads no globals.
+    _unk_id: Final[int] = UNK_ID
+    _bigram_base: Final[int] = _BIGRAM_BASE
+    _boundary: Final[int] = _BOUNDARY
 
     def __init__(
         self,
@@ -148,25 +159,24 @@ class BiLSTMCRF(nn.Module):
         """Embedding rows of normalized code points: known → its row, unseen → UNK, padding → 0."""
         index = torch.searchsorted(self.char_table, cp).clamp_max(len(self.char_table) - 1)
         known = self.char_table[index] == cp
-        ids = torch.where(known, index + 1, torch.full_like(index, UNK_ID))
+        ids = torch.where(known, index + 1, torch.full_like(index, self._unk_id))
         if self.training and self.unk_rate > 0:
             drop = torch.rand(ids.shape, device=ids.device) < self.unk_rate
-            ids = torch.where(drop, torch.full_like(ids, UNK_ID), ids)
+            ids = torch.where(drop, torch.full_like(ids, self._unk_id), ids)
         return torch.where(mask, ids, torch.zeros_like(ids))
 
-    def bigram_ids(self, cp: Tensor, mask: Tensor) -> "tuple[Tensor, Tensor]":
+    def bigram_ids(self, cp: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
         """Hashed rows of the (previous, current) and (current, next) character pairs."""
-        boundary = torch.full_like(cp[:, :1], _BOUNDARY)
-        cp = torch.where(mask, cp, torch.full_like(cp, _BOUNDARY))
+        boundary = torch.full_like(cp[:, :1], self._boundary)
+        cp = torch.where(mask, cp, torch.full_like(cp, self._boundary))
         prev = torch.cat([boundary, cp[:, :-1]], dim=1)
         nxt = torch.cat([cp[:, 1:], boundary], dim=1)
-        zeros = torch.zeros_like(cp)
+        return self._bucket(prev, cp, mask), self._bucket(cp, nxt, mask)
 
-        def bucket(a: Tensor, b: Tensor) -> Tensor:
-            key = (a + 2) * _BIGRAM_BASE + (b + 2)
-            return torch.where(mask, key % self.bigram_buckets + 1, zeros)
-
-        return bucket(prev, cp), bucket(cp, nxt)
+    def _bucket(self, a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
+        """The hash table row of the pairs (a, b); 0 (padding) outside the mask."""
+        key = (a + 2) * self._bigram_base + (b + 2)
+        return torch.where(mask, key % self.bigram_buckets + 1, torch.zeros_like(key))
 
     def emissions(self, codepoints: Tensor, lengths: Tensor) -> Tensor:
         """Tag scores. codepoints (Tensor): Long (batch, max_len), raw code points.
@@ -206,5 +216,11 @@ class BiLSTMCRF(nn.Module):
         """
         emissions = self.emissions(codepoints, lengths)
         if gold is not None:
-            return self.crf.nll(emissions, gold, lengths)
+            # A scripted copy (see ``export.py``) is for inference: TorchScript compiles
+            # only the first branch of `if torch.jit.is_scripting()`, so the NLL's
+            # eager-only code (autocast guard, finfo) is never compiled.
+            if torch.jit.is_scripting():
+                raise RuntimeError("A scripted BiLSTMCRF only decodes: pass no gold tags.")
+            else:
+                return self.crf.nll(emissions, gold, lengths)
         return self.crf.decode(emissions, lengths)

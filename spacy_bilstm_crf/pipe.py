@@ -44,6 +44,7 @@ lexicon = null
 lexicon_max_len = 6
 mixed_precision = false
 grad_scaler = null
+quantize_int8 = false
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 
@@ -173,6 +174,7 @@ class BiLSTMCRFNER(TrainablePipe):
             collected from the examples (sorted) when not given.
         """
         validate_get_examples(get_examples, "BiLSTMCRFNER.initialize")
+        self._check_trainable()
         self.model._layers[:] = []  # re-initializing starts from scratch
         if labels is not None:
             self.cfg["labels"] = []
@@ -239,6 +241,7 @@ class BiLSTMCRFNER(TrainablePipe):
             losses = {}
         losses.setdefault(self.name, 0.0)
         validate_examples(examples, "BiLSTMCRFNER.update")
+        self._check_trainable()
         examples = list(examples)
         docs = [eg.predicted for eg in examples]
         if not any(len(doc) for doc in docs):
@@ -254,6 +257,14 @@ class BiLSTMCRFNER(TrainablePipe):
             self.finish_update(sgd)
         losses[self.name] += loss
         return losses
+
+    def _check_trainable(self) -> None:
+        if self.model.attrs.get("quantize_int8", False):
+            raise ValueError(
+                f"'{self.name}' has quantize_int8 = true, which is for inference only (int8 "
+                "layers have no gradients). Train with quantize_int8 = false, then convert "
+                "the trained pipeline: python -m spacy_bilstm_crf quantize MODEL OUTPUT_DIR"
+            )
 
     def get_loss(self, examples: Iterable[Example], scores: object) -> Tuple[float, object]:
         """The CRF loss is computed inside the network by ``update``."""
@@ -347,7 +358,7 @@ class BiLSTMCRFNER(TrainablePipe):
         path = util.ensure_path(path)
         if not path.is_dir():
             raise ValueError(f"Cannot load '{self.name}': directory not found: {path}")
-        for required in ("cfg", "char_table", "lexicon", "model"):
+        for required in ("cfg", "char_table", "model"):
             if required not in exclude and not (path / required).exists():
                 raise ValueError(
                     f"Cannot load '{self.name}' from {path}: the file '{required}' is missing. "
@@ -356,7 +367,10 @@ class BiLSTMCRFNER(TrainablePipe):
         loaders = {
             "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
             "char_table": lambda p: self._set_char_table(srsly.read_json(p)),
-            "lexicon": lambda p: self._set_lexicon_keys(srsly.read_msgpack(p)),
+            # A pipeline saved without a lexicon may lack the file.
+            "lexicon": lambda p: self._set_lexicon_keys(
+                srsly.read_msgpack(p) if Path(p).exists() else None
+            ),
             "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
             "model": lambda p: self._load_model(Path(p).read_bytes(), str(p)),
         }

@@ -6,3 +6,4 @@ from ._util import app  # noqa: F401
 from . import convert  # noqa: F401
 from . import evaluate  # noqa: F401
 from . import data  # noqa: F401
+from . import deploy  # noqa: F401

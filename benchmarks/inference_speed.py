@@ -1,0 +1,282 @@
+"""End-to-end CPU inference speed on the CLUENER dev texts: fp32, INT8, exported, spaCy ner.
+
+    python benchmarks/inference_speed.py MODEL_DIR [--spacy-ner DIR] [--dev DEV_JSON]
+
+MODEL_DIR is a trained bilstm_crf_ner pipeline (float32). Variants:
+
+- ``fp32``: ``spacy.load(MODEL_DIR)``
+- ``int8``: the same, quantized in memory (``quantize_pipeline``; what the
+  ``quantize`` command saves)
+- ``exported``: the float32 network exported as TorchScript, run by ``serving.Tagger``
+  (no spaCy); ``exported_int8`` likewise from the INT8 pipeline
+- ``spacy_ner``: spaCy's built-in ``ner`` trained on the same data (``--spacy-ner``)
+
+For each: chars/s with ``nlp.pipe(batch_size=256)`` (best of ``--repeats``) and with
+one ``nlp(text)`` call per text, with 1 torch thread and with all cores; dev F1
+(spaCy's scorer through ``nlp.evaluate`` for the spaCy pipelines, exact span
+matching for all, the two must agree); size on disk. Then a profile of where
+the CPU goes in our pipeline: tokenizer, featurization, features/LSTM/head inside
+the network (forward hooks), CRF decode, set_annotations. Prints a table and
+writes ``benchmarks/results/inference.json`` (``--out``).
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import spacy
+import torch
+from spacy.language import Language
+from spacy.training import Example
+
+from spacy_bilstm_crf.architectures import featurize, get_torch_module
+from spacy_bilstm_crf.corpus import CorpusStats, read_clue
+from spacy_bilstm_crf.deploy import export_pipeline, find_pipe, quantize_pipeline
+from spacy_bilstm_crf.serving import Tagger
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DEV = REPO.parent / "shared" / "data" / "cluener" / "dev.json"
+BATCH_SIZE = 256
+Entity = Tuple[int, int, str]
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` runs (the machine may be shared: the minimum is the
+    least disturbed run), after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def span_f1(predicted: Sequence[List[Entity]], gold: Sequence[List[Entity]]) -> float:
+    """Micro F1 over exact (start_char, end_char, label) matches."""
+    n_pred = sum(len(p) for p in predicted)
+    n_gold = sum(len(g) for g in gold)
+    n_true = sum(len(set(p) & set(g)) for p, g in zip(predicted, gold))
+    if not n_true:
+        return 0.0
+    precision, recall = n_true / n_pred, n_true / n_gold
+    return 2 * precision * recall / (precision + recall)
+
+
+class Variant:
+    """Something that turns texts into entities, timed the same way for all."""
+
+    def __init__(self, name: str, size_bytes: int, nlp: Optional[Language] = None,
+                 tagger: Optional[Tagger] = None) -> None:  # fmt: skip
+        self.name, self.size_bytes, self.nlp, self.tagger = name, size_bytes, nlp, tagger
+
+    def pipe(self, texts: Sequence[str]) -> List[List[Entity]]:
+        if self.tagger is not None:
+            return list(self.tagger.pipe(texts, batch_size=BATCH_SIZE))
+        docs = self.nlp.pipe(texts, batch_size=BATCH_SIZE)
+        return [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in docs]
+
+    def single(self, texts: Sequence[str]) -> None:
+        call = self.tagger if self.tagger is not None else self.nlp
+        for text in texts:
+            call(text)
+
+
+def load_dev(path: Path) -> Tuple[List[str], List[spacy.tokens.Doc]]:
+    """The dev texts and their gold docs, read with the project's CLUENER reader."""
+    gold = list(read_clue(path, spacy.blank("zh"), CorpusStats()))
+    return [doc.text for doc in gold], gold
+
+
+def spacy_f1(nlp: Language, gold_docs: Sequence[spacy.tokens.Doc]) -> float:
+    examples = [Example(nlp.make_doc(doc.text), doc) for doc in gold_docs]
+    return float(nlp.evaluate(examples, batch_size=BATCH_SIZE)["ents_f"] or 0.0)
+
+
+def build_variants(model_dir: Path, spacy_ner: Optional[Path], work: Path) -> List[Variant]:
+    variants = [Variant("fp32", dir_size(model_dir), nlp=spacy.load(model_dir))]
+    int8 = spacy.load(model_dir)
+    quantize_pipeline(int8)
+    int8.to_disk(work / "int8")
+    variants.append(Variant("int8", dir_size(work / "int8"), nlp=int8))
+    export_pipeline(variants[0].nlp, work / "exported")
+    variants.append(Variant("exported", dir_size(work / "exported"), tagger=Tagger.load(work / "exported")))
+    export_pipeline(int8, work / "exported_int8")
+    variants.append(
+        Variant("exported_int8", dir_size(work / "exported_int8"), tagger=Tagger.load(work / "exported_int8"))
+    )
+    if spacy_ner is not None:
+        variants.append(Variant("spacy_ner", dir_size(spacy_ner), nlp=spacy.load(spacy_ner)))
+    return variants
+
+
+def profile(nlp: Language, texts: Sequence[str], repeats: int) -> Dict[str, float]:
+    """Seconds per stage for the whole dev set in batches of 256 (best of ``repeats``).
+
+    The network's share is split with forward hooks on its LSTM and its head
+    (LayerNorm + output layer); "features" is the rest of the emissions: code point
+    normalization, character table lookup, bigram hashing, classes, lexicon.
+    """
+    pipe = find_pipe(nlp)
+    module = get_torch_module(pipe.model).eval()
+    batches = [list(texts[i : i + BATCH_SIZE]) for i in range(0, len(texts), BATCH_SIZE)]
+    spent: Dict[str, float] = {}
+
+    def timed(key: str, sub: torch.nn.Module) -> None:
+        starts: List[float] = []
+        sub.register_forward_pre_hook(lambda *_: starts.append(time.perf_counter()))
+
+        def after(*_: object) -> None:
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - starts.pop()
+
+        sub.register_forward_hook(after)
+
+    timed("lstm", module.lstm)
+    timed("head", module.project)
+    timed("head", module.norm)
+
+    def stages() -> Dict[str, float]:
+        spent.clear()
+        out = {k: 0.0 for k in ("tokenizer", "featurize", "emissions", "crf_decode", "set_annotations")}
+        for batch in batches:
+            t0 = time.perf_counter()
+            docs = [nlp.make_doc(text) for text in batch]
+            t1 = time.perf_counter()
+            tensors = featurize(pipe.model, docs, None)
+            codepoints, lengths = torch.as_tensor(tensors.codepoints), torch.as_tensor(tensors.lengths)
+            t2 = time.perf_counter()
+            with torch.no_grad():
+                emissions = module.emissions(codepoints, lengths)
+                t3 = time.perf_counter()
+                tags = module.crf.decode(emissions, lengths).numpy()
+            t4 = time.perf_counter()
+            pipe.set_annotations(docs, [row[: len(doc)] for row, doc in zip(tags, docs)])
+            t5 = time.perf_counter()
+            for key, seconds in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                out[key] += seconds
+        out["lstm"] = spent.get("lstm", 0.0)
+        out["head"] = spent.get("head", 0.0)
+        out["features"] = out["emissions"] - out["lstm"] - out["head"]
+        return out
+
+    runs = [stages() for _ in range(repeats + 1)][1:]  # the first is a warm-up
+    best = min(runs, key=lambda run: sum(run[k] for k in ("tokenizer", "featurize", "emissions", "crf_decode", "set_annotations")))
+    start = time.perf_counter()
+    list(nlp.pipe(texts, batch_size=BATCH_SIZE))
+    best["end_to_end_pipe"] = time.perf_counter() - start
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", type=Path, help="Trained bilstm_crf_ner pipeline (float32)")
+    parser.add_argument("--spacy-ner", type=Path, default=None, help="spaCy ner pipeline trained on the same data")
+    parser.add_argument("--dev", type=Path, default=DEFAULT_DEV, help="CLUENER dev.json (JSON lines)")
+    parser.add_argument("--repeats", type=int, default=3, help="Timed nlp.pipe runs per setting (best is kept)")
+    parser.add_argument("--limit", type=int, default=0, help="Use the first N dev texts (0: all)")
+    parser.add_argument("--threads", default="1,all", help="Torch thread counts to time, comma-separated; 'all' is every core")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference.json")
+    args = parser.parse_args()
+
+    texts, gold_docs = load_dev(args.dev)
+    if args.limit:
+        texts, gold_docs = texts[: args.limit], gold_docs[: args.limit]
+    gold = [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in gold_docs]
+    n_chars = sum(len(t) for t in texts)
+    all_threads = os.cpu_count() or 1
+    thread_settings = sorted({all_threads if t == "all" else int(t) for t in args.threads.split(",")})
+    print(f"{len(texts)} dev texts, {n_chars} chars; torch threads {thread_settings}; "
+          f"load average {os.getloadavg()[0]:.1f} on {all_threads} cores", file=sys.stderr)  # fmt: skip
+
+    results: Dict[str, Dict[str, object]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = build_variants(args.model_dir, args.spacy_ner, Path(tmp))
+        torch.set_num_threads(1)
+        predictions = {v.name: v.pipe(texts) for v in variants}
+        for v in variants:
+            row: Dict[str, object] = {"size_bytes": v.size_bytes, "dev_f1": span_f1(predictions[v.name], gold)}
+            if v.nlp is not None:
+                row["dev_f1_spacy_scorer"] = spacy_f1(v.nlp, gold_docs)
+            by_threads: Dict[str, Dict[str, float]] = {}
+            for threads in thread_settings:
+                torch.set_num_threads(threads)
+                pipe_s = best_seconds(lambda: v.pipe(texts), args.repeats)
+                single_s = best_seconds(lambda: v.single(texts), 1)
+                by_threads[str(threads)] = {
+                    "chars_per_second_pipe": n_chars / pipe_s,
+                    "chars_per_second_single": n_chars / single_s,
+                }
+                print(f"  {v.name:14s} threads={threads}: pipe {n_chars / pipe_s:9.0f} chars/s, "
+                      f"single {n_chars / single_s:9.0f} chars/s", file=sys.stderr)  # fmt: skip
+            row.update(by_threads[str(thread_settings[0])])
+            row["threads"] = thread_settings[0]
+            row["by_threads"] = by_threads
+            results[v.name] = row
+        torch.set_num_threads(1)
+        profiles = {name: profile(v.nlp, texts, args.repeats) for name, v in
+                    ((v.name, v) for v in variants) if name in ("fp32", "int8")}  # fmt: skip
+        agreement = {
+            "exported_vs_fp32_texts_differing": sum(a != b for a, b in zip(predictions["exported"], predictions["fp32"])),
+            "exported_int8_vs_int8_texts_differing": sum(a != b for a, b in zip(predictions["exported_int8"], predictions["int8"])),
+        }  # fmt: skip
+
+    fp32, int8 = results["fp32"], results["int8"]
+    summary = {
+        "int8_speedup_pipe": int8["chars_per_second_pipe"] / fp32["chars_per_second_pipe"],
+        "int8_speedup_single": int8["chars_per_second_single"] / fp32["chars_per_second_single"],
+        "int8_f1_loss_points": 100 * (fp32["dev_f1"] - int8["dev_f1"]),
+    }
+    if "spacy_ner" in results:
+        summary["fp32_vs_spacy_ner_pipe"] = fp32["chars_per_second_pipe"] / results["spacy_ner"]["chars_per_second_pipe"]
+    report = {
+        "dev": {"n_texts": len(texts), "n_chars": n_chars},
+        "machine": {"cpu_count": all_threads, "platform": platform.platform(), "load_average_1min": os.getloadavg()[0]},
+        "versions": {"torch": torch.__version__, "spacy": spacy.__version__},
+        "batch_size": BATCH_SIZE,
+        "variants": results,
+        "summary": summary,
+        "agreement": agreement,
+        "profile_seconds_1_thread": profiles,
+    }  # fmt: skip
+    print_table(results, profiles, summary, agreement, n_chars)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf8")
+    print(f"Wrote {args.out}")
+
+
+def print_table(results, profiles, summary, agreement, n_chars: int) -> None:
+    threads = sorted({t for row in results.values() for t in row["by_threads"]}, key=int)
+    head = "".join(f" pipe/s t={t:<3s} single/s t={t:<3s}" for t in threads)
+    print(f"{'variant':14s}{head}  dev F1   size MB")
+    for name, row in results.items():
+        if "dev_f1_spacy_scorer" in row and abs(row["dev_f1_spacy_scorer"] - row["dev_f1"]) > 1e-9:
+            print(f"WARNING {name}: spaCy scorer F1 {row['dev_f1_spacy_scorer']} != span F1 {row['dev_f1']}")
+        cells = "".join(
+            f" {row['by_threads'][t]['chars_per_second_pipe']:12.0f} {row['by_threads'][t]['chars_per_second_single']:14.0f}"
+            for t in threads
+        )
+        print(f"{name:14s}{cells}  {100 * row['dev_f1']:6.2f}  {row['size_bytes'] / 1e6:7.1f}")
+    print()
+    for name, stages in profiles.items():
+        total = sum(stages[k] for k in ("tokenizer", "featurize", "emissions", "crf_decode", "set_annotations"))
+        parts = ", ".join(
+            f"{k} {1000 * stages[k]:.0f} ms ({100 * stages[k] / total:.0f}%)"
+            for k in ("tokenizer", "featurize", "features", "lstm", "head", "crf_decode", "set_annotations")
+        )
+        print(f"profile {name} (1 thread, {n_chars} chars): {parts}; stages {1000 * total:.0f} ms, "
+              f"nlp.pipe {1000 * stages['end_to_end_pipe']:.0f} ms")  # fmt: skip
+    print()
+    print(" ".join(f"{k}={v:.3f}" for k, v in summary.items()), agreement)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Deployment commands: ``quantize`` (an INT8 pipeline) and ``export`` (TorchScript for serving)."""
+from pathlib import Path
+from typing import Optional
+
+import typer
+from wasabi import msg
+
+from .. import serving
+from ..deploy import SELF_CHECK_TEXTS, compare_with_pipeline, export_pipeline, quantize_pipeline
+from ._util import COMMAND, app
+from .convert import fail
+from .evaluate import load_pipeline
+
+
+def directory_size(path: Path) -> int:
+    """RETURNS (int): The total size in bytes of the files under ``path``."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+@app.command("quantize")
+def quantize_cli(
+    # fmt: off
+    input_path: str = typer.Argument(..., help="Trained pipeline directory or installed package"),
+    output_dir: Path = typer.Argument(..., help="Where the INT8 pipeline is written", file_okay=False),
+    component: Optional[str] = typer.Option(None, "--component", "-c", help="Name of the bilstm_crf_ner component, if there are several"),
+    # fmt: on
+) -> None:
+    """Write an INT8 copy of a trained pipeline: dynamically quantized LSTM and
+    output layer (int8 weights on disk), float32 embeddings and CRF, and
+    ``quantize_int8 = true`` in its config, so ``spacy.load(OUTPUT_DIR)`` works.
+    CPU only.
+    """
+    nlp = load_pipeline(input_path, gpu_id=-1)
+    try:
+        pipe = quantize_pipeline(nlp, component)
+    except ValueError as err:
+        fail("Cannot quantize the pipeline", str(err))
+    nlp.to_disk(output_dir)
+    before = directory_size(Path(input_path)) if Path(input_path).is_dir() else None
+    after = directory_size(output_dir)
+    sizes = f"{after / 1e6:.1f} MB" + (f" (was {before / 1e6:.1f} MB)" if before else "")
+    msg.good(f"Saved the INT8 pipeline ('{pipe.name}') to {output_dir}: {sizes}")
+
+
+@app.command("export")
+def export_cli(
+    # fmt: off
+    input_path: str = typer.Argument(..., help="Trained pipeline directory or installed package (float32 or INT8)"),
+    output_dir: Path = typer.Argument(..., help="Where model.pt and tagger.json are written", file_okay=False),
+    component: Optional[str] = typer.Option(None, "--component", "-c", help="Name of the bilstm_crf_ner component, if there are several"),
+    int8: bool = typer.Option(False, "--int8", help="Quantize (INT8, CPU only) before exporting"),
+    # fmt: on
+) -> None:
+    """Export the network (code points → constrained Viterbi tags) as TorchScript,
+    with its labels, tags and scheme as JSON, for serving without spaCy:
+
+        from spacy_bilstm_crf.serving import Tagger  # or a copy of serving.py
+        Tagger.load(OUTPUT_DIR)("马云在阿里巴巴杭州总部发表演讲")
+
+    The export is checked against the pipeline on a few texts.
+    """
+    nlp = load_pipeline(input_path, gpu_id=-1)
+    try:
+        if int8:
+            quantize_pipeline(nlp, component)
+        export_pipeline(nlp, output_dir, component)
+    except (ValueError, RuntimeError) as err:
+        fail("Cannot export the pipeline", str(err))
+    tagger = serving.Tagger.load(output_dir)
+    check = compare_with_pipeline(nlp, tagger, SELF_CHECK_TEXTS)
+    if check["n_different"]:
+        fail("The export disagrees with the pipeline", repr(check["differences"]))
+    msg.good(
+        f"Exported to {output_dir} ({directory_size(output_dir) / 1e6:.1f} MB); "
+        f"serve with {serving.__name__}.Tagger.load('{output_dir}')"
+    )
+    msg.text(f"See also: {COMMAND} quantize, for an INT8 spaCy pipeline.")

@@ -1,0 +1,174 @@
+"""Deployment: INT8 quantization of a trained pipeline, and a TorchScript export.
+
+Both work on a loaded ``Language``; the ``quantize`` and ``export`` commands
+(``cli/deploy.py``) wrap them. The export is served by ``serving.py``, which
+needs torch only.
+"""
+import copy
+import json
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from spacy.language import Language
+
+from . import serving
+from .about import __version__
+from .architectures import build_torch_layer, get_torch_module
+from .pipe import BiLSTMCRFNER
+from .quantize import is_quantized, quantize_module
+
+# Checked after an export: the exported tagger must find the pipeline's entities.
+SELF_CHECK_TEXTS = [
+    "马云在阿里巴巴杭州总部发表演讲",
+    "",
+    "  Apple公司CEO Tim Cook 2024年访问北京 ",
+    "😀张伟\u3000担任华为公司\n\n总经理🇨🇳",
+]
+
+
+def find_pipe(nlp: Language, name: Optional[str] = None) -> BiLSTMCRFNER:
+    """The pipeline's ``bilstm_crf_ner`` component (by name, or the only one).
+
+    RAISES (ValueError): No such component, or several and no name given.
+    """
+    if name is not None:
+        pipe = nlp.get_pipe(name)
+        if not isinstance(pipe, BiLSTMCRFNER):
+            raise ValueError(
+                f"Component '{name}' is a {type(pipe).__name__}, not a bilstm_crf_ner."
+            )
+        return pipe
+    found = [(n, p) for n, p in nlp.pipeline if isinstance(p, BiLSTMCRFNER)]
+    if len(found) != 1:
+        names = [n for n, _ in found]
+        raise ValueError(
+            f"Expected one bilstm_crf_ner component, found {len(found)} {names}: pass its name."
+        )
+    return found[0][1]
+
+
+def quantize_pipeline(nlp: Language, name: Optional[str] = None) -> BiLSTMCRFNER:
+    """Turn the pipeline's BiLSTM-CRF into its INT8 version, in place.
+
+    The torch module is replaced by a quantized copy and the component's config
+    gets ``quantize_int8 = true``, so ``nlp.to_disk`` writes int8 weights and
+    ``spacy.load`` rebuilds the quantized module before loading them.
+
+    nlp (Language): A pipeline with a trained ``bilstm_crf_ner``, on the CPU.
+    name (Optional[str]): The component's name, if there are several.
+    RETURNS (BiLSTMCRFNER): The quantized component.
+    """
+    pipe = find_pipe(nlp, name)
+    module = get_torch_module(pipe.model)
+    if is_quantized(module):
+        raise ValueError(f"'{pipe.name}' is already quantized.")
+    state = quantize_module(module).state_dict()
+    pipe.model.attrs["quantize_int8"] = True
+    # Mixed precision is a GPU training setting; the INT8 model is CPU-only.
+    pipe.model.attrs["mixed_precision"] = False
+    build_torch_layer(pipe.model, pipe.scheme, pipe.char_table, pipe.lexicon_keys)
+    get_torch_module(pipe.model).load_state_dict(state)
+    model_config = nlp.get_pipe_config(pipe.name)["model"]  # the live config nlp.to_disk writes
+    model_config["quantize_int8"] = True
+    model_config["mixed_precision"] = False
+    return pipe
+
+
+def script_module(module: torch.nn.Module) -> torch.jit.ScriptModule:
+    """The network as TorchScript, in eval mode: ``(codepoints, lengths) → tags``.
+
+    Scripted, not traced: tracing would freeze the LSTM's, the CRF's and the
+    lexicon's loops over time steps at the length of the example input.
+    """
+    was_training = module.training
+    module.eval()
+    try:
+        with warnings.catch_warnings():
+            # torch.jit is deprecated in favour of torch.export, which cannot keep the
+            # data-dependent time loops; TorchScript still works.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            scripted = torch.jit.script(module)
+    finally:
+        module.train(was_training)
+    return scripted
+
+
+def export_pipeline(
+    nlp: Language, output_dir: Union[str, Path], name: Optional[str] = None
+) -> Path:
+    """Write the network as TorchScript plus its labels and tags, for ``serving.Tagger``.
+
+    nlp (Language): A ``zh`` pipeline (character segmenter) with a trained
+        ``bilstm_crf_ner``, float32 or INT8.
+    output_dir (Union[str, Path]): Where ``model.pt`` and ``tagger.json`` go (created).
+    name (Optional[str]): The component's name, if there are several.
+    RETURNS (Path): The output directory.
+    """
+    pipe = find_pipe(nlp, name)
+    check_tokenizer(nlp)
+    module = get_torch_module(pipe.model)
+    if next(module.parameters()).device.type != "cpu":
+        # Export a CPU copy (``.cpu()`` alone would move the live pipeline's module);
+        # Tagger.load(device=...) puts it where it runs.
+        module = copy.deepcopy(module).cpu()
+    scripted = script_module(module)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(scripted, str(output_dir / serving.MODEL_FILE))
+    meta = {
+        "format": serving.FORMAT,
+        "version": serving.FORMAT_VERSION,
+        "labels": list(pipe.labels),
+        "scheme": pipe.scheme.scheme,
+        "tags": pipe.scheme.tags,
+        "quantized": is_quantized(module),
+        "tokenizer": "spacy.zh.ChineseTokenizer (segmenter = char)",
+        "component": pipe.name,
+        "spacy_bilstm_crf_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    (output_dir / serving.META_FILE).write_text(
+        json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf8"
+    )
+    return output_dir
+
+
+def check_tokenizer(nlp: Language) -> None:
+    """The serving loader re-implements spaCy's Chinese character segmentation only.
+
+    RAISES (ValueError): The pipeline tokenizes otherwise.
+    """
+    segmenter = getattr(nlp.tokenizer, "segmenter", None)
+    if nlp.lang != "zh" or str(getattr(segmenter, "value", segmenter)) != "char":
+        raise ValueError(
+            f"Only pipelines with spaCy's Chinese character tokenizer (lang 'zh', segmenter "
+            f"'char') can be exported: this one has lang '{nlp.lang}', segmenter {segmenter!r}."
+        )
+
+
+def pipeline_entities(
+    nlp: Language, texts: Sequence[str], batch_size: int = 256
+) -> List[List[tuple]]:
+    """The entities the spaCy pipeline finds, as ``(start_char, end_char, label)``."""
+    return [
+        [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+        for doc in nlp.pipe(texts, batch_size=batch_size)
+    ]
+
+
+def compare_with_pipeline(
+    nlp: Language, tagger: "serving.Tagger", texts: Sequence[str], batch_size: int = 256
+) -> Dict[str, object]:
+    """Where the exported tagger and the pipeline disagree.
+
+    RETURNS (Dict[str, object]): ``n_texts``, ``n_different`` and the first few
+        ``differences`` (text, pipeline entities, exported entities).
+    """
+    expected = pipeline_entities(nlp, texts, batch_size)
+    actual = list(tagger.pipe(texts, batch_size=batch_size))
+    diffs = [(t, e, a) for t, e, a in zip(texts, expected, actual) if e != a]
+    return {"n_texts": len(texts), "n_different": len(diffs), "differences": diffs[:5]}
