@@ -92,14 +92,19 @@ class LexiconFeatures(nn.Module):
             starts = torch.arange(n_starts, device=cp.device)
             inside = starts[None, :] + length <= lengths[:, None]
             match = self._found(h1 * self._shift + h2) & inside
+            # Explicit ``a[i] = a[i] | b``: TorchScript compiles ``a[i] |= b`` on a
+            # slice into an op that does not write back.
             if length == 1:
-                flags[:, :, 8] |= match
+                flags[:, :, 8] = flags[:, :, 8] | match
                 continue
             bucket = _bucket(length)
-            flags[:, :n_starts, bucket] |= match  # B
-            flags[:, length - 1 :, 5 + bucket] |= match  # E
+            flags[:, :n_starts, bucket] = flags[:, :n_starts, bucket] | match  # B
+            end = 5 + bucket
+            flags[:, length - 1 :, end] = flags[:, length - 1 :, end] | match  # E
+            middle = 3 + bucket - 1
             for offset in range(1, length - 1):  # M (lengths >= 3)
-                flags[:, offset : offset + n_starts, 3 + bucket - 1] |= match
+                inner = flags[:, offset : offset + n_starts, middle] | match
+                flags[:, offset : offset + n_starts, middle] = inner
         return flags.to(torch.float32)
 
 

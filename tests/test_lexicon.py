@@ -1,5 +1,6 @@
 """Vectorized lexicon matching against a brute-force reference."""
 import random
+import warnings
 
 import pytest
 import torch
@@ -44,6 +45,10 @@ def test_matches_brute_force(seed):
     for row, text in enumerate(texts):
         padded[row, : len(text)] = _encode(text)
     flags = lexicon(padded, lengths)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(lexicon)  # what `export` ships
+    assert torch.equal(scripted(padded, lengths), flags)
     for row, text in enumerate(texts):
         expected = _brute_force(text, {w for w in words if len(w) <= 6}, 6)
         assert torch.equal(flags[row, : len(text)], expected), text
