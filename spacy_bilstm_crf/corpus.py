@@ -35,7 +35,19 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 import ijson
 from spacy.language import Language
@@ -376,6 +388,30 @@ def _iter_json_array(path: Path) -> Iterator[Tuple[str, Any, Optional[CorpusErro
             ) from err
 
 
+def _count_and_convert(
+    records: Iterable[Tuple[Any, Any, Optional[CorpusError]]],
+    to_doc: Callable[[Any, Any], Doc],
+    stats: CorpusStats,
+    skip_invalid: bool,
+) -> Iterator[Doc]:
+    """Convert ``(location, record, parse_error)`` triples, counting every record:
+    each one is either written as a doc or, with ``skip_invalid``, skipped by reason.
+    """
+    for location, record, error in records:
+        stats.records_read += 1
+        try:
+            if error is not None:
+                raise error
+            doc = to_doc(location, record)
+        except CorpusError as err:
+            if not skip_invalid:
+                raise
+            stats.skip(err)
+            continue
+        stats.docs_written += 1
+        yield doc
+
+
 def read_clue(
     path: Union[str, Path],
     nlp: Language,
@@ -399,19 +435,12 @@ def read_clue(
     path = Path(path)
     label_set = set(labels) if labels is not None else None
     records = _iter_json_array(path) if _first_char(path) == "[" else _iter_json_lines(path)
-    for location, record, error in records:
-        stats.records_read += 1
-        try:
-            if error is not None:
-                raise error
-            doc = clue_record_to_doc(nlp, record, path, location, stats, label_set)
-        except CorpusError as err:
-            if not skip_invalid:
-                raise
-            stats.skip(err)
-            continue
-        stats.docs_written += 1
-        yield doc
+    yield from _count_and_convert(
+        records,
+        lambda location, record: clue_record_to_doc(nlp, record, path, location, stats, label_set),
+        stats,
+        skip_invalid,
+    )
 
 
 # -- char-per-line (CoNLL-style) -----------------------------------------------------
@@ -677,16 +706,11 @@ def read_conll(
         raise ValueError(f"Unknown tag scheme {scheme!r}: use one of {sorted(SCHEME_PREFIXES)}")
     path = Path(path)
     label_set = set(labels) if labels is not None else None
-    for _, rows, error in _iter_conll_sentences(path):
-        stats.records_read += 1
-        try:
-            if error is not None:
-                raise error
-            doc = conll_sentence_to_doc(nlp, rows, path, stats, scheme, label_set, repair_tags)
-        except CorpusError as err:
-            if not skip_invalid:
-                raise
-            stats.skip(err)
-            continue
-        stats.docs_written += 1
-        yield doc
+    yield from _count_and_convert(
+        _iter_conll_sentences(path),
+        lambda _, rows: conll_sentence_to_doc(
+            nlp, rows, path, stats, scheme, label_set, repair_tags
+        ),
+        stats,
+        skip_invalid,
+    )
