@@ -14,14 +14,14 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, set_dropout_rate
+from thinc.api import Config, Model, set_dropout_rate, xp2torch
 
 from .architectures import (
     TaggerInput,
     build_torch_layer,
     doc_codepoints,
+    featurize,
     get_torch_module,
-    pad_batch,
 )
 from .lexicon import load_word_list, word_keys
 from .model import normalize_codepoints
@@ -298,9 +298,9 @@ class BiLSTMCRFNER(TrainablePipe):
         docs = list(docs)
         module = get_torch_module(self.model)
         device = next(module.parameters()).device
-        codepoints = [doc_codepoints(doc) for doc in docs]
-        lengths = torch.tensor([len(cp) for cp in codepoints], dtype=torch.long, device=device)
-        padded = torch.as_tensor(pad_batch(codepoints, 0), device=device)
+        batch = featurize(self.model, docs, None)
+        padded = xp2torch(batch.codepoints, device=device)
+        lengths = xp2torch(batch.lengths, device=device)
         was_training = module.training
         module.eval()
         try:
@@ -313,42 +313,50 @@ class BiLSTMCRFNER(TrainablePipe):
 
     # -- serialization ------------------------------------------------------------
 
-    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
-        """Serialize the pipe (cfg, character table, vocab, weights) to a bytestring."""
-        self._validate_serialization_attrs()
-        serializers = {
-            "cfg": lambda: srsly.json_dumps(self.cfg),
-            "char_table": lambda: srsly.json_dumps(self.char_table.tolist()),
-            "lexicon": lambda: srsly.msgpack_dumps(self.lexicon_keys),
-            "vocab": lambda: self.vocab.to_bytes(exclude=exclude),
-            "model": lambda: self.model.to_bytes(),
+    def _fields(self) -> Dict[str, Tuple[Callable[[], bytes], Callable[[bytes], None]]]:
+        """The serialized fields besides the vocab, as (dump, load) pairs of bytes.
+
+        cfg and character table (and lexicon) load before the model: the network is
+        rebuilt for them, then its weights are loaded.
+        """
+        return {
+            "cfg": (
+                lambda: srsly.json_dumps(self.cfg).encode("utf8"),
+                lambda b: self.cfg.update(srsly.json_loads(b)),
+            ),
+            "char_table": (
+                lambda: srsly.json_dumps(self.char_table.tolist()).encode("utf8"),
+                lambda b: self._set_char_table(srsly.json_loads(b)),
+            ),
+            "lexicon": (
+                lambda: srsly.msgpack_dumps(self.lexicon_keys),
+                lambda b: self._set_lexicon_keys(srsly.msgpack_loads(b)),
+            ),
+            "model": (self.model.to_bytes, lambda b: self._load_model(b, "bytes")),
         }
+
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        """Serialize the pipe (cfg, character table, lexicon, vocab, weights) to a bytestring."""
+        self._validate_serialization_attrs()
+        serializers = {key: dump for key, (dump, _) in self._fields().items()}
+        serializers["vocab"] = lambda: self.vocab.to_bytes(exclude=exclude)
         return util.to_bytes(serializers, exclude)
 
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
-        """Serialize the pipe to a directory."""
+        """Serialize the pipe to a directory: one file per field."""
         self._validate_serialization_attrs()
-        path = util.ensure_path(path)
         writers = {
-            "cfg": lambda p: srsly.write_json(p, self.cfg),
-            "char_table": lambda p: srsly.write_json(p, self.char_table.tolist()),
-            "lexicon": lambda p: srsly.write_msgpack(p, self.lexicon_keys),
-            "vocab": lambda p: self.vocab.to_disk(p, exclude=exclude),
-            "model": lambda p: Path(p).write_bytes(self.model.to_bytes()),
+            key: (lambda p, dump=dump: Path(p).write_bytes(dump()))
+            for key, (dump, _) in self._fields().items()
         }
-        util.to_disk(path, writers, exclude)
+        writers["vocab"] = lambda p: self.vocab.to_disk(p, exclude=exclude)
+        util.to_disk(util.ensure_path(path), writers, exclude)
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "BiLSTMCRFNER":
-        """Load the pipe from a bytestring: cfg and character table first, then the
-        network is rebuilt for them, then its weights are loaded."""
+        """Load the pipe from a bytestring written by ``to_bytes``."""
         self._validate_serialization_attrs()
-        loaders = {
-            "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
-            "char_table": lambda b: self._set_char_table(srsly.json_loads(b)),
-            "lexicon": lambda b: self._set_lexicon_keys(srsly.msgpack_loads(b)),
-            "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
-            "model": lambda b: self._load_model(b, "bytes"),
-        }
+        loaders = {key: load for key, (_, load) in self._fields().items()}
+        loaders["vocab"] = lambda b: self.vocab.from_bytes(b, exclude=exclude)
         util.from_bytes(bytes_data, loaders, exclude)
         return self
 
@@ -364,16 +372,18 @@ class BiLSTMCRFNER(TrainablePipe):
                     f"Cannot load '{self.name}' from {path}: the file '{required}' is missing. "
                     "Was it saved with nlp.to_disk() by spacy-bilstm-crf?"
                 )
-        loaders = {
-            "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
-            "char_table": lambda p: self._set_char_table(srsly.read_json(p)),
-            # A pipeline saved without a lexicon may lack the file.
-            "lexicon": lambda p: self._set_lexicon_keys(
-                srsly.read_msgpack(p) if Path(p).exists() else None
-            ),
-            "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
-            "model": lambda p: self._load_model(Path(p).read_bytes(), str(p)),
-        }
+
+        def reader(load: Callable[[bytes], None], key: str) -> Callable[[Path], None]:
+            if key == "lexicon":  # a pipeline saved without a lexicon may lack the file
+                return lambda p: self._set_lexicon_keys(
+                    srsly.msgpack_loads(Path(p).read_bytes()) if Path(p).exists() else None
+                )
+            if key == "model":  # name the file in the error
+                return lambda p: self._load_model(Path(p).read_bytes(), str(p))
+            return lambda p: load(Path(p).read_bytes())
+
+        loaders = {key: reader(load, key) for key, (_, load) in self._fields().items()}
+        loaders["vocab"] = lambda p: self.vocab.from_disk(p, exclude=exclude)
         util.from_disk(path, loaders, exclude)
         return self
 
