@@ -1,0 +1,55 @@
+"""Streaming corpus readers: CLUE JSON and char-per-line (CoNLL-style) files → spaCy Docs.
+
+The readers are pure generators (no CLI, no output): they yield one ``Doc`` per
+record, built with the language's own tokenizer (``spacy.blank("zh")`` segments
+one token per character), with ``doc.ents`` set and every other token ``O``.
+Nothing is lost silently: every record is either yielded or counted as skipped
+by reason, and every entity is either kept or counted as dropped by reason, in a
+``CorpusStats`` object the caller passes in.
+
+Rules, stated once:
+
+* Record-level problems (bad JSON, ``text`` not a non-empty string, ``label`` not
+  an object, offsets not a list of ``[int, int]`` pairs, an invalid tag sequence)
+  raise ``CorpusError`` naming the file, the line (the record index for JSON
+  arrays) and the problem, unless ``skip_invalid=True``: then the record is
+  skipped and counted under ``stats.skipped[reason]``.
+* Entity-level problems never stop the conversion: the entity is dropped and
+  counted under ``stats.dropped[reason]``, checked in this order:
+  ``unknown_label`` (not in the given label set), ``out_of_range``
+  (``not 0 <= start <= end < len(text)``), ``text_mismatch``
+  (``text[start:end + 1]`` differs from the surface key), ``misaligned`` (the
+  span does not fall on token boundaries, e.g. it starts or ends on a
+  whitespace), ``duplicate`` (same span and label listed twice), ``overlap``.
+* Overlaps: the longest span wins; ties go to the earliest start, then to the
+  span listed first in the record. Every span that overlaps a kept span is
+  dropped as ``overlap``.
+* Tag sequences (char-per-line format): an ``I-``/``M-``/``E-`` tag that does not
+  continue an open entity of the same label, or (BIOES/BMES) an entity that is
+  not closed by ``E-``/``S-``, is invalid. By default that is a record-level
+  error; with ``repair_tags=True`` it is repaired the conlleval way (the stray
+  tag starts a new entity, an unclosed entity ends at its last tag) and each
+  repair is counted under ``stats.repaired[reason]``.
+"""
+from .clue import clue_record_to_doc, parse_clue_record, read_clue
+from .conll import (
+    DOCSTART,
+    OUTSIDE,
+    SCHEME_PREFIXES,
+    TagSequenceError,
+    conll_sentence_to_doc,
+    doc_to_conll,
+    read_conll,
+    spans_to_tags,
+    split_tag,
+    tags_to_spans,
+)
+from .docs import CharSpan, make_doc, resolve_overlaps
+from .stats import DROP_REASONS, MAX_EXAMPLES, SKIP_REASONS, CorpusError, CorpusStats
+
+__all__ = [
+    "CharSpan", "CorpusError", "CorpusStats", "DOCSTART", "DROP_REASONS", "MAX_EXAMPLES",
+    "OUTSIDE", "SCHEME_PREFIXES", "SKIP_REASONS", "TagSequenceError", "clue_record_to_doc",
+    "conll_sentence_to_doc", "doc_to_conll", "make_doc", "parse_clue_record", "read_clue",
+    "read_conll", "resolve_overlaps", "spans_to_tags", "split_tag", "tags_to_spans",
+]  # fmt: skip

@@ -1,0 +1,185 @@
+"""CLUE JSON (one object per line, or one array) → Docs, streamed."""
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator, List, Optional, Set, Tuple, Union
+
+import ijson
+from spacy.language import Language
+from spacy.tokens import Doc
+
+from .docs import CharSpan, make_doc
+from .stats import CorpusError, CorpusStats, count_and_convert
+
+
+def _is_int(value: Any) -> bool:
+    # bool is a subclass of int, but true/false are not offsets.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_clue_record(
+    record: Any, path: Path, location: str
+) -> Tuple[str, Optional[List[Tuple[int, int, str, str]]]]:
+    """Validate the structure of one CLUE record.
+
+    record (Any): The decoded JSON value.
+    path (Path): The input file, for error messages.
+    location (str): ``"line N"`` or ``"record N"``, for error messages.
+    RETURNS (Tuple[str, Optional[List[Tuple[int, int, str, str]]]]): The text and
+        the mentions as ``(start, end_inclusive, label, surface)``, or ``None``
+        when the record has no ``label`` field (unlabeled).
+    """
+    if not isinstance(record, dict):
+        got = type(record).__name__
+        raise CorpusError(path, location, "bad_record", f"expected a JSON object, got {got}")
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise CorpusError(path, location, "bad_text", f"'text' must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise CorpusError(path, location, "empty_text", "'text' is empty")
+    labels = record.get("label")
+    if labels is None:
+        return text, None
+    if not isinstance(labels, dict):
+        got = type(labels).__name__
+        raise CorpusError(path, location, "bad_label", f"'label' must be an object, got {got}")
+    mentions: List[Tuple[int, int, str, str]] = []
+    for label, surfaces in labels.items():
+        if not isinstance(surfaces, dict):
+            raise CorpusError(
+                path, location, "bad_label",
+                f"'label.{label}' must map surface strings to offset lists, got {type(surfaces).__name__}",
+            )
+        for surface, offsets in surfaces.items():
+            if not isinstance(offsets, list):
+                raise CorpusError(
+                    path, location, "bad_offsets",
+                    f"offsets of {label} {surface!r} must be a list of [start, end] pairs, got {offsets!r}",
+                )
+            for pair in offsets:
+                if not (isinstance(pair, list) and len(pair) == 2 and all(_is_int(x) for x in pair)):
+                    raise CorpusError(
+                        path, location, "bad_offsets",
+                        f"offset of {label} {surface!r} must be a [start, end] pair of integers, "
+                        f"got {pair!r}",
+                    )
+                mentions.append((pair[0], pair[1], label, surface))
+    return text, mentions
+
+
+def clue_record_to_doc(
+    nlp: Language,
+    record: Any,
+    path: Path,
+    location: str,
+    stats: CorpusStats,
+    labels: Optional[Set[str]] = None,
+) -> Doc:
+    """Convert one CLUE record: validate it, check every mention, build the Doc.
+
+    nlp (Language): Provides the tokenizer.
+    record (Any): The decoded JSON value.
+    path (Path): The input file, for messages.
+    location (str): ``"line N"`` or ``"record N"``, for messages.
+    stats (CorpusStats): Receives the entity counts (not the record counts).
+    labels (Optional[Set[str]]): Allowed labels; ``None`` allows all.
+    RETURNS (Doc): The converted doc.
+    """
+    text, mentions = parse_clue_record(record, path, location)
+    where = f"{path}, {location}"
+    if mentions is None:
+        stats.unlabeled += 1
+        mentions = []
+    stats.entities_in += len(mentions)
+    candidates: List[CharSpan] = []
+    for start, end, label, surface in mentions:
+        # CLUE offsets are end INCLUSIVE.
+        if labels is not None and label not in labels:
+            stats.drop("unknown_label", f"{where}: label {label!r} ({surface!r}) is not in the label set")
+        elif not 0 <= start <= end < len(text):
+            stats.drop(
+                "out_of_range",
+                f"{where}: {label} {surface!r} [{start}, {end}] is outside the text (length {len(text)})",
+            )
+        elif text[start : end + 1] != surface:
+            stats.drop(
+                "text_mismatch",
+                f"{where}: {label} {surface!r} [{start}, {end}] "
+                f"but the text there is {text[start:end + 1]!r}",
+            )
+        else:
+            candidates.append((start, end + 1, label))
+    return make_doc(nlp, text, candidates, stats, where)
+
+
+def _first_char(path: Path) -> str:
+    """RETURNS (str): The first non-whitespace character of a file ("" if none)."""
+    with path.open("r", encoding="utf-8-sig") as file_:
+        while True:
+            chunk = file_.read(4096)
+            if not chunk:
+                return ""
+            stripped = chunk.lstrip()
+            if stripped:
+                return stripped[0]
+
+
+def _iter_json_lines(path: Path) -> Iterator[Tuple[str, Any, Optional[CorpusError]]]:
+    """Yield ``(location, record, error)`` per non-blank line, reading line by line."""
+    with path.open("r", encoding="utf-8-sig") as file_:
+        for line_no, line in enumerate(file_, start=1):
+            if not line.strip():
+                continue
+            location = f"line {line_no}"
+            try:
+                yield location, json.loads(line), None
+            except json.JSONDecodeError as err:
+                yield location, None, CorpusError(path, location, "invalid_json", f"invalid JSON: {err}")
+
+
+def _iter_json_array(path: Path) -> Iterator[Tuple[str, Any, Optional[CorpusError]]]:
+    """Yield ``(location, record, error)`` per array item, streamed with ijson.
+
+    A syntax error inside the array cannot be skipped (the parser cannot resync),
+    so it always raises, naming the index of the record it was reading.
+    """
+    with path.open("rb") as file_:
+        index = 0
+        try:
+            # use_float: plain floats instead of Decimal, so type checks reject them alike.
+            for index, record in enumerate(ijson.items(file_, "item", use_float=True), start=1):
+                yield f"record {index}", record, None
+        except ijson.JSONError as err:
+            raise CorpusError(
+                path, f"record {index + 1}", "invalid_json", f"invalid JSON in the array: {err}"
+            ) from err
+
+
+def read_clue(
+    path: Union[str, Path],
+    nlp: Language,
+    stats: CorpusStats,
+    labels: Optional[Iterable[str]] = None,
+    skip_invalid: bool = False,
+) -> Iterator[Doc]:
+    """Stream a CLUE-format file (JSON lines, or one JSON array) as Docs.
+
+    The format is detected by the first non-whitespace character (``[`` → array).
+    Memory stays flat in the file size: one record is decoded at a time.
+
+    path (Union[str, Path]): The input file.
+    nlp (Language): Provides the tokenizer, e.g. ``spacy.blank("zh")``.
+    stats (CorpusStats): Receives all counts.
+    labels (Optional[Iterable[str]]): Allowed labels; others are dropped as
+        ``unknown_label``. ``None`` allows all.
+    skip_invalid (bool): Skip (and count) malformed records instead of raising.
+    YIELDS (Doc): One doc per valid record.
+    """
+    path = Path(path)
+    label_set = set(labels) if labels is not None else None
+    records = _iter_json_array(path) if _first_char(path) == "[" else _iter_json_lines(path)
+    yield from count_and_convert(
+        records,
+        lambda location, record: clue_record_to_doc(nlp, record, path, location, stats, label_set),
+        stats,
+        skip_invalid,
+    )
