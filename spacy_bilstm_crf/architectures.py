@@ -109,28 +109,40 @@ def build_bilstm_crf(
 def build_torch_layer(
     model: Model,
     scheme: TagScheme,
-    char_table: numpy.ndarray,
+    n_chars: int,
+    n_lexicon_keys: Optional[int] = None,
+    *,
+    char_table: Optional[numpy.ndarray] = None,
     lexicon_keys: Optional[numpy.ndarray] = None,
 ) -> None:
-    """Build (or rebuild) the torch module for these tags, characters and lexicon.
+    """Build (or rebuild) the torch module for these tags and table sizes.
+
+    The character table and the lexicon keys are buffers of the module, so they
+    are saved and loaded with its weights: to load a trained model, build it with
+    the sizes only, then load the state dict.
 
     model (Model): A model made by ``build_bilstm_crf``.
     scheme (TagScheme): The tags and their transition rules.
-    char_table (numpy.ndarray): Sorted, unique, normalized code points of the known characters.
-    lexicon_keys (Optional[numpy.ndarray]): Sorted lexicon word keys (see ``lexicon.py``);
-        used when the model has a ``lexicon``.
+    n_chars (int): Number of known characters (rows besides the unknown row).
+    n_lexicon_keys (Optional[int]): Number of lexicon word keys; required when the
+        model has a ``lexicon``.
+    char_table (Optional[numpy.ndarray]): Sorted, unique, normalized code points of
+        the known characters (``n_chars`` of them), to fill in a new model.
+    lexicon_keys (Optional[numpy.ndarray]): Sorted lexicon word keys (see
+        ``lexicon.py``), to fill in a new model.
     """
     use_lexicon = model.attrs["lexicon"] is not None
-    if use_lexicon and lexicon_keys is None:
-        raise ValueError("The model has a lexicon but no lexicon keys were given.")
+    if use_lexicon and n_lexicon_keys is None:
+        raise ValueError("The model has a lexicon but its number of lexicon keys is not known.")
     module = BiLSTMCRF(
-        len(char_table),
+        n_chars,
         scheme,
-        lexicon_size=len(lexicon_keys) if use_lexicon else None,
+        lexicon_size=n_lexicon_keys if use_lexicon else None,
         **model.attrs["hyper"],
     )
-    module.set_char_table(torch.as_tensor(numpy.asarray(char_table, dtype="int64")))
-    if module.lexicon is not None:
+    if char_table is not None:
+        module.set_char_table(torch.as_tensor(numpy.asarray(char_table, dtype="int64")))
+    if module.lexicon is not None and lexicon_keys is not None:
         module.lexicon.set_keys(torch.tensor(numpy.asarray(lexicon_keys, dtype="int64")))
     quantized = bool(model.attrs.get("quantize_int8", False))
     mixed_precision, grad_scaler = model.attrs["mixed_precision"], model.attrs["grad_scaler"]

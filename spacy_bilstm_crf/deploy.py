@@ -68,7 +68,7 @@ def quantize_pipeline(nlp: Language, name: Optional[str] = None) -> BiLSTMCRFNER
     pipe.model.attrs["quantize_int8"] = True
     # Mixed precision is a GPU training setting; the INT8 model is CPU-only.
     pipe.model.attrs["mixed_precision"] = False
-    build_torch_layer(pipe.model, pipe.scheme, pipe.char_table, pipe.lexicon_keys)
+    build_torch_layer(pipe.model, pipe.scheme, *pipe.table_sizes)
     get_torch_module(pipe.model).load_state_dict(state)
     model_config = nlp.get_pipe_config(pipe.name)["model"]  # the live config nlp.to_disk writes
     model_config["quantize_int8"] = True

@@ -110,14 +110,13 @@ class BiLSTMCRFNER(TrainablePipe):
         self.model = model
         self.name = name
         self.scorer = scorer
+        # initialize() adds the table sizes the network is built with: "n_chars" and
+        # "n_lexicon_keys". The tables themselves are buffers of the torch module.
         self.cfg: Dict[str, object] = {
             "labels": [],
             "scheme": scheme,
             "min_char_count": min_char_count,
         }
-        self.char_table = numpy.zeros(0, dtype="int64")
-        # Keys of the lexicon words (soft-lexicon features), when the model uses a lexicon.
-        self.lexicon_keys: Optional[numpy.ndarray] = None
         self._scheme: Optional[TagScheme] = None
 
     # -- labels -------------------------------------------------------------------
@@ -131,6 +130,25 @@ class BiLSTMCRFNER(TrainablePipe):
     def label_data(self) -> List[str]:
         """RETURNS (List[str]): The labels, as ``spacy init labels`` writes them."""
         return list(self.labels)
+
+    @property
+    def char_table(self) -> numpy.ndarray:
+        """RETURNS (numpy.ndarray): Normalized code points (sorted) of the characters with an
+            embedding row of their own; empty before initialization.
+        """
+        if not self.model.layers:
+            return numpy.zeros(0, dtype="int64")
+        return get_torch_module(self.model).char_table[1:].cpu().numpy()
+
+    @property
+    def lexicon_keys(self) -> Optional[numpy.ndarray]:
+        """RETURNS (Optional[numpy.ndarray]): Sorted keys of the lexicon words (soft-lexicon
+            features); None when the model has no lexicon or is not initialized.
+        """
+        if not self.model.layers:
+            return None
+        lexicon = get_torch_module(self.model).lexicon
+        return None if lexicon is None else lexicon.keys[1:].cpu().numpy()
 
     @property
     def scheme(self) -> TagScheme:
@@ -186,14 +204,17 @@ class BiLSTMCRFNER(TrainablePipe):
                 self.add_label(label)
         self._require_labels()
         codepoints = [doc_codepoints(eg.predicted) for eg in get_examples()]
-        self.char_table = build_char_table(codepoints, int(self.cfg["min_char_count"]))
+        char_table = build_char_table(codepoints, int(self.cfg["min_char_count"]))
         lexicon = self.model.attrs.get("lexicon")
-        if lexicon is None:
-            self.lexicon_keys = None
-        else:
+        lexicon_keys = None
+        if lexicon is not None:
             max_len = self.model.attrs["hyper"]["lexicon_max_len"]
-            self.lexicon_keys = build_lexicon_keys(load_word_list(lexicon), max_len)
-        build_torch_layer(self.model, self.scheme, self.char_table, self.lexicon_keys)
+            lexicon_keys = build_lexicon_keys(load_word_list(lexicon), max_len)
+        self.cfg["n_chars"] = len(char_table)
+        self.cfg["n_lexicon_keys"] = None if lexicon_keys is None else len(lexicon_keys)
+        build_torch_layer(
+            self.model, self.scheme, *self.table_sizes, char_table=char_table, lexicon_keys=lexicon_keys
+        )
         # Check that gold data converts (labels known, spans aligned) on a sample.
         for eg in islice(get_examples(), 10):
             self._gold_tags(eg)
@@ -313,27 +334,53 @@ class BiLSTMCRFNER(TrainablePipe):
 
     # -- serialization ------------------------------------------------------------
 
+    @property
+    def table_sizes(self) -> Tuple[int, Optional[int]]:
+        """RETURNS (Tuple[int, Optional[int]]): ``(n_chars, n_lexicon_keys)`` from cfg."""
+        if "n_chars" not in self.cfg:
+            raise ValueError(f"'{self.name}' has no character table size in its cfg: is it initialized?")
+        n_keys = self.cfg.get("n_lexicon_keys")
+        return int(self.cfg["n_chars"]), None if n_keys is None else int(n_keys)  # type: ignore[call-overload]
+
     def _fields(self) -> Dict[str, Tuple[Callable[[], bytes], Callable[[bytes], None]]]:
         """The serialized fields besides the vocab, as (dump, load) pairs of bytes.
 
-        cfg and character table (and lexicon) load before the model: the network is
-        rebuilt for them, then its weights are loaded.
+        cfg loads before the model: the network is rebuilt for the sizes in it, then
+        its weights (which include the character table and lexicon keys) are loaded.
         """
         return {
             "cfg": (
                 lambda: srsly.json_dumps(self.cfg).encode("utf8"),
-                lambda b: self.cfg.update(srsly.json_loads(b)),
-            ),
-            "char_table": (
-                lambda: srsly.json_dumps(self.char_table.tolist()).encode("utf8"),
-                lambda b: self._set_char_table(srsly.json_loads(b)),
-            ),
-            "lexicon": (
-                lambda: srsly.msgpack_dumps(self.lexicon_keys),
-                lambda b: self._set_lexicon_keys(srsly.msgpack_loads(b)),
+                lambda b: self._load_cfg(srsly.json_loads(b)),
             ),
             "model": (self.model.to_bytes, lambda b: self._load_model(b, "bytes")),
         }
+
+    def _load_cfg(self, cfg: Dict[str, object]) -> None:
+        # The table sizes come from the loaded cfg (or the legacy fields), never from
+        # an earlier initialization of this pipe.
+        self.cfg.pop("n_chars", None)
+        self.cfg.pop("n_lexicon_keys", None)
+        self.cfg.update(cfg)
+
+    def _legacy_size_loaders(self) -> Dict[str, Callable[[bytes], None]]:
+        """Pipelines saved by version 0.1.0 also wrote the character table and the lexicon
+        keys as fields of their own, and no sizes in cfg: take the sizes from those.
+        """
+
+        def set_size(key: str, values: Optional[list]) -> None:
+            if key not in self.cfg:
+                self.cfg[key] = None if values is None else len(values)
+
+        return {
+            "char_table": lambda b: set_size("n_chars", srsly.json_loads(b)),
+            "lexicon": lambda b: set_size("n_lexicon_keys", srsly.msgpack_loads(b)),
+        }
+
+    def _loaders(self) -> Dict[str, Callable[[bytes], None]]:
+        loaders = {key: load for key, (_, load) in self._fields().items()}
+        model = loaders.pop("model")  # last: after cfg and any legacy sizes
+        return {**loaders, **self._legacy_size_loaders(), "model": model}
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
         """Serialize the pipe (cfg, character table, lexicon, vocab, weights) to a bytestring."""
@@ -355,7 +402,7 @@ class BiLSTMCRFNER(TrainablePipe):
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "BiLSTMCRFNER":
         """Load the pipe from a bytestring written by ``to_bytes``."""
         self._validate_serialization_attrs()
-        loaders = {key: load for key, (_, load) in self._fields().items()}
+        loaders = self._loaders()
         loaders["vocab"] = lambda b: self.vocab.from_bytes(b, exclude=exclude)
         util.from_bytes(bytes_data, loaders, exclude)
         return self
@@ -366,36 +413,30 @@ class BiLSTMCRFNER(TrainablePipe):
         path = util.ensure_path(path)
         if not path.is_dir():
             raise ValueError(f"Cannot load '{self.name}': directory not found: {path}")
-        for required in ("cfg", "char_table", "model"):
+        for required in ("cfg", "model"):
             if required not in exclude and not (path / required).exists():
                 raise ValueError(
                     f"Cannot load '{self.name}' from {path}: the file '{required}' is missing. "
                     "Was it saved with nlp.to_disk() by spacy-bilstm-crf?"
                 )
 
+        legacy = self._legacy_size_loaders()
+
         def reader(load: Callable[[bytes], None], key: str) -> Callable[[Path], None]:
-            if key == "lexicon":  # a pipeline saved without a lexicon may lack the file
-                return lambda p: self._set_lexicon_keys(
-                    srsly.msgpack_loads(Path(p).read_bytes()) if Path(p).exists() else None
-                )
+            if key in legacy:  # only in pipelines saved by 0.1.0
+                return lambda p: load(Path(p).read_bytes()) if Path(p).exists() else None
             if key == "model":  # name the file in the error
                 return lambda p: self._load_model(Path(p).read_bytes(), str(p))
             return lambda p: load(Path(p).read_bytes())
 
-        loaders = {key: reader(load, key) for key, (_, load) in self._fields().items()}
+        loaders = {key: reader(load, key) for key, load in self._loaders().items()}
         loaders["vocab"] = lambda p: self.vocab.from_disk(p, exclude=exclude)
         util.from_disk(path, loaders, exclude)
         return self
 
-    def _set_char_table(self, values: List[int]) -> None:
-        self.char_table = numpy.asarray(values, dtype="int64")
-
-    def _set_lexicon_keys(self, keys: Optional[numpy.ndarray]) -> None:
-        self.lexicon_keys = None if keys is None else numpy.asarray(keys, dtype="int64")
-
     def _load_model(self, data: bytes, source: str) -> None:
-        """Rebuild the torch module from cfg, character table and lexicon, then load the weights."""
-        build_torch_layer(self.model, self.scheme, self.char_table, self.lexicon_keys)
+        """Rebuild the torch module for the sizes in cfg, then load the weights."""
+        build_torch_layer(self.model, self.scheme, *self.table_sizes)
         try:
             self.model.from_bytes(data)
         except Exception as err:

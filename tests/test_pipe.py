@@ -6,6 +6,7 @@ import sys
 import numpy
 import pytest
 import spacy
+import srsly
 import torch
 from spacy.training import Example
 
@@ -115,9 +116,46 @@ def test_loading_missing_or_corrupt_directory_gives_clear_error(trained_nlp, tmp
     (tmp_path / "ner" / "model").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="Cannot load the weights"):
         fresh.from_disk(tmp_path / "ner")
-    (tmp_path / "ner" / "char_table").unlink()
-    with pytest.raises(ValueError, match="'char_table' is missing"):
+    (tmp_path / "ner" / "cfg").unlink()
+    with pytest.raises(ValueError, match="'cfg' is missing"):
         fresh.from_disk(tmp_path / "ner")
+
+
+def test_tables_are_saved_once_in_the_weights(trained_nlp, tmp_path):
+    ner = trained_nlp.get_pipe("bilstm_crf_ner")
+    ner.to_disk(tmp_path / "ner")
+    assert sorted(p.name for p in (tmp_path / "ner").iterdir()) == ["cfg", "model", "vocab"]
+    assert ner.cfg["n_chars"] == len(ner.char_table) > 0
+    fresh = spacy.blank("zh").add_pipe("bilstm_crf_ner", config={"model": SMALL_MODEL})
+    fresh.from_disk(tmp_path / "ner")
+    assert numpy.array_equal(fresh.char_table, ner.char_table)
+
+
+def test_loads_pipelines_saved_with_table_files(trained_nlp, tmp_path):
+    """Version 0.1.0 wrote the character table and lexicon keys as files, no sizes in cfg."""
+    ner = trained_nlp.get_pipe("bilstm_crf_ner")
+    ner.to_disk(tmp_path / "ner")
+    cfg = srsly.read_json(tmp_path / "ner" / "cfg")
+    del cfg["n_chars"], cfg["n_lexicon_keys"]
+    srsly.write_json(tmp_path / "ner" / "cfg", cfg)
+    srsly.write_json(tmp_path / "ner" / "char_table", ner.char_table.tolist())
+    (tmp_path / "ner" / "lexicon").write_bytes(srsly.msgpack_dumps(None))
+    fresh_nlp = spacy.blank("zh")
+    fresh = fresh_nlp.add_pipe("bilstm_crf_ner", config={"model": SMALL_MODEL})
+    fresh.from_disk(tmp_path / "ner")
+    assert fresh.cfg["n_chars"] == len(ner.char_table)
+    texts = [text for text, _ in TRAIN_DATA]
+    assert [ents_of(d) for d in fresh_nlp.pipe(texts)] == [ents_of(d) for d in trained_nlp.pipe(texts)]
+    legacy_bytes = srsly.msgpack_dumps({
+        "cfg": srsly.json_dumps(cfg).encode("utf8"),
+        "char_table": srsly.json_dumps(ner.char_table.tolist()).encode("utf8"),
+        "lexicon": srsly.msgpack_dumps(None),
+        "model": ner.model.to_bytes(),
+        "vocab": ner.vocab.to_bytes(),
+    })  # fmt: skip
+    from_bytes = spacy.blank("zh").add_pipe("bilstm_crf_ner", config={"model": SMALL_MODEL})
+    from_bytes.from_bytes(legacy_bytes)
+    assert numpy.array_equal(from_bytes.char_table, ner.char_table)
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
