@@ -436,7 +436,9 @@ class BiLSTMCRFNER(TrainablePipe):
 
     def _load_model(self, data: bytes, source: str) -> None:
         """Rebuild the torch module for the sizes in cfg, then load the weights."""
-        build_torch_layer(self.model, self.scheme, *self.table_sizes)
+        # No sizes: the pipe was saved before initialize(), there is no network yet.
+        if "n_chars" in self.cfg:
+            build_torch_layer(self.model, self.scheme, *self.table_sizes)
         try:
             self.model.from_bytes(data)
         except Exception as err:

@@ -121,6 +121,21 @@ def test_loading_missing_or_corrupt_directory_gives_clear_error(trained_nlp, tmp
         fresh.from_disk(tmp_path / "ner")
 
 
+def test_round_trip_before_initialize(tmp_path):
+    nlp = spacy.blank("zh")
+    ner = nlp.add_pipe("bilstm_crf_ner", config={"model": SMALL_MODEL})
+    ner.add_label("PER")
+    fresh = spacy.blank("zh").add_pipe("bilstm_crf_ner", config={"model": SMALL_MODEL})
+    fresh.from_bytes(ner.to_bytes())
+    assert fresh.labels == ("PER",) and not fresh.model.layers
+    nlp.to_disk(tmp_path / "blank")
+    loaded = spacy.load(tmp_path / "blank")
+    loaded_ner = loaded.get_pipe("bilstm_crf_ner")
+    assert loaded_ner.labels == ("PER",) and not loaded_ner.model.layers
+    loaded.initialize(lambda: make_examples(loaded))
+    assert loaded_ner.cfg["n_chars"] > 0 and loaded_ner.model.layers
+
+
 def test_tables_are_saved_once_in_the_weights(trained_nlp, tmp_path):
     ner = trained_nlp.get_pipe("bilstm_crf_ner")
     ner.to_disk(tmp_path / "ner")
