@@ -36,7 +36,8 @@ OURS = "bilstm_crf_ner"
 ABLATIONS: Dict[str, List[str]] = {
     "default": [],
     "no_lexicon": ["--components.bilstm_crf_ner.model.lexicon", "null"],
-    "no_bigrams": ["--components.bilstm_crf_ner.model.bigram_dim", "0"],
+    # Hashed character bigrams (off by default: they overfit next to the lexicon).
+    "bigrams": ["--components.bilstm_crf_ner.model.bigram_dim", "64"],
     "no_char_classes": ["--components.bilstm_crf_ner.model.class_dim", "0"],
     "no_embed_dropout": ["--components.bilstm_crf_ner.model.embed_dropout", "0.0"],
     "no_layer_norm": ["--components.bilstm_crf_ner.model.layer_norm", "false"],

@@ -38,7 +38,7 @@ class TensorBatch:
 @registry.architectures("spacy-bilstm-crf.BiLSTMCRF.v1")
 def build_bilstm_crf(
     char_dim: int = 128,
-    bigram_dim: int = 64,
+    bigram_dim: int = 0,
     bigram_buckets: int = 100003,
     class_dim: int = 16,
     hidden_size: int = 256,
@@ -56,7 +56,7 @@ def build_bilstm_crf(
     """A character BiLSTM-CRF for NER over one-token-per-character Docs.
 
     char_dim (int): Width of the character embeddings.
-    bigram_dim (int): Width of the hashed character-bigram embeddings; 0 disables them.
+    bigram_dim (int): Width of the hashed character-bigram embeddings; 0 (default) disables them.
     bigram_buckets (int): Rows of the bigram hash table (no vocabulary file needed).
     class_dim (int): Width of the character-class embeddings (CJK, Latin, digit, …); 0 disables.
     hidden_size (int): BiLSTM output width, both directions together.

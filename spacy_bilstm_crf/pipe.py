@@ -31,7 +31,7 @@ DEFAULT_MODEL_CONFIG = """
 [model]
 @architectures = "spacy-bilstm-crf.BiLSTMCRF.v1"
 char_dim = 128
-bigram_dim = 64
+bigram_dim = 0
 bigram_buckets = 100003
 class_dim = 16
 hidden_size = 256
