@@ -383,7 +383,7 @@ class BiLSTMCRFNER(TrainablePipe):
         return {**loaders, **self._legacy_size_loaders(), "model": model}
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
-        """Serialize the pipe (cfg, character table, lexicon, vocab, weights) to a bytestring."""
+        """Serialize the pipe (cfg, vocab, weights with the character table and lexicon keys)."""
         self._validate_serialization_attrs()
         serializers = {key: dump for key, (dump, _) in self._fields().items()}
         serializers["vocab"] = lambda: self.vocab.to_bytes(exclude=exclude)
