@@ -82,17 +82,12 @@ def script_module(module: torch.nn.Module) -> torch.jit.ScriptModule:
     Scripted, not traced: tracing would freeze the LSTM's, the CRF's and the
     lexicon's loops over time steps at the length of the example input.
     """
-    was_training = module.training
-    module.eval()
-    try:
-        with warnings.catch_warnings():
-            # torch.jit is deprecated in favour of torch.export, which cannot keep the
-            # data-dependent time loops; TorchScript still works.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            scripted = torch.jit.script(module)
-    finally:
-        module.train(was_training)
-    return scripted
+    # No mode switch needed: the module's predictions never depend on its mode.
+    with warnings.catch_warnings():
+        # torch.jit is deprecated in favour of torch.export, which cannot keep the
+        # data-dependent time loops; TorchScript still works.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(module)
 
 
 def export_pipeline(

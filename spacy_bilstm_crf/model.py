@@ -9,7 +9,7 @@ from typing import Final, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .crf import LinearChainCRF, lengths_to_mask
 from .lexicon import N_LEXICON_FLAGS, LexiconFeatures
@@ -70,6 +70,13 @@ def char_classes(cp: Tensor) -> Tensor:
 class BiLSTMCRF(nn.Module):
     """Character BiLSTM-CRF tagger.
 
+    Training noise (dropout, unknown-character replacement) is applied on the
+    training path alone, the call that is given gold tags; the module's
+    ``train()``/``eval()`` mode changes nothing about a prediction. One module is
+    shared by every thread that uses a pipeline, and thinc switches its mode
+    around every call, so a prediction that read the mode could run with another
+    thread's.
+
     n_chars (int): Number of known characters (the character table's size).
     scheme (TagScheme): The tags and their transition rules.
     char_dim (int): Width of the character embeddings.
@@ -115,6 +122,8 @@ class BiLSTMCRF(nn.Module):
         if hidden_size % 2:
             raise ValueError(f"hidden_size must be even (two directions), got {hidden_size}")
         self.unk_rate = unk_rate
+        self.dropout_rate = dropout
+        self.embed_dropout_rate = embed_dropout
         self.bigram_buckets = bigram_buckets
         # Sorted known code points, preceded by a sentinel that matches nothing.
         self.register_buffer("char_table", torch.full((n_chars + 1,), -2, dtype=torch.long))
@@ -130,7 +139,6 @@ class BiLSTMCRF(nn.Module):
         )
         input_dim = char_dim + 2 * bigram_dim + class_dim
         input_dim += N_LEXICON_FLAGS if self.lexicon is not None else 0
-        self.embed_dropout = nn.Dropout(embed_dropout)
         self.lstm = nn.LSTM(
             input_dim,
             hidden_size // 2,
@@ -139,7 +147,6 @@ class BiLSTMCRF(nn.Module):
             batch_first=True,
             dropout=dropout if depth > 1 else 0.0,
         )
-        self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(hidden_size) if layer_norm else nn.Identity()
         self.project = nn.Linear(hidden_size, len(scheme))
         self.crf = LinearChainCRF(
@@ -148,6 +155,20 @@ class BiLSTMCRF(nn.Module):
             torch.as_tensor(scheme.allowed_start()),
             torch.as_tensor(scheme.allowed_end()),
         )
+        self.train(False)
+
+    def train(self, mode: bool = True) -> "BiLSTMCRF":
+        """Record the mode; every submodule stays in eval mode.
+
+        Nothing reads the mode (see the class docstring): submodules whose behaviour
+        depends on theirs (the LSTM's dropout between layers) are switched by the
+        training path itself. Keeping them in eval here means a ``train()`` call from
+        one thread cannot reach a prediction running in another.
+        """
+        self.training = mode
+        for module in self.children():
+            module.train(False)
+        return self
 
     def set_char_table(self, codepoints: Tensor) -> None:
         """Store the known characters. codepoints (Tensor): normalized, unique, sorted."""
@@ -155,12 +176,15 @@ class BiLSTMCRF(nn.Module):
             raise ValueError(f"Expected {len(self.char_table) - 1} characters, got {len(codepoints)}")
         self.char_table[1:] = codepoints
 
-    def char_ids(self, cp: Tensor, mask: Tensor) -> Tensor:
-        """Embedding rows of normalized code points: known → its row, unseen → UNK, padding → 0."""
+    def char_ids(self, cp: Tensor, mask: Tensor, noise: bool = False) -> Tensor:
+        """Embedding rows of normalized code points: known → its row, unseen → UNK, padding → 0.
+
+        noise (bool): Replace a share ``unk_rate`` of the characters by UNK (training).
+        """
         index = torch.searchsorted(self.char_table, cp).clamp_max(len(self.char_table) - 1)
         known = self.char_table[index] == cp
         ids = torch.where(known, index + 1, torch.full_like(index, self._unk_id))
-        if self.training and self.unk_rate > 0:
+        if noise and self.unk_rate > 0:
             drop = torch.rand(ids.shape, device=ids.device) < self.unk_rate
             ids = torch.where(drop, torch.full_like(ids, self._unk_id), ids)
         return torch.where(mask, ids, torch.zeros_like(ids))
@@ -178,14 +202,15 @@ class BiLSTMCRF(nn.Module):
         key = (a + 2) * self._bigram_base + (b + 2)
         return torch.where(mask, key % self.bigram_buckets + 1, torch.zeros_like(key))
 
-    def emissions(self, codepoints: Tensor, lengths: Tensor) -> Tensor:
+    def emissions(self, codepoints: Tensor, lengths: Tensor, noise: bool = False) -> Tensor:
         """Tag scores. codepoints (Tensor): Long (batch, max_len), raw code points.
 
+        noise (bool): Apply the training noise (dropouts, unknown-character replacement).
         RETURNS (Tensor): Float (batch, max_len, n_tags).
         """
         mask = lengths_to_mask(lengths, codepoints.shape[1])
         cp = normalize_codepoints(codepoints)
-        features = [self.char_embed(self.char_ids(cp, mask))]
+        features = [self.char_embed(self.char_ids(cp, mask, noise))]
         if self.bigram_embed is not None:
             left, right = self.bigram_ids(cp, mask)
             features += [self.bigram_embed(left), self.bigram_embed(right)]
@@ -194,15 +219,32 @@ class BiLSTMCRF(nn.Module):
             features.append(self.class_embed(classes))
         if self.lexicon is not None:
             features.append(self.lexicon(cp, lengths))
-        x = self.embed_dropout(torch.cat(features, dim=-1))
+        x = nn.functional.dropout(torch.cat(features, dim=-1), self.embed_dropout_rate, noise)
         # Packing keeps padding out of the backward direction; empty sentences are
         # given length 1 here and masked out by the CRF.
         packed = pack_padded_sequence(
             x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
         )
-        output, _ = self.lstm(packed)
+        if torch.jit.is_scripting():  # a scripted copy only predicts
+            output, _ = self.lstm(packed)
+        else:
+            output = self._run_lstm(packed, noise)
         hidden, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
-        return self.project(self.dropout(self.norm(hidden)))
+        hidden = nn.functional.dropout(self.norm(hidden), self.dropout_rate, noise)
+        return self.project(hidden)
+
+    @torch.jit.unused
+    def _run_lstm(self, packed: PackedSequence, noise: bool) -> PackedSequence:
+        """The LSTM, with its dropout between layers on the training path only."""
+        if not noise or self.lstm.num_layers == 1:
+            return self.lstm(packed)[0]
+        # nn.LSTM reads its own mode for this dropout: the training path switches it
+        # on for its own call, and back off, so predictions always run with it off.
+        self.lstm.train(True)
+        try:
+            return self.lstm(packed)[0]
+        finally:
+            self.lstm.train(False)
 
     def forward(
         self, codepoints: Tensor, lengths: Tensor, gold: Optional[Tensor] = None
@@ -214,7 +256,8 @@ class BiLSTMCRF(nn.Module):
         gold (Optional[Tensor]): Long (batch, max_len) gold tag ids.
         RETURNS (Tensor): Float (batch,) NLL, or Long (batch, max_len) tags (-1 at padding).
         """
-        emissions = self.emissions(codepoints, lengths)
+        # Gold tags mean training: the only call that applies training noise.
+        emissions = self.emissions(codepoints, lengths, noise=gold is not None)
         if gold is not None:
             # A scripted copy (see ``export.py``) is for inference: TorchScript compiles
             # only the first branch of `if torch.jit.is_scripting()`, so the NLL's

@@ -322,14 +322,11 @@ class BiLSTMCRFNER(TrainablePipe):
         batch = featurize(self.model, docs, None)
         padded = xp2torch(batch.codepoints, device=device)
         lengths = xp2torch(batch.lengths, device=device)
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.no_grad():
-                emissions = module.emissions(padded, lengths)
-            marginals = module.crf.marginals(emissions, lengths).cpu().numpy()
-        finally:
-            module.train(was_training)
+        # No mode switch: emissions without noise are the prediction's, whatever the
+        # module's mode (switching it would reach other threads' predictions).
+        with torch.no_grad():
+            emissions = module.emissions(padded, lengths)
+        marginals = module.crf.marginals(emissions, lengths).cpu().numpy()
         return [m[: len(doc)] for m, doc in zip(marginals, docs)]
 
     # -- serialization ------------------------------------------------------------

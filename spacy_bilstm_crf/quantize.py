@@ -55,15 +55,12 @@ def quantize_module(module: nn.Module) -> nn.Module:
             "INT8 dynamic quantization runs on the CPU only: move the model to the CPU "
             "(don't use --gpu-id / spacy.require_gpu) or use the float32 pipeline on GPU."
         )
-    was_training = module.training
-    module.eval()
-    try:
-        with _quiet_quantization():
-            quantized = torch.ao.quantization.quantize_dynamic(
-                module, QUANTIZED_TYPES, dtype=torch.qint8, inplace=False
-            )
-    finally:
-        module.train(was_training)
+    with _quiet_quantization():
+        quantized = torch.ao.quantization.quantize_dynamic(
+            module, QUANTIZED_TYPES, dtype=torch.qint8, inplace=False
+        )
+    # The new int8 layers are created in train mode; BiLSTMCRF.eval() puts every
+    # submodule in eval mode (the mode of a module the predict path uses).
     return quantized.eval()
 
 
