@@ -7,7 +7,8 @@ architecture returns a thin thinc ``Model`` whose torch layer is built by
 """
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from io import BytesIO
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy
 import torch
@@ -22,8 +23,9 @@ from .model import BiLSTMCRF
 from .quantize import deserialize_quantized, quantize_module
 from .tags import TagScheme
 
-# Input of the model: the docs, and in training the gold tag ids of each doc.
-TaggerInput = Tuple[List[Doc], Optional[Sequence[numpy.ndarray]]]
+# Input of the model: the docs (or the code points of each sequence: windows of
+# long docs), and in training the gold tag ids of each doc.
+TaggerInput = Tuple[Sequence[Union[Doc, numpy.ndarray]], Optional[Sequence[numpy.ndarray]]]
 
 
 @dataclass
@@ -170,9 +172,22 @@ def build_torch_layer(
         mixed_precision=mixed_precision,
         grad_scaler=grad_scaler,
         device=torch.device("cpu") if quantized else None,
-        deserialize_model=deserialize_quantized if quantized else None,
+        deserialize_model=deserialize_quantized if quantized else deserialize_weights,
     )
     model._layers[:] = [wrapper]
+
+
+def deserialize_weights(model: torch.nn.Module, state_bytes: bytes, device: torch.device) -> torch.nn.Module:
+    """Load a float32 state dict saved by thinc's ``PyTorchShim``, with ``weights_only=True``.
+
+    thinc's default loader calls ``torch.load`` without it, which is safe only while
+    torch's own default holds: an environment with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``
+    would let a crafted model file run code on ``spacy.load``. The signature of thinc's
+    ``deserialize_model`` hook (``PyTorchWrapper_v3``).
+    """
+    state = torch.load(BytesIO(state_bytes), map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device)
 
 
 def get_torch_module(model: Model) -> BiLSTMCRF:
@@ -206,9 +221,11 @@ def pad_batch(arrays: Sequence[numpy.ndarray], fill: int) -> numpy.ndarray:
     return out
 
 
-def featurize(model: Model, docs: List[Doc], gold: Optional[Sequence[numpy.ndarray]]) -> TensorBatch:
-    """Docs (and gold tags) → a padded batch on the model's device."""
-    codepoints = [doc_codepoints(doc) for doc in docs]
+def featurize(
+    model: Model, docs: Sequence[Union[Doc, numpy.ndarray]], gold: Optional[Sequence[numpy.ndarray]]
+) -> TensorBatch:
+    """Docs, or code point arrays (and gold tags) → a padded batch on the model's device."""
+    codepoints = [doc if isinstance(doc, numpy.ndarray) else doc_codepoints(doc) for doc in docs]
     lengths = numpy.array([len(cp) for cp in codepoints], dtype="int64")
     ops = model.ops
     return TensorBatch(

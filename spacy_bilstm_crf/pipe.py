@@ -23,9 +23,11 @@ from .architectures import (
     featurize,
     get_torch_module,
 )
+from .integrity import CHECKSUM_KEY, check_weights, parse_cfg, weights_checksum
 from .lexicon import load_word_list, word_keys
 from .model import normalize_codepoints
 from .tags import SCHEMES, TagScheme
+from .windows import length_batches, plan_windows, stitch_spans
 
 DEFAULT_MODEL_CONFIG = """
 [model]
@@ -61,6 +63,9 @@ os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
         "model": DEFAULT_MODEL,
         "scheme": "BIOES",
         "min_char_count": 1,
+        "window_size": 512,
+        "window_overlap": 64,
+        "batch_chars": 16384,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
@@ -71,6 +76,9 @@ def make_bilstm_crf_ner(
     model: Model[TaggerInput, object],
     scheme: str,
     min_char_count: int,
+    window_size: int,
+    window_overlap: int,
+    batch_chars: int,
     scorer: Optional[Callable],
 ) -> "BiLSTMCRFNER":
     """Create a BiLSTM-CRF named-entity recognizer.
@@ -78,10 +86,23 @@ def make_bilstm_crf_ner(
     model (Model): The network, e.g. ``spacy-bilstm-crf.BiLSTMCRF.v1``.
     scheme (str): Tag scheme, ``"BIOES"`` (default) or ``"BIO"``.
     min_char_count (int): Characters seen fewer times in training share the unknown row.
+    window_size (int): Longer docs are tagged as overlapping windows of at most this many
+        characters, cut after sentence punctuation where possible, so memory stays bounded.
+    window_overlap (int): Characters of context each window adds on both sides of its cut.
+    batch_chars (int): Most padded characters per forward pass in prediction; sequences
+        are grouped by length so a long one does not pad a batch of short ones.
     scorer (Optional[Callable]): The scoring method, by default ``spacy.ner_scorer.v1``.
     """
     return BiLSTMCRFNER(
-        nlp.vocab, model, name, scheme=scheme, min_char_count=min_char_count, scorer=scorer
+        nlp.vocab,
+        model,
+        name,
+        scheme=scheme,
+        min_char_count=min_char_count,
+        window_size=window_size,
+        window_overlap=window_overlap,
+        batch_chars=batch_chars,
+        scorer=scorer,
     )
 
 
@@ -102,10 +123,22 @@ class BiLSTMCRFNER(TrainablePipe):
         *,
         scheme: str = "BIOES",
         min_char_count: int = 1,
+        window_size: int = 512,
+        window_overlap: int = 64,
+        batch_chars: int = 16384,
         scorer: Optional[Callable] = None,
     ) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"Unknown tag scheme '{scheme}' for '{name}': use one of {sorted(SCHEMES)}.")
+        if window_size - 2 * window_overlap < 2 or window_overlap < 0:
+            raise ValueError(
+                f"'{name}': window_size ({window_size}) must exceed twice window_overlap "
+                f"({window_overlap}) by at least 2."
+            )
+        # Prediction settings, not part of the trained model: kept out of cfg.
+        self.window_size = window_size
+        self.window_overlap = window_overlap
+        self.batch_chars = batch_chars
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -224,13 +257,34 @@ class BiLSTMCRFNER(TrainablePipe):
     def predict(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
         """Decode the best valid tag sequence of each doc.
 
+        Docs longer than ``window_size`` are tagged as overlapping windows whose
+        entities are stitched together; all sequences run in groups of similar
+        length (at most ``batch_chars`` padded characters per forward pass).
         RETURNS (List[numpy.ndarray]): Tag ids per doc.
         """
         docs = list(docs)
         if not any(len(doc) for doc in docs):
             return [numpy.zeros(len(doc), dtype="int64") for doc in docs]
-        tags = self.model.ops.to_numpy(self.model.predict((docs, None)))
-        return [row[: len(doc)] for row, doc in zip(tags, docs)]
+        # Every doc as windows (one, for all but long docs), every window as a sequence.
+        codepoints = [doc_codepoints(doc) for doc in docs]
+        plans = [plan_windows(cp, self.window_size, self.window_overlap) for cp in codepoints]
+        sequences = [cp[w.start : w.end] for cp, plan in zip(codepoints, plans) for w in plan]
+        tags: List[numpy.ndarray] = [numpy.zeros(0, dtype="int64")] * len(sequences)
+        for group in length_batches([len(seq) for seq in sequences], self.batch_chars):
+            batch = self.model.ops.to_numpy(self.model.predict(([sequences[i] for i in group], None)))
+            for row, i in zip(batch, group):
+                tags[i] = row[: len(sequences[i])]
+        result = []
+        offset = 0
+        for doc, plan in zip(docs, plans):
+            if len(plan) == 1:
+                result.append(tags[offset])
+            else:
+                spans = [self.scheme.tags_to_spans(t) for t in tags[offset : offset + len(plan)]]
+                stitched = stitch_spans(plan, spans, len(doc))
+                result.append(self.scheme.spans_to_tags(len(doc), stitched))
+            offset += len(plan)
+        return result
 
     def set_annotations(self, docs: Iterable[Doc], tag_ids: List[numpy.ndarray]) -> None:
         """Set ``doc.ents`` (and so ``token.ent_iob``/``ent_type``) from decoded tags."""
@@ -339,28 +393,31 @@ class BiLSTMCRFNER(TrainablePipe):
         n_keys = self.cfg.get("n_lexicon_keys")
         return int(self.cfg["n_chars"]), None if n_keys is None else int(n_keys)  # type: ignore[call-overload]
 
-    def _fields(self) -> Dict[str, Tuple[Callable[[], bytes], Callable[[bytes], None]]]:
-        """The serialized fields besides the vocab, as (dump, load) pairs of bytes.
+    def _dump(self) -> Dict[str, bytes]:
+        """The serialized fields besides the vocab: cfg (with the weights' checksum) and the weights."""
+        model_bytes = self.model.to_bytes()
+        cfg = dict(self.cfg)
+        cfg[CHECKSUM_KEY] = weights_checksum(model_bytes, self.labels, str(self.cfg["scheme"]))
+        return {"cfg": srsly.json_dumps(cfg).encode("utf8"), "model": model_bytes}
+
+    def _loaders(self) -> Dict[str, Callable[[bytes, str], None]]:
+        """Loaders of the fields besides the vocab, each given the bytes and where they come from.
 
         cfg loads before the model: the network is rebuilt for the sizes in it, then
-        its weights (which include the character table and lexicon keys) are loaded.
+        its weights (which include the character table and lexicon keys) are
+        checked against cfg's checksum and loaded.
         """
-        return {
-            "cfg": (
-                lambda: srsly.json_dumps(self.cfg).encode("utf8"),
-                lambda b: self._load_cfg(srsly.json_loads(b)),
-            ),
-            "model": (self.model.to_bytes, lambda b: self._load_model(b, "bytes")),
-        }
+        return {"cfg": self._load_cfg, **self._legacy_size_loaders(), "model": self._load_model}
 
-    def _load_cfg(self, cfg: Dict[str, object]) -> None:
-        # The table sizes come from the loaded cfg (or the legacy fields), never from
-        # an earlier initialization of this pipe.
-        self.cfg.pop("n_chars", None)
-        self.cfg.pop("n_lexicon_keys", None)
+    def _load_cfg(self, data: bytes, source: str) -> None:
+        cfg = parse_cfg(data, source, self.name)
+        # The table sizes and checksum come from the loaded cfg (or the legacy fields),
+        # never from an earlier initialization of this pipe.
+        for key in ("n_chars", "n_lexicon_keys", CHECKSUM_KEY):
+            self.cfg.pop(key, None)
         self.cfg.update(cfg)
 
-    def _legacy_size_loaders(self) -> Dict[str, Callable[[bytes], None]]:
+    def _legacy_size_loaders(self) -> Dict[str, Callable[[bytes, str], None]]:
         """Pipelines saved by version 0.1.0 also wrote the character table and the lexicon
         keys as fields of their own, and no sizes in cfg: take the sizes from those.
         """
@@ -370,19 +427,14 @@ class BiLSTMCRFNER(TrainablePipe):
                 self.cfg[key] = None if values is None else len(values)
 
         return {
-            "char_table": lambda b: set_size("n_chars", srsly.json_loads(b)),
-            "lexicon": lambda b: set_size("n_lexicon_keys", srsly.msgpack_loads(b)),
+            "char_table": lambda b, _: set_size("n_chars", srsly.json_loads(b)),
+            "lexicon": lambda b, _: set_size("n_lexicon_keys", srsly.msgpack_loads(b)),
         }
-
-    def _loaders(self) -> Dict[str, Callable[[bytes], None]]:
-        loaders = {key: load for key, (_, load) in self._fields().items()}
-        model = loaders.pop("model")  # last: after cfg and any legacy sizes
-        return {**loaders, **self._legacy_size_loaders(), "model": model}
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
         """Serialize the pipe (cfg, vocab, weights with the character table and lexicon keys)."""
         self._validate_serialization_attrs()
-        serializers = {key: dump for key, (dump, _) in self._fields().items()}
+        serializers = {key: (lambda data=data: data) for key, data in self._dump().items()}
         serializers["vocab"] = lambda: self.vocab.to_bytes(exclude=exclude)
         return util.to_bytes(serializers, exclude)
 
@@ -390,8 +442,7 @@ class BiLSTMCRFNER(TrainablePipe):
         """Serialize the pipe to a directory: one file per field."""
         self._validate_serialization_attrs()
         writers = {
-            key: (lambda p, dump=dump: Path(p).write_bytes(dump()))
-            for key, (dump, _) in self._fields().items()
+            key: (lambda p, data=data: Path(p).write_bytes(data)) for key, data in self._dump().items()
         }
         writers["vocab"] = lambda p: self.vocab.to_disk(p, exclude=exclude)
         util.to_disk(util.ensure_path(path), writers, exclude)
@@ -399,7 +450,7 @@ class BiLSTMCRFNER(TrainablePipe):
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "BiLSTMCRFNER":
         """Load the pipe from a bytestring written by ``to_bytes``."""
         self._validate_serialization_attrs()
-        loaders = self._loaders()
+        loaders = {key: (lambda b, load=load: load(b, "bytes")) for key, load in self._loaders().items()}
         loaders["vocab"] = lambda b: self.vocab.from_bytes(b, exclude=exclude)
         util.from_bytes(bytes_data, loaders, exclude)
         return self
@@ -416,23 +467,24 @@ class BiLSTMCRFNER(TrainablePipe):
                     f"Cannot load '{self.name}' from {path}: the file '{required}' is missing. "
                     "Was it saved with nlp.to_disk() by spacy-bilstm-crf?"
                 )
-
         legacy = self._legacy_size_loaders()
 
-        def reader(load: Callable[[bytes], None], key: str) -> Callable[[Path], None]:
-            if key in legacy:  # only in pipelines saved by 0.1.0
-                return lambda p: load(Path(p).read_bytes()) if Path(p).exists() else None
-            if key == "model":  # name the file in the error
-                return lambda p: self._load_model(Path(p).read_bytes(), str(p))
-            return lambda p: load(Path(p).read_bytes())
+        def reader(key: str, load: Callable[[bytes, str], None]) -> Callable[[Path], None]:
+            def read(p: Path) -> None:
+                if key in legacy and not Path(p).exists():  # those exist in 0.1.0 pipelines only
+                    return
+                load(Path(p).read_bytes(), str(p))
 
-        loaders = {key: reader(load, key) for key, load in self._loaders().items()}
+            return read
+
+        loaders = {key: reader(key, load) for key, load in self._loaders().items()}
         loaders["vocab"] = lambda p: self.vocab.from_disk(p, exclude=exclude)
         util.from_disk(path, loaders, exclude)
         return self
 
     def _load_model(self, data: bytes, source: str) -> None:
-        """Rebuild the torch module for the sizes in cfg, then load the weights."""
+        """Check the weights against cfg, rebuild the torch module for its sizes, load them."""
+        check_weights(self.cfg, data, source, self.name)
         # No sizes: the pipe was saved before initialize(), there is no network yet.
         if "n_chars" in self.cfg:
             build_torch_layer(self.model, self.scheme, *self.table_sizes)
