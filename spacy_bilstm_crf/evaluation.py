@@ -13,14 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from seqeval.metrics import classification_report, f1_score
-from seqeval.scheme import IOB2
 from spacy import displacy
 from spacy.language import Language
 from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.vocab import Vocab
+
+# seqeval is an optional extra: it pulls scikit-learn and scipy, which training,
+# serving and the other commands do not need, so it is imported only when scoring.
+SEQEVAL_INSTALL = 'pip install "spacy-bilstm-crf[evaluate]"'
 
 # The 10 CLUENER2020 labels in the order the dataset's README and paper list them.
 CLUENER_LABELS: Tuple[str, ...] = (
@@ -175,6 +177,20 @@ def spacy_scores(examples: Iterable[Example]) -> Dict[str, Any]:
     }
 
 
+def require_seqeval() -> None:
+    """Check that seqeval can be imported, or say how to install it.
+
+    RAISES (ImportError): seqeval is not installed; the message gives the pip command.
+    """
+    try:
+        import seqeval.metrics  # noqa: F401
+        import seqeval.scheme  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"Evaluation needs seqeval, which is not installed: {SEQEVAL_INSTALL} (or pip install seqeval)"
+        ) from err
+
+
 def seqeval_scores(gold: Sequence[Doc], predicted: Sequence[Doc]) -> Tuple[str, float]:
     """seqeval's entity-level report and micro F1 (strict IOB2 mode).
 
@@ -182,7 +198,12 @@ def seqeval_scores(gold: Sequence[Doc], predicted: Sequence[Doc]) -> Tuple[str, 
     predicted (Sequence[Doc]): The predicted docs, token-aligned with ``gold``.
     RETURNS (Tuple[str, float]): The ``classification_report`` text and the
         micro F1 (0..1).
+    RAISES (ImportError): seqeval is not installed.
     """
+    require_seqeval()
+    from seqeval.metrics import classification_report, f1_score
+    from seqeval.scheme import IOB2
+
     y_true = [doc_to_iob(doc) for doc in gold]
     y_pred = [doc_to_iob(doc) for doc in predicted]
     kwargs: Dict[str, Any] = {"mode": "strict", "scheme": IOB2}
@@ -239,7 +260,9 @@ def evaluate_docs(
     gold_docs (Sequence[Doc]): The gold docs.
     batch_size (int): Docs per ``nlp.pipe`` batch.
     RETURNS (EvaluationResult): Scores, reports and the predicted docs.
+    RAISES (ImportError): seqeval is not installed.
     """
+    require_seqeval()  # before the prediction pass, not after it
     gold = [doc for doc in gold_docs if doc.has_annotation("ENT_IOB")]
     predicted, seconds = predict(nlp, gold, batch_size=batch_size)
     examples = [Example(pred, ref) for pred, ref in zip(predicted, gold)]

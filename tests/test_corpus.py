@@ -11,6 +11,7 @@ from spacy.tokens import Doc
 from spacy_bilstm_crf.corpus import (
     CorpusError,
     CorpusStats,
+    InputEncodingError,
     doc_to_conll,
     read_clue,
     read_conll,
@@ -19,6 +20,7 @@ from spacy_bilstm_crf.corpus import (
     tags_to_spans,
     TagSequenceError,
 )
+from spacy_bilstm_crf.corpus import textio
 
 REPO = Path(__file__).parents[1]
 SAMPLE = REPO / "assets" / "cluener_sample.json"
@@ -171,6 +173,11 @@ BAD_LINES = [
     ('{"text": "张三", "label": {"name": {"张三": [[true, 1]]}}}', "bad_offsets", "pair of integers"),
     ('{"text": "张三", "label": {"name": {"张三": [[0, 1, 2]]}}}', "bad_offsets", "pair of integers"),
     ('{"text": "张三", "label": {"name": {"张三": "0,1"}}}', "bad_offsets", "list of [start, end]"),
+    # An empty label would be counted as kept but saved as no entity.
+    ('{"text": "张三", "label": {"": {"张三": [[0, 1]]}}}', "bad_label", "label is empty"),
+    # Lone surrogates: not valid Unicode, and spaCy's string store cannot hash them.
+    ('{"text": "张\\ud800三", "label": {}}', "lone_surrogate", "lone surrogate '\\ud800' at character 1"),
+    ('{"text": "张三", "label": {"\\udc00": {"张三": [[0, 1]]}}}', "lone_surrogate", "lone surrogate"),
 ]
 
 
@@ -198,7 +205,8 @@ def test_skip_invalid_counts_by_reason(tmp_path: Path, nlp: Language) -> None:
     assert stats.records_read == len(BAD_LINES) + 2
     assert stats.docs_written + sum(stats.skipped.values()) == stats.records_read
     assert stats.skipped == {
-        "invalid_json": 1, "bad_record": 1, "bad_text": 2, "empty_text": 1, "bad_label": 2, "bad_offsets": 6,
+        "invalid_json": 1, "bad_record": 1, "bad_text": 2, "empty_text": 1, "bad_label": 3, "bad_offsets": 6,
+        "lone_surrogate": 2,
     }
     # Entities of skipped records are not counted as read.
     assert stats.entities_in == stats.entities_kept == 6
@@ -219,6 +227,95 @@ def test_json_array_syntax_error_is_fatal_even_when_skipping(tmp_path: Path, nlp
     path.write_text('[{"text": "好"}, {"text": ]', encoding="utf-8")
     with pytest.raises(CorpusError, match=r"record 2: invalid JSON"):
         list(read_clue(path, nlp, CorpusStats(), skip_invalid=True))
+
+
+def test_json_array_lone_surrogates_are_record_errors(tmp_path: Path, nlp: Language) -> None:
+    # ijson's C backend turns these into '?', U+10041 and a UnicodeDecodeError;
+    # a valid pair (the last record) must still decode to its one character.
+    path = tmp_path / "array.json"
+    path.write_text(
+        '[{"text": "a\\ud800b"}, {"text": "a\\udc00b"}, {"text": "a\\ud800\\u0041"}, {"text": "x\\ud83d\\ude00"}]',
+        encoding="utf-8",
+    )
+    with pytest.raises(CorpusError, match=r"array\.json, record 1: 'text' has a lone surrogate") as err:
+        list(read_clue(path, nlp, CorpusStats()))
+    assert err.value.reason == "lone_surrogate"
+    docs, stats = convert(path, nlp, skip_invalid=True)
+    assert [d.text for d in docs] == ["x\U0001F600"]
+    assert stats.skipped == {"lone_surrogate": 3}
+
+
+# -- encodings -------------------------------------------------------------------------
+
+
+def test_gbk_file_is_an_error_naming_line_and_byte(tmp_path: Path, nlp: Language) -> None:
+    path = write_lines(tmp_path / "a.json", [{"text": "ok"}])  # line 1 is ASCII
+    record = json.dumps(RECORDS[0], ensure_ascii=False)
+    path.write_bytes(path.read_bytes() + (record + "\n").encode("gbk"))
+    first_bad = len(b'{"text": "ok"}\n{"text": "')
+    for skip_invalid in (False, True):  # a wrong encoding is never a skippable record
+        with pytest.raises(InputEncodingError) as err:
+            list(read_clue(path, nlp, CorpusStats(), skip_invalid=skip_invalid))
+        assert f"a.json, line 2, byte offset {first_bad}: cannot decode 0x" in str(err.value)
+        assert "as utf-8" in str(err.value) and err.value.reason == "bad_encoding"
+    docs, stats = convert(path, nlp, encoding="gbk")
+    assert ents(docs[1]) == ents(convert(write_lines(tmp_path / "b.json", RECORDS[:1]), nlp)[0][0])
+    assert stats.entities_kept == 3
+
+
+def test_gbk_json_array_and_conll(tmp_path: Path, nlp: Language) -> None:
+    array = tmp_path / "array.json"
+    array.write_bytes(json.dumps(RECORDS, ensure_ascii=False, indent=1).encode("gbk"))
+    with pytest.raises(InputEncodingError, match=r"array\.json, line 3, byte offset 16"):
+        list(read_clue(array, nlp, CorpusStats()))
+    docs, _ = convert(array, nlp, encoding="gbk")
+    assert [d.text for d in docs] == [r["text"] for r in RECORDS]
+    conll = tmp_path / "a.bio"
+    conll.write_bytes("张 B-PER\n三 I-PER\n\n去 O\n".encode("gbk"))
+    with pytest.raises(InputEncodingError, match=r"a\.bio, line 1, byte offset 0"):
+        list(read_conll(conll, nlp, CorpusStats(), scheme="BIO", skip_invalid=True))
+    docs = list(read_conll(conll, nlp, CorpusStats(), scheme="BIO", encoding="gbk"))
+    assert [ents(d) for d in docs] == [[(0, 2, "PER", "张三")], []]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 7, 64])
+def test_decoding_across_chunk_boundaries(
+    tmp_path: Path, nlp: Language, monkeypatch: pytest.MonkeyPatch, chunk_size: int
+) -> None:
+    # Multi-byte characters, \r\n and the BOM split between reads must decode (and
+    # count lines) as if the file were read at once, as lines and as an array.
+    monkeypatch.setattr(textio, "CHUNK_SIZE", chunk_size)
+    body = "\r\n".join(json.dumps(r, ensure_ascii=False) for r in RECORDS) + "\r\n"
+    array = json.dumps(RECORDS, ensure_ascii=False, indent=1).replace("\n", "\r\n")
+    expected = [ents(d) for d in convert(write_lines(tmp_path / "u.json", RECORDS), nlp)[0]]
+    for encoding, bom in (("utf-8", "\ufeff"), ("gbk", ""), ("utf-16", "")):
+        for kind, text in (("lines", body), ("array", array)):
+            path = tmp_path / f"{kind}.{encoding}.json"
+            path.write_bytes((bom + text).encode(encoding))
+            docs, _ = convert(path, nlp, encoding=encoding)
+            assert [ents(d) for d in docs] == expected, (encoding, kind)
+    bad = tmp_path / "bad.json"
+    prefix = body.encode("utf-8")
+    bad.write_bytes(prefix + '{"text": "张'.encode("utf-8")[:-1] + b'"}\r\n')  # a cut-off character
+    with pytest.raises(InputEncodingError, match=rf"line 4, byte offset {len(prefix) + 10}:"):
+        list(read_clue(bad, nlp, CorpusStats()))
+
+
+def test_iter_lines_matches_text_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(textio, "CHUNK_SIZE", 3)
+    path = tmp_path / "a.txt"
+    path.write_bytes("一\r\n二\r三\n\n四".encode("utf-8"))
+    with path.open(encoding="utf-8") as file_:
+        expected = [(n, line.rstrip("\n")) for n, line in enumerate(file_, start=1)]
+    assert list(textio.iter_lines(path)) == expected == [(1, "一"), (2, "二"), (3, "三"), (4, ""), (5, "四")]
+
+
+def test_unknown_encoding_is_a_lookup_error(tmp_path: Path, nlp: Language) -> None:
+    path = write_lines(tmp_path / "a.json", RECORDS)
+    with pytest.raises(LookupError):
+        list(read_clue(path, nlp, CorpusStats(), encoding="no-such-codec"))
+    with pytest.raises(LookupError):  # a bytes-to-bytes codec is not a text encoding
+        list(read_clue(path, nlp, CorpusStats(), encoding="base64"))
 
 
 # -- char-per-line ---------------------------------------------------------------------

@@ -15,6 +15,8 @@ Gold and rules (zh tokenizes per character):
     position  tp 1 fp 0 fn 0 → 1, 1, 1
     micro     tp 5 fp 3 fn 3 → P = R = F = 5/8
 """
+import subprocess
+import sys
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -200,3 +202,45 @@ def test_published_numbers_match_the_cluener_readme() -> None:
         "address": 45.50, "game": 85.27, "government": 77.25, "scene": 52.42,
         "book": 67.20, "movie": 78.97, "overall": 70.00,
     }
+
+
+# -- seqeval is an optional extra --------------------------------------------------------
+
+SEQEVAL_MODULES = ("seqeval", "seqeval.metrics", "seqeval.scheme")
+
+
+def test_evaluate_without_seqeval_says_how_to_install(
+    model_and_data: Tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in SEQEVAL_MODULES:  # None in sys.modules: "import seqeval" fails
+        monkeypatch.setitem(sys.modules, name, None)
+    nlp = _ruler_nlp()
+    with pytest.raises(ImportError, match=r'pip install "spacy-bilstm-crf\[evaluate\]"'):
+        evaluate_docs(nlp, _gold_docs(nlp))
+    model, data = model_and_data
+    result = _invoke(["evaluate", str(model), str(data), "--output", str(tmp_path / "m")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert 'pip install "spacy-bilstm-crf[evaluate]"' in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_package_and_other_commands_work_without_seqeval(tmp_path: Path) -> None:
+    # A fresh interpreter: the test process has seqeval imported already.
+    code = f"""
+import sys
+import spacy
+import spacy_bilstm_crf, spacy_bilstm_crf.pipe, spacy_bilstm_crf.cli, spacy_bilstm_crf.evaluation
+nlp = spacy.blank("zh")
+nlp.add_pipe("bilstm_crf_ner")
+loaded = [m for m in sys.modules if m.split(".")[0] == "seqeval"]
+assert not loaded, loaded
+for name in {SEQEVAL_MODULES!r}:
+    sys.modules[name] = None
+from typer.testing import CliRunner
+source = {str(tmp_path / "in.json")!r}
+open(source, "w", encoding="utf-8").write('{{"text": "张三", "label": {{"name": {{"张三": [[0, 1]]}}}}}}\\n')
+result = CliRunner().invoke(spacy_bilstm_crf.cli.app, ["convert", source, {str(tmp_path / "out.spacy")!r}])
+assert result.exit_code == 0, result.output
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -1,7 +1,7 @@
 """CLUE JSON / char-per-line corpora → DocBin (the ``convert`` command)."""
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, List, NoReturn, Optional
+from typing import Iterator, List, Optional
 
 import spacy
 import srsly
@@ -10,8 +10,16 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from wasabi import msg
 
-from ..corpus import CorpusError, CorpusStats, read_clue, read_conll
-from ._util import app
+from ..corpus import (
+    DEFAULT_ENCODING,
+    CorpusError,
+    CorpusStats,
+    InputEncodingError,
+    codec_name,
+    read_clue,
+    read_conll,
+)
+from ._util import app, fail
 
 # The CLUENER2020 release: where to get it when the input is missing.
 CLUENER_URL = "https://github.com/CLUEbenchmark/CLUENER2020 (cluener_public.zip)"
@@ -28,24 +36,67 @@ class Scheme(str, Enum):
     BMES = "BMES"
 
 
+def looks_like_path(value: str) -> bool:
+    """Whether a ``--labels`` value that is not an existing file was meant as one:
+    it has no comma, and a directory part or a suffix (``labels.txt``).
+
+    value (str): The option value.
+    RETURNS (bool): True if it names a file.
+    """
+    path = Path(value)
+    return "," not in value and (len(path.parts) > 1 or bool(path.suffix))
+
+
+def read_labels_file(path: Path) -> List[str]:
+    """Read a labels file: a JSON list of strings (``.json``), or one label per line.
+
+    path (Path): The file.
+    RETURNS (List[str]): The labels, as written.
+    RAISES (ValueError): The file is not UTF-8, or not a JSON list of strings.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"Labels file {path} is not UTF-8: {err}") from None
+    if path.suffix != ".json":
+        return [line.strip() for line in text.splitlines()]
+    try:
+        labels = srsly.json_loads(text)
+    except ValueError as err:
+        raise ValueError(f"Labels file {path} is not valid JSON: {err}") from None
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"Labels file {path} must hold a JSON list of strings")
+    return labels
+
+
 def parse_labels(value: Optional[str]) -> Optional[List[str]]:
     """Read the ``--labels`` option: a path to a file (one label per line, or a
     JSON list), or a comma-separated list.
 
+    A value that looks like a file name but names no file is an error rather
+    than a one-label list, which would drop every entity as ``unknown_label``.
+    So is a list without labels, for the same reason.
+
     value (Optional[str]): The option value.
     RETURNS (Optional[List[str]]): The labels, or ``None`` for "allow all".
+    RAISES (ValueError): The file is missing or unreadable, or has no labels.
     """
     if not value:
         return None
     path = Path(value)
     if path.is_file():
-        if path.suffix == ".json":
-            labels = [str(label) for label in srsly.read_json(path)]
-        else:
-            labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        labels = read_labels_file(path)
+    elif looks_like_path(value):
+        raise ValueError(
+            f"Labels file not found: {path}. Pass an existing file, or the labels "
+            "themselves separated by commas (e.g. --labels name,company)."
+        )
     else:
         labels = [label.strip() for label in value.split(",")]
-    return [label for label in labels if label]
+    labels = [label for label in labels if label]
+    if not labels:
+        raise ValueError(f"No labels in --labels {value!r}: every entity would be dropped.")
+    return labels
 
 
 def missing_input_message(input_path: Path, input_format: InputFormat) -> str:
@@ -60,16 +111,6 @@ def missing_input_message(input_path: Path, input_format: InputFormat) -> str:
         f"Char-per-line corpus not found at {input_path}: pass the path of a file with one "
         "'CHAR TAG' pair per line and a blank line between sentences."
     )
-
-
-def fail(title: str, detail: str) -> NoReturn:
-    """Print an error and exit with status 1, like spaCy's CLI.
-
-    The detail is echoed as is (wasabi would wrap it), so "file, line N" stays on one line.
-    """
-    msg.fail(title)
-    typer.echo(detail)
-    raise typer.Exit(code=1)
 
 
 def print_stats(stats: CorpusStats) -> None:
@@ -109,28 +150,48 @@ def convert_cli(
     labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Allowed labels: comma-separated, or a file (one per line, or a JSON list); others are dropped and counted"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count malformed records instead of stopping"),
     repair_tags: bool = typer.Option(False, "--repair-tags", help="conll: repair invalid tag sequences (a stray I-/E- starts an entity; an unclosed entity ends at its last tag) and count them"),
+    encoding: str = typer.Option(DEFAULT_ENCODING, "--encoding", "-e", help="Encoding of the input file, e.g. gbk or gb18030 (a UTF-8 byte order mark is skipped)"),
     stats_path: Optional[Path] = typer.Option(None, "--stats", help="Where to write the counts as JSON (default: OUTPUT with suffix .stats.json)", dir_okay=False),
     lang: str = typer.Option("zh", "--lang", help="Language of the blank pipeline whose tokenizer is used"),
     # fmt: on
 ) -> None:
-    """Convert a CLUE-format JSON file (CLUENER2020) or a char-per-line file
-    (``char TAG``, BIO/BIOES/BMES) into a spaCy DocBin with ``doc.ents`` set.
+    """Convert a CLUE JSON or char-per-line corpus into a spaCy DocBin.
+
+    The input is CLUE-format JSON (CLUENER2020; one object per line, or one
+    array) or a char-per-line file (`char TAG` per line, BIO/BIOES/BMES tags).
+    Every doc has its entities set as `doc.ents`, and its other tokens as O.
 
     Bad entities (offsets out of range or not matching the text, off token
     boundaries, overlapping: the longest wins, unknown labels) are dropped and
-    counted; malformed records stop the conversion with the file and line,
-    unless --skip-invalid. The counts are printed and written as JSON.
+    counted. Malformed records stop the conversion with the file and line,
+    unless --skip-invalid skips and counts them. Bytes that are not valid in
+    the --encoding always stop it. The counts are printed and written as JSON.
     """
     if not input_path.exists():
         fail("Input file not found", missing_input_message(input_path, input_format))
+    try:
+        codec_name(encoding)
+    except LookupError as err:
+        fail("Unknown encoding", f"--encoding {encoding}: {err}. Use a Python codec name, e.g. utf-8, gbk, gb18030.")
+    try:
+        label_list = parse_labels(labels)
+    except ValueError as err:
+        fail("Bad --labels", str(err))
     nlp = spacy.blank(lang)
-    label_list = parse_labels(labels)
     stats = CorpusStats()
-    docs = read_docs(input_path, nlp, stats, input_format, scheme.value, label_list, skip_invalid, repair_tags)
+    docs = read_docs(
+        input_path, nlp, stats, input_format, scheme.value, label_list, skip_invalid, repair_tags, encoding
+    )
     doc_bin = DocBin(attrs=["ENT_IOB", "ENT_TYPE"], store_user_data=False)
     try:
         for doc in docs:
             doc_bin.add(doc)
+    except InputEncodingError as err:
+        fail(
+            f"Cannot decode the input as {encoding}",
+            f"{err}\nPass the file's encoding with --encoding, e.g. --encoding gbk (or gb18030) "
+            "for a Chinese file that is not UTF-8.",
+        )
     except CorpusError as err:
         fail("Malformed input", f"{err}\nFix the record, or pass --skip-invalid to skip (and count) malformed records.")
     stats.check()
@@ -141,7 +202,18 @@ def convert_cli(
     stats_path.parent.mkdir(parents=True, exist_ok=True)
     srsly.write_json(stats_path, {"input": str(input_path), "output": str(output_path), **stats.to_dict()})
     print_stats(stats)
+    warn_if_empty(stats, input_path)
     msg.good(f"Wrote {stats.docs_written} docs to {output_path}", f"Counts: {stats_path}")
+
+
+def warn_if_empty(stats: CorpusStats, input_path: Path) -> None:
+    """Warn when no doc was written: an empty corpus is valid output, but rarely
+    what was meant (an empty download, the wrong file, the wrong --format).
+    """
+    if stats.records_read == 0:
+        msg.warn(f"No records in {input_path}: the file is empty (or only blank lines); the DocBin is empty")
+    elif stats.docs_written == 0:
+        msg.warn(f"All {stats.records_read} records of {input_path} were skipped; the DocBin is empty")
 
 
 def read_docs(
@@ -153,15 +225,16 @@ def read_docs(
     labels: Optional[List[str]],
     skip_invalid: bool,
     repair_tags: bool,
+    encoding: str = DEFAULT_ENCODING,
 ) -> Iterator[Doc]:
     """Pick the reader for the input format.
 
     RETURNS (Iterator[Doc]): The docs, streamed; ``stats`` fills as they are read.
     """
     if input_format == InputFormat.clue:
-        return read_clue(input_path, nlp, stats, labels=labels, skip_invalid=skip_invalid)
+        return read_clue(input_path, nlp, stats, labels=labels, skip_invalid=skip_invalid, encoding=encoding)
     return read_conll(
         input_path, nlp, stats, scheme=scheme, labels=labels,
-        skip_invalid=skip_invalid, repair_tags=repair_tags,
+        skip_invalid=skip_invalid, repair_tags=repair_tags, encoding=encoding,
     )
 

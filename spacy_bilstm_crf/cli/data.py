@@ -17,8 +17,7 @@ from typing import Dict, List, Optional
 import typer
 from wasabi import msg
 
-from ._util import COMMAND, app
-from .convert import fail
+from ._util import COMMAND, app, fail
 
 # The official CLUENER2020 release, and the MD5s of the two files we use from it.
 CLUENER_ARCHIVE_URL = "https://storage.googleapis.com/cluebenchmark/tasks/cluener_public.zip"
@@ -168,7 +167,7 @@ def fetch_cluener_cli(
     in OUT_DIR (downloaded earlier, or put there by hand); otherwise downloads
     the official archive and extracts them. Copies that differ from the
     official release (by MD5) are used with a warning; a download that differs
-    is an error. When nothing works, says exactly what to do.
+    is an error. When nothing works, it says exactly what to do.
     """
     source_missing = missing_files(source)
     if not source_missing:

@@ -7,8 +7,7 @@ from wasabi import msg
 
 from .. import serving
 from ..deploy import SELF_CHECK_TEXTS, compare_with_pipeline, export_pipeline, quantize_pipeline
-from ._util import COMMAND, app
-from .convert import fail
+from ._util import COMMAND, app, fail
 from .evaluate import load_pipeline
 
 
@@ -25,10 +24,11 @@ def quantize_cli(
     component: Optional[str] = typer.Option(None, "--component", "-c", help="Name of the bilstm_crf_ner component, if there are several"),
     # fmt: on
 ) -> None:
-    """Write an INT8 copy of a trained pipeline: dynamically quantized LSTM and
-    output layer (int8 weights on disk), float32 embeddings and CRF, and
-    ``quantize_int8 = true`` in its config, so ``spacy.load(OUTPUT_DIR)`` works.
-    CPU only.
+    """Write an INT8 copy of a trained pipeline (CPU only).
+
+    The LSTM and the output layer are dynamically quantized (int8 weights on
+    disk); the embeddings and the CRF stay float32. The copy's config has
+    `quantize_int8 = true`, so `spacy.load(OUTPUT_DIR)` loads it as is.
     """
     nlp = load_pipeline(input_path, gpu_id=-1)
     try:
@@ -51,13 +51,13 @@ def export_cli(
     int8: bool = typer.Option(False, "--int8", help="Quantize (INT8, CPU only) before exporting"),
     # fmt: on
 ) -> None:
-    """Export the network (code points → constrained Viterbi tags) as TorchScript,
-    with its labels, tags and scheme as JSON, for serving without spaCy:
+    """Export the network as TorchScript, for serving without spaCy.
 
-        from spacy_bilstm_crf.serving import Tagger  # or a copy of serving.py
-        Tagger.load(OUTPUT_DIR)("马云在阿里巴巴杭州总部发表演讲")
-
-    The export is checked against the pipeline on a few texts.
+    The network (code points → constrained Viterbi tags) is written as
+    OUTPUT_DIR/model.pt, with its labels, tags and scheme in tagger.json. Load
+    it with `spacy_bilstm_crf.serving.Tagger.load(OUTPUT_DIR)` (serving.py also
+    works as a copy on its own) and call the tagger on a text. The export is
+    checked against the pipeline on a few texts.
     """
     nlp = load_pipeline(input_path, gpu_id=-1)
     try:

@@ -7,8 +7,8 @@ import typer
 from spacy.language import Language
 from wasabi import msg
 
-from ..evaluation import evaluate_docbin, render_displacy, render_report
-from ._util import app
+from ..evaluation import evaluate_docbin, render_displacy, render_report, require_seqeval
+from ._util import app, fail
 
 
 def load_pipeline(model: str, gpu_id: int) -> Language:
@@ -52,12 +52,19 @@ def evaluate_cli(
 ) -> None:
     """Score a pipeline's entities with spaCy and seqeval; write a report.
 
-    Writes OUTPUT/STEM.json (spaCy's ents_p/ents_r/ents_f/ents_per_type as 0..1
-    floats, speed, counts), OUTPUT/STEM_report.md (per-type table in CLUENER
-    order next to the published BiLSTM-CRF F1, seqeval report) and
-    OUTPUT/STEM_displacy.html, where STEM is DATA_PATH's stem (dev.spacy → dev).
-    Fails if spaCy's and seqeval's micro F1 disagree.
+    Writes OUTPUT/STEM.json (spaCy's `ents_p`, `ents_r`, `ents_f` and
+    `ents_per_type` as 0..1 floats, speed, counts), OUTPUT/STEM_report.md (the
+    per-type table in CLUENER order next to the published BiLSTM-CRF F1, and
+    seqeval's report) and OUTPUT/STEM_displacy.html, where STEM is the stem of
+    DATA_PATH (dev.spacy → dev). Fails if spaCy's and seqeval's micro F1
+    disagree.
+
+    Needs seqeval: `pip install "spacy-bilstm-crf[evaluate]"`.
     """
+    try:
+        require_seqeval()  # an optional extra: say so before loading anything
+    except ImportError as err:
+        fail("seqeval is not installed", str(err))  # unwrapped: the pip command stays on one line
     if not data_path.exists():
         msg.fail(f"Data file not found: {data_path}", exits=1)
     nlp = load_pipeline(model, gpu_id)

@@ -9,11 +9,16 @@ by reason, and every entity is either kept or counted as dropped by reason, in a
 
 Rules, stated once:
 
-* Record-level problems (bad JSON, ``text`` not a non-empty string, ``label`` not
-  an object, offsets not a list of ``[int, int]`` pairs, an invalid tag sequence)
-  raise ``CorpusError`` naming the file, the line (the record index for JSON
-  arrays) and the problem, unless ``skip_invalid=True``: then the record is
-  skipped and counted under ``stats.skipped[reason]``.
+* Record-level problems (bad JSON, ``text`` not a non-empty string, a lone
+  UTF-16 surrogate such as ``"\\ud800"`` in the text or a label, ``label`` not an
+  object, an empty label, offsets not a list of ``[int, int]`` pairs, an invalid
+  tag sequence) raise ``CorpusError`` naming the file, the line (the record
+  index for JSON arrays) and the problem, unless ``skip_invalid=True``: then the
+  record is skipped and counted under ``stats.skipped[reason]``.
+* Bytes that are not valid in the file's encoding (``encoding=``, UTF-8 by
+  default) raise ``InputEncodingError`` naming the line and byte offset, even
+  with ``skip_invalid``: a wrong encoding is a property of the file, not of a
+  record.
 * Entity-level problems never stop the conversion: the entity is dropped and
   counted under ``stats.dropped[reason]``, checked in this order:
   ``unknown_label`` (not in the given label set), ``out_of_range``
@@ -46,10 +51,12 @@ from .conll import (
 )
 from .docs import CharSpan, make_doc, resolve_overlaps
 from .stats import DROP_REASONS, MAX_EXAMPLES, SKIP_REASONS, CorpusError, CorpusStats
+from .textio import DEFAULT_ENCODING, InputEncodingError, codec_name
 
 __all__ = [
-    "CharSpan", "CorpusError", "CorpusStats", "DOCSTART", "DROP_REASONS", "MAX_EXAMPLES",
-    "OUTSIDE", "SCHEME_PREFIXES", "SKIP_REASONS", "TagSequenceError", "clue_record_to_doc",
-    "conll_sentence_to_doc", "doc_to_conll", "make_doc", "parse_clue_record", "read_clue",
-    "read_conll", "resolve_overlaps", "spans_to_tags", "split_tag", "tags_to_spans",
+    "CharSpan", "CorpusError", "CorpusStats", "DEFAULT_ENCODING", "DOCSTART", "DROP_REASONS",
+    "InputEncodingError", "MAX_EXAMPLES", "OUTSIDE", "SCHEME_PREFIXES", "SKIP_REASONS",
+    "TagSequenceError", "clue_record_to_doc", "codec_name", "conll_sentence_to_doc",
+    "doc_to_conll", "make_doc", "parse_clue_record", "read_clue", "read_conll",
+    "resolve_overlaps", "spans_to_tags", "split_tag", "tags_to_spans",
 ]  # fmt: skip

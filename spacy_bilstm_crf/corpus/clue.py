@@ -1,5 +1,6 @@
 """CLUE JSON (one object per line, or one array) → Docs, streamed."""
 import json
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
@@ -9,11 +10,26 @@ from spacy.tokens import Doc
 
 from .docs import CharSpan, make_doc
 from .stats import CorpusError, CorpusStats, count_and_convert
+from .textio import DEFAULT_ENCODING, Utf8Reader, first_char, has_surrogate_escape, iter_lines
 
 
 def _is_int(value: Any) -> bool:
     # bool is a subclass of int, but true/false are not offsets.
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def lone_surrogate_at(value: str) -> int:
+    """Where a string holds a lone UTF-16 surrogate (``"\\ud800"`` in JSON decodes
+    to one): no valid Unicode text does, and spaCy's string store cannot hash it.
+
+    value (str): The string.
+    RETURNS (int): The index of the first lone surrogate, or -1.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return err.start
+    return -1
 
 
 def parse_clue_record(
@@ -36,6 +52,12 @@ def parse_clue_record(
         raise CorpusError(path, location, "bad_text", f"'text' must be a string, got {type(text).__name__}")
     if not text.strip():
         raise CorpusError(path, location, "empty_text", "'text' is empty")
+    bad_char = lone_surrogate_at(text)
+    if bad_char >= 0:
+        raise CorpusError(
+            path, location, "lone_surrogate",
+            f"'text' has a lone surrogate {text[bad_char]!r} at character {bad_char}, which is not valid Unicode",
+        )
     labels = record.get("label")
     if labels is None:
         return text, None
@@ -44,6 +66,13 @@ def parse_clue_record(
         raise CorpusError(path, location, "bad_label", f"'label' must be an object, got {got}")
     mentions: List[Tuple[int, int, str, str]] = []
     for label, surfaces in labels.items():
+        # An empty label would be counted as kept but saved as no entity at all.
+        if not label.strip():
+            detail = f"an entity label is empty: 'label' has the key {label!r}"
+            raise CorpusError(path, location, "bad_label", detail)
+        if lone_surrogate_at(label) >= 0:
+            detail = f"the label {label!r} has a lone surrogate, which is not valid Unicode"
+            raise CorpusError(path, location, "lone_surrogate", detail)
         if not isinstance(surfaces, dict):
             raise CorpusError(
                 path, location, "bad_label",
@@ -111,42 +140,34 @@ def clue_record_to_doc(
     return make_doc(nlp, text, candidates, stats, where)
 
 
-def _first_char(path: Path) -> str:
-    """RETURNS (str): The first non-whitespace character of a file ("" if none)."""
-    with path.open("r", encoding="utf-8-sig") as file_:
-        while True:
-            chunk = file_.read(4096)
-            if not chunk:
-                return ""
-            stripped = chunk.lstrip()
-            if stripped:
-                return stripped[0]
-
-
-def _iter_json_lines(path: Path) -> Iterator[Tuple[str, Any, Optional[CorpusError]]]:
+def _iter_json_lines(path: Path, encoding: str) -> Iterator[Tuple[str, Any, Optional[CorpusError]]]:
     """Yield ``(location, record, error)`` per non-blank line, reading line by line."""
-    with path.open("r", encoding="utf-8-sig") as file_:
-        for line_no, line in enumerate(file_, start=1):
-            if not line.strip():
-                continue
-            location = f"line {line_no}"
-            try:
-                yield location, json.loads(line), None
-            except json.JSONDecodeError as err:
-                yield location, None, CorpusError(path, location, "invalid_json", f"invalid JSON: {err}")
+    for line_no, line in iter_lines(path, encoding):
+        if not line.strip():
+            continue
+        location = f"line {line_no}"
+        try:
+            yield location, json.loads(line), None
+        except json.JSONDecodeError as err:
+            yield location, None, CorpusError(path, location, "invalid_json", f"invalid JSON: {err}")
 
 
-def _iter_json_array(path: Path) -> Iterator[Tuple[str, Any, Optional[CorpusError]]]:
+def _iter_json_array(path: Path, encoding: str) -> Iterator[Tuple[str, Any, Optional[CorpusError]]]:
     """Yield ``(location, record, error)`` per array item, streamed with ijson.
 
     A syntax error inside the array cannot be skipped (the parser cannot resync),
     so it always raises, naming the index of the record it was reading.
     """
-    with path.open("rb") as file_:
+    # ijson's C backend mangles \uD800-\uDFFF escapes that do not form a pair
+    # ("\ud800" → "?", "\ud800\u0041" → U+10041, "\udc00" → UnicodeDecodeError),
+    # so such files go through its slower pure-Python backend, which keeps them
+    # as the json module does and lets the record check report them.
+    backend = ijson.get_backend("python") if has_surrogate_escape(path, encoding) else ijson
+    with closing(Utf8Reader(path, encoding)) as file_:
         index = 0
         try:
             # use_float: plain floats instead of Decimal, so type checks reject them alike.
-            for index, record in enumerate(ijson.items(file_, "item", use_float=True), start=1):
+            for index, record in enumerate(backend.items(file_, "item", use_float=True), start=1):
                 yield f"record {index}", record, None
         except ijson.JSONError as err:
             raise CorpusError(
@@ -160,6 +181,7 @@ def read_clue(
     stats: CorpusStats,
     labels: Optional[Iterable[str]] = None,
     skip_invalid: bool = False,
+    encoding: str = DEFAULT_ENCODING,
 ) -> Iterator[Doc]:
     """Stream a CLUE-format file (JSON lines, or one JSON array) as Docs.
 
@@ -172,11 +194,16 @@ def read_clue(
     labels (Optional[Iterable[str]]): Allowed labels; others are dropped as
         ``unknown_label``. ``None`` allows all.
     skip_invalid (bool): Skip (and count) malformed records instead of raising.
+    encoding (str): The file's encoding, e.g. ``"gbk"``; a UTF-8 byte order
+        mark is skipped.
     YIELDS (Doc): One doc per valid record.
+    RAISES (InputEncodingError): The file is not in ``encoding`` (even with
+        ``skip_invalid``).
     """
     path = Path(path)
     label_set = set(labels) if labels is not None else None
-    records = _iter_json_array(path) if _first_char(path) == "[" else _iter_json_lines(path)
+    is_array = first_char(path, encoding) == "["
+    records = _iter_json_array(path, encoding) if is_array else _iter_json_lines(path, encoding)
     yield from count_and_convert(
         records,
         lambda location, record: clue_record_to_doc(nlp, record, path, location, stats, label_set),

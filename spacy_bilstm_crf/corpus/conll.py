@@ -7,6 +7,7 @@ from spacy.tokens import Doc
 
 from .docs import CharSpan, make_doc
 from .stats import CorpusError, CorpusStats, count_and_convert
+from .textio import DEFAULT_ENCODING, iter_lines
 
 # Tag prefixes per scheme. ``I`` and ``M`` both continue an entity.
 SCHEME_PREFIXES: Dict[str, Tuple[str, ...]] = {
@@ -161,7 +162,9 @@ def doc_to_conll(doc: Doc, scheme: str = "BIOES") -> str:
 Row = Tuple[int, str, str]
 
 
-def _iter_conll_sentences(path: Path) -> Iterator[Tuple[int, List[Row], Optional[CorpusError]]]:
+def _iter_conll_sentences(
+    path: Path, encoding: str = DEFAULT_ENCODING
+) -> Iterator[Tuple[int, List[Row], Optional[CorpusError]]]:
     """Yield ``(first_line, [(line_no, char, tag)], error)`` per sentence.
 
     Blank lines separate sentences; ``-DOCSTART-`` lines are ignored. A line is
@@ -171,30 +174,28 @@ def _iter_conll_sentences(path: Path) -> Iterator[Tuple[int, List[Row], Optional
     rows: List[Row] = []
     error: Optional[CorpusError] = None
     first = 0
-    with path.open("r", encoding="utf-8-sig") as file_:
-        for line_no, raw in enumerate(file_, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                if rows or error:
-                    yield first, rows, error
-                rows, error = [], None
-                continue
-            if line.split()[0] == DOCSTART:
-                continue
-            if not rows and error is None:
-                first = line_no
-            if "\t" in line:
-                char, _, tag = line.rpartition("\t")
-                tag = tag.strip()
-            else:
-                parts = line.split()
-                char, tag = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
-            if not char or not tag:
-                if error is None:
-                    detail = f"expected 'CHAR TAG', got {line!r}"
-                    error = CorpusError(path, f"line {line_no}", "bad_line", detail)
-                continue
-            rows.append((line_no, char, tag))
+    for line_no, line in iter_lines(path, encoding):
+        if not line.strip():
+            if rows or error:
+                yield first, rows, error
+            rows, error = [], None
+            continue
+        if line.split()[0] == DOCSTART:
+            continue
+        if not rows and error is None:
+            first = line_no
+        if "\t" in line:
+            char, _, tag = line.rpartition("\t")
+            tag = tag.strip()
+        else:
+            parts = line.split()
+            char, tag = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
+        if not char or not tag:
+            if error is None:
+                detail = f"expected 'CHAR TAG', got {line!r}"
+                error = CorpusError(path, f"line {line_no}", "bad_line", detail)
+            continue
+        rows.append((line_no, char, tag))
     if rows or error:
         yield first, rows, error
 
@@ -259,6 +260,7 @@ def read_conll(
     labels: Optional[Iterable[str]] = None,
     skip_invalid: bool = False,
     repair_tags: bool = False,
+    encoding: str = DEFAULT_ENCODING,
 ) -> Iterator[Doc]:
     """Stream a char-per-line file (``char TAG`` per line, blank line between
     sentences, ``-DOCSTART-`` ignored) as Docs, one per sentence.
@@ -272,14 +274,18 @@ def read_conll(
     skip_invalid (bool): Skip (and count) malformed sentences instead of raising.
     repair_tags (bool): Repair invalid tag sequences (counted) instead of
         treating them as malformed.
+    encoding (str): The file's encoding, e.g. ``"gbk"``; a UTF-8 byte order
+        mark is skipped.
     YIELDS (Doc): One doc per valid sentence.
+    RAISES (InputEncodingError): The file is not in ``encoding`` (even with
+        ``skip_invalid``).
     """
     if scheme not in SCHEME_PREFIXES:
         raise ValueError(f"Unknown tag scheme {scheme!r}: use one of {sorted(SCHEME_PREFIXES)}")
     path = Path(path)
     label_set = set(labels) if labels is not None else None
     yield from count_and_convert(
-        _iter_conll_sentences(path),
+        _iter_conll_sentences(path, encoding),
         lambda _, rows: conll_sentence_to_doc(
             nlp, rows, path, stats, scheme, label_set, repair_tags
         ),

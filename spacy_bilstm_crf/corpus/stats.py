@@ -17,6 +17,7 @@ SKIP_REASONS = (
     "bad_record",
     "bad_text",
     "empty_text",
+    "lone_surrogate",
     "bad_label",
     "bad_offsets",
     "bad_line",
