@@ -49,7 +49,7 @@ def build_bilstm_crf(
     embed_dropout: float = 0.2,
     unk_rate: float = 0.02,
     layer_norm: bool = True,
-    lexicon: Optional[str] = None,
+    lexicon: Optional[str] = "jieba",
     lexicon_max_len: int = 6,
     mixed_precision: bool = False,
     grad_scaler: Optional[PyTorchGradScaler] = None,
@@ -68,9 +68,9 @@ def build_bilstm_crf(
     embed_dropout (float): Dropout on the embeddings.
     unk_rate (float): Share of characters replaced by the unknown row in training.
     layer_norm (bool): LayerNorm on the BiLSTM output.
-    lexicon (Optional[str]): Soft-lexicon features from a word list: ``"jieba"`` (jieba's
-        dictionary, ``pip install jieba``) or a path to a file with one word per line. Read
-        at ``initialize`` only; the words are stored in the model, so loading a trained
+    lexicon (Optional[str]): Soft-lexicon features from a word list: ``"jieba"`` (default:
+        jieba's dictionary) or a path to a file with one word per line. Read at
+        ``initialize`` only; the words are stored in the model, so loading a trained
         pipeline needs neither jieba nor the file. None disables the features.
     lexicon_max_len (int): Longest lexicon word matched.
     mixed_precision (bool): Autocast the network on GPU; the CRF always runs in float32.

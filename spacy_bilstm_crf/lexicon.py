@@ -33,16 +33,29 @@ def word_keys(words: Iterable[Tensor], max_len: int) -> Tensor:
 
     RETURNS (Tensor): Sorted unique int64 keys.
     """
-    keys: List[int] = []
-    for word in words:
-        if not 1 <= len(word) <= max_len:
-            continue
-        h1 = h2 = 0
-        for cp in word.tolist():
-            h1 = (h1 * _BASE1 + cp) % _MOD
-            h2 = (h2 * _BASE2 + cp) % _MOD
-        keys.append(h1 * _SHIFT + h2)
-    return torch.unique(torch.tensor(keys, dtype=torch.long))
+    kept = [word.to(torch.long) for word in words if 1 <= len(word) <= max_len]
+    if not kept:
+        return torch.zeros(0, dtype=torch.long)
+    lengths = torch.tensor([len(word) for word in kept])
+    return padded_word_keys(nn.utils.rnn.pad_sequence(kept, batch_first=True), lengths)
+
+
+def padded_word_keys(padded: Tensor, lengths: Tensor) -> Tensor:
+    """Keys of words given as a padded (n_words, longest) code point tensor and their lengths.
+
+    Hashed for all words at once, one position at a time (a jieba-sized lexicon has
+    ~350k words): the same keys as the per-window hashing of ``LexiconFeatures``.
+    RETURNS (Tensor): Sorted unique int64 keys.
+    """
+    h1 = torch.zeros(len(lengths), dtype=torch.long)
+    h2 = torch.zeros(len(lengths), dtype=torch.long)
+    for position in range(padded.shape[1]):
+        active = lengths > position
+        cp = padded[:, position]
+        # h < 2^31 and the bases < 2^30: the products fit in int64.
+        h1 = torch.where(active, (h1 * _BASE1 + cp) % _MOD, h1)
+        h2 = torch.where(active, (h2 * _BASE2 + cp) % _MOD, h2)
+    return torch.unique(h1 * _SHIFT + h2)
 
 
 class LexiconFeatures(nn.Module):
@@ -119,7 +132,7 @@ def load_word_list(source: str) -> List[str]:
             import jieba
         except ImportError as err:
             raise ImportError(
-                "lexicon = \"jieba\" needs the jieba package: pip install 'spacy-bilstm-crf[lexicon]'"
+                "lexicon = \"jieba\" needs the jieba package: pip install jieba"
             ) from err
         path: Optional[Path] = Path(jieba.__file__).parent / "dict.txt"
     else:

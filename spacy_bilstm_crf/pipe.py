@@ -1,5 +1,6 @@
 """The ``bilstm_crf_ner`` component: a TrainablePipe that sets ``doc.ents``."""
 import os
+import warnings
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -14,7 +15,7 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, set_dropout_rate, xp2torch
+from thinc.api import Config, Model, xp2torch
 
 from .architectures import (
     TaggerInput,
@@ -24,7 +25,7 @@ from .architectures import (
     get_torch_module,
 )
 from .integrity import CHECKSUM_KEY, check_weights, parse_cfg, weights_checksum
-from .lexicon import load_word_list, word_keys
+from .lexicon import load_word_list, padded_word_keys
 from .model import normalize_codepoints
 from .tags import SCHEMES, TagScheme
 from .windows import length_batches, plan_windows, stitch_spans
@@ -42,7 +43,7 @@ dropout = 0.3
 embed_dropout = 0.2
 unk_rate = 0.02
 layer_norm = true
-lexicon = null
+lexicon = "jieba"
 lexicon_max_len = 6
 mixed_precision = false
 grad_scaler = null
@@ -151,6 +152,7 @@ class BiLSTMCRFNER(TrainablePipe):
             "min_char_count": min_char_count,
         }
         self._scheme: Optional[TagScheme] = None
+        self._warned_dropout = False
 
     # -- labels -------------------------------------------------------------------
 
@@ -248,6 +250,8 @@ class BiLSTMCRFNER(TrainablePipe):
         build_torch_layer(
             self.model, self.scheme, *self.table_sizes, char_table=char_table, lexicon_keys=lexicon_keys
         )
+        if nlp is not None:
+            warn_about_training_settings(nlp.config.get("training", {}), self.name)
         # Check that gold data converts (labels known, spans aligned) on a sample.
         for eg in islice(get_examples(), 10):
             self._gold_tags(eg)
@@ -322,7 +326,13 @@ class BiLSTMCRFNER(TrainablePipe):
         if not any(len(doc) for doc in docs):
             return losses
         gold = [self._gold_tags(eg) for eg in examples]
-        set_dropout_rate(self.model, drop)
+        if drop and not self._warned_dropout:
+            self._warned_dropout = True
+            warnings.warn(
+                f"'{self.name}' ignores the dropout of nlp.update / [training] dropout ({drop}): "
+                "torch dropout is set in the model block (dropout, embed_dropout, unk_rate). "
+                "Set [training] dropout = 0.0 to silence this."
+            )
         nll, backprop = self.model.begin_update((docs, gold))
         loss = float(nll.sum())
         if numpy.isnan(loss):
@@ -497,6 +507,34 @@ class BiLSTMCRFNER(TrainablePipe):
             ) from err
 
 
+def warn_about_training_settings(training: Dict[str, object], name: str) -> None:
+    """Warn about ``[training]`` settings under which ``spacy train`` keeps a worse model.
+
+    spaCy evaluates (and saves ``model-best``) every ``eval_frequency`` steps only: with
+    ``max_steps`` below it, ``model-best`` is the untrained model of step 0, and steps
+    after the last evaluation are never candidates for ``model-best``.
+
+    training (Dict[str, object]): The ``[training]`` block of the nlp's config.
+    name (str): The component's name, for the message.
+    """
+    max_steps, eval_frequency = training.get("max_steps"), training.get("eval_frequency")
+    if not isinstance(max_steps, int) or not isinstance(eval_frequency, int):
+        return  # not resolved yet (e.g. a reference to another block): nothing to check
+    if max_steps <= 0 or eval_frequency <= 0 or max_steps % eval_frequency == 0:
+        return
+    last_eval = max_steps - max_steps % eval_frequency
+    if last_eval == 0:
+        what = "model-best will be the UNTRAINED model of step 0 (the only evaluation)"
+    else:
+        what = f"the last {max_steps - last_eval} steps are never evaluated for model-best"
+    warnings.warn(
+        f"[training] max_steps = {max_steps} is not a multiple of eval_frequency = "
+        f"{eval_frequency}: {what}. Set eval_frequency to a divisor of max_steps "
+        f"(e.g. --training.eval_frequency {max_steps if last_eval == 0 else eval_frequency}"
+        f"{'' if last_eval == 0 else f' --training.max_steps {last_eval + eval_frequency}'}). ('{name}')"
+    )
+
+
 def build_char_table(codepoints: Iterable[numpy.ndarray], min_count: int) -> numpy.ndarray:
     """Sorted unique normalized code points seen at least ``min_count`` times.
 
@@ -520,6 +558,13 @@ def build_lexicon_keys(words: List[str], max_len: int) -> numpy.ndarray:
     RETURNS (numpy.ndarray): Sorted unique int64 keys.
     """
     words = [word for word in words if 0 < len(word) <= max_len]
-    flat = torch.tensor([ord(c) for word in words for c in word], dtype=torch.long)
-    normalized = torch.split(normalize_codepoints(flat), [len(word) for word in words])
-    return word_keys(normalized, max_len=max_len).numpy()
+    if not words:
+        return numpy.zeros(0, dtype="int64")
+    lengths = numpy.fromiter(map(len, words), dtype="int64", count=len(words))
+    flat = numpy.frombuffer("".join(words).encode("utf-32-le"), dtype="<u4").astype("int64")
+    normalized = normalize_codepoints(torch.from_numpy(flat)).numpy()
+    # (n_words, max_len) without a loop over words: position j of word i is flat[start_i + j].
+    starts = numpy.cumsum(lengths) - lengths
+    index = numpy.minimum(starts[:, None] + numpy.arange(max_len), len(flat) - 1)
+    padded = numpy.where(numpy.arange(max_len) < lengths[:, None], normalized[index], 0)
+    return padded_word_keys(torch.from_numpy(padded), torch.from_numpy(lengths)).numpy()

@@ -250,7 +250,7 @@ def test_configs_pass_fill_config_and_debug_config(config, tmp_path):
     run = [sys.executable, "-m", "spacy"]
     subprocess.run(run + ["init", "fill-config", str(config), str(filled)], check=True)
     result = subprocess.run(
-        run + ["debug", "config", str(filled), "--paths.train", "x.spacy", "--paths.dev", "y.spacy"],
+        run + ["debug", "config", str(filled), "-F", "--paths.train", "x.spacy", "--paths.dev", "y.spacy"],
         capture_output=True,
         text=True,
     )
