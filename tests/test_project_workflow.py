@@ -1,9 +1,11 @@
 """The spaCy project workflow (project.yml) and its ``data`` step (``fetch-cluener``).
 
-The fast tests check project.yml's shape and the data step's branches without
-the network: downloads go to ``file://`` URLs. The slow smoke test runs
-``spacy project run all`` on the sample data with a tiny model, then installs
-the packaged wheel into a fresh venv and loads it.
+The fast tests check project.yml's shape, the package step's meta and outputs,
+and the data step's branches without the network: downloads go to ``file://``
+URLs. The slow smoke test runs ``spacy project run all`` on the sample data with
+a tiny model, then installs the wheels of the package step into a venv that does
+not see this environment (torch, then ``pip install dist/*.whl``, as a
+deployment would) and loads the pipeline there.
 """
 import hashlib
 import json
@@ -22,6 +24,8 @@ import srsly
 from spacy.tokens import DocBin
 from typer.testing import CliRunner
 
+from spacy_bilstm_crf import packaging
+from spacy_bilstm_crf.about import __version__
 from spacy_bilstm_crf.cli import app
 from spacy_bilstm_crf.cli import data as data_cli
 
@@ -30,6 +34,8 @@ PROJECT_FILE = REPO / "project.yml"
 SAMPLE = REPO / "assets" / "cluener_sample.json"
 SAMPLE_DEV = REPO / "assets" / "cluener_sample_dev.json"
 SHARED_CLUENER = REPO.parent / "shared" / "data" / "cluener"
+META_FILE = REPO / "configs" / "meta.json"
+CLUENER_REPO_URL = "https://github.com/CLUEbenchmark/CLUENER2020"
 
 # A tiny model and a few steps, so the whole workflow runs in about a minute on a CPU.
 # The leading space matters: weasel reads a value that starts with "--" as an option.
@@ -177,6 +183,65 @@ def test_vars_reach_the_scripts(tmp_path: Path) -> None:
     assert "--gpu-id -1" in default["train"] and "--gpu-id -1" in default["evaluate"]
 
 
+def package_command(config: dict) -> dict:
+    return next(cmd for cmd in config["commands"] if cmd["name"] == "package")
+
+
+def test_package_step_ships_the_component_wheel_beside_the_pipeline(tmp_path: Path) -> None:
+    config = load_project(tmp_path)
+    vars_ = config["vars"]
+    # The pipeline requires spacy-bilstm-crf, which is on no package index: its wheel
+    # is built into the same dist/ so that `pip install dist/*.whl` installs both.
+    assert vars_["component_version"] == __version__
+    dist = f"packages/{vars_['lang']}_{vars_['name']}-{vars_['version']}/dist"
+    cmd = package_command(config)
+    assert cmd["outputs"] == [
+        f"{dist}/{vars_['lang']}_{vars_['name']}-{vars_['version']}-py3-none-any.whl",
+        f"{dist}/spacy_bilstm_crf-{__version__}-py3-none-any.whl",
+    ]
+    assert cmd["script"] == [
+        f"python -m spacy_bilstm_crf.packaging training/model-best packages --name {vars_['name']}"
+        f" --version {vars_['version']} --meta configs/meta.json --source ."
+        f" --component-version {__version__}"
+    ]
+    for dep in ("training/model-best", "configs/meta.json", "./LICENSE", "./pyproject.toml"):
+        assert dep in cmd["deps"], dep
+    other = package_command(load_project(tmp_path / "other", ["--vars.component_dir", "/src/tree"]))
+    assert "--source /src/tree" in other["script"][0] and "/src/tree/LICENSE" in other["deps"]
+
+
+def test_package_meta_and_license() -> None:
+    meta = srsly.read_json(META_FILE)
+    assert meta["license"] == "MIT" and meta["description"] and meta["author"]
+    assert "requirements" not in meta  # spacy package works them out; a list here would replace them
+    sources = {source["name"]: source for source in meta["sources"]}
+    assert sources["CLUENER2020"]["url"] == CLUENER_REPO_URL and sources["CLUENER2020"]["license"]
+    assert any(name.startswith("spacy-bilstm-crf") for name in sources)
+    schemas = pytest.importorskip("spacy.schemas")
+    full = {"lang": "zh", "name": "bilstm_crf_cluener", "version": "0.1.0", **meta}
+    assert schemas.validate(schemas.ModelMetaSchema, full) == []
+    license_text = (REPO / "LICENSE").read_text(encoding="utf8")
+    assert license_text.startswith("MIT License") and "spacy-bilstm-crf authors" in license_text
+    text = packaging.licenses_sources(meta)
+    assert "CLUENER2020" in text and CLUENER_REPO_URL in text
+
+
+def test_packaging_refuses_a_component_version_the_outputs_do_not_name(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    out = tmp_path / "packages"
+    out.mkdir()
+    with pytest.raises(ValueError, match="vars.component_version"):
+        packaging.package(
+            model, out, name="x", version="0.0.1", meta_path=META_FILE, source=REPO,
+            component_version=__version__ + ".post9",
+        )
+    assert not list(out.iterdir())
+    with pytest.raises(ValueError, match="not a spacy-bilstm-crf source tree"):
+        packaging.source_version(tmp_path)
+    assert packaging.source_version(REPO) == __version__
+
+
 # --- the data step -----------------------------------------------------------------------
 
 
@@ -313,33 +378,67 @@ def check_metrics(project: Path) -> None:
     assert "<html" in (project / "metrics" / "dev_displacy.html").read_text(encoding="utf8").lower()
 
 
-def load_in_fresh_venv(tmp_path: Path, wheel: Path, package: str) -> dict:
-    """Install the wheel into a new venv that sees this interpreter's packages
-    (torch, spaCy, this plugin: nothing is downloaded) and load it there.
+def clean_env() -> Dict[str, str]:
+    """The environment for the deployment venv: nothing that would let it see this
+    environment's packages or the checkout (PYTHONPATH, a venv's variables, user
+    site-packages), one thread (the machine is shared).
     """
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
+    env.update({"PYTHONNOUSERSITE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    return env
+
+
+def torch_requirement() -> str:
+    """``torch==X.Y.Z``: this environment's torch release, the local part (``+cpu``) left
+    off, as the README tells a deployment to install it before the wheels (torch
+    first, so pip does not pick a build of its own).
+    """
+    import torch
+
+    return f"torch=={torch.__version__.split('+')[0]}"
+
+
+def install_in_clean_venv(tmp_path: Path, wheels: List[Path], package: str) -> dict:
+    """Create a venv that does not see this environment's packages (no
+    --system-site-packages: from a venv that would be the base interpreter's
+    anyway), install torch and then all WHEELS there as a deployment would (the
+    other dependencies come from the package index or pip's cache), and load
+    PACKAGE with spacy.load, from a directory outside the checkout.
+    RETURNS (dict): What the venv's interpreter reports.
+    """
+    venv = tmp_path / "deploy-venv"
+    env = clean_env()
+    # sys.executable -m venv works in a venv or not: venv bases the new one on the
+    # base interpreter (sys._base_executable).
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     python = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
-        check=True,
-        capture_output=True,
-    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for args in ([torch_requirement()], [str(w) for w in wheels]):
+        cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args]
+        result = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, " ".join(cmd) + "\n" + result.stdout[-4000:] + result.stderr[-4000:]
     code = (
-        "import importlib, json, spacy\n"
+        "import importlib, json, sys, spacy\n"
         "from spacy.tokens import Doc\n"
         f"nlp = spacy.load({package!r})\n"
         "doc = nlp('马云在阿里巴巴杭州总部发表演讲')\n"
+        "pipe = nlp.get_pipe('bilstm_crf_ner')\n"
         "print(json.dumps({\n"
         "    'is_doc': isinstance(doc, Doc), 'ents_is_tuple': isinstance(doc.ents, tuple),\n"
-        "    'text': doc.text, 'pipe_names': nlp.pipe_names,\n"
-        f"    'module': importlib.import_module({package!r}).__file__,\n"
+        "    'text': doc.text, 'pipe_names': nlp.pipe_names, 'prefix': sys.prefix,\n"
+        f"    'package': importlib.import_module({package!r}).__file__,\n"
+        "    'component': sys.modules[type(pipe).__module__].__file__,\n"
+        "    'plugin': importlib.import_module('spacy_bilstm_crf').__file__,\n"
+        "    'license': nlp.meta.get('license'), 'sources': nlp.meta.get('sources'),\n"
         "}))\n"
     )
-    # Run outside the repo so nothing is imported from the working tree by accident.
-    result = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    # -I: no PYTHON* variables, no user site-packages, no script/cwd directory on sys.path.
+    result = subprocess.run([str(python), "-I", "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    info["venv"] = str(venv.resolve())
+    return info
 
 
 @pytest.mark.slow
@@ -348,6 +447,7 @@ def test_project_run_all_smoke(tmp_path: Path) -> None:
     source = sample_source(tmp_path / "cluener")
     env = quiet_env(tmp_path)
     args = ["--vars.cluener_dir", str(source), "--vars.train_overrides", SMOKE_TRAIN_OVERRIDES]
+    args += ["--vars.component_dir", str(REPO)]  # the project copy holds no source tree
     result = run_project(project, "all", args, env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "--training.max_steps 30" in result.stdout  # the overrides reached spacy train
@@ -357,9 +457,14 @@ def test_project_run_all_smoke(tmp_path: Path) -> None:
     assert (project / "training" / "model-best" / "meta.json").exists()
     config = load_project(tmp_path / "loaded")
     package = f"{config['vars']['lang']}_{config['vars']['name']}"
-    package_cmd = next(cmd for cmd in config["commands"] if cmd["name"] == "package")
-    wheel = project / package_cmd["outputs"][0]
-    assert wheel.is_file(), sorted(str(p.relative_to(project)) for p in (project / "packages").rglob("*.whl"))
+    wheels = [project / output for output in package_command(config)["outputs"]]
+    dist = wheels[0].parent
+    assert sorted(dist.glob("*.whl")) == sorted(wheels), sorted(str(p.relative_to(project)) for p in dist.rglob("*"))
+    with zipfile.ZipFile(wheels[0]) as zf:
+        names = zf.namelist()
+        assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names), names
+        metadata = zf.read(next(name for name in names if name.endswith(".dist-info/METADATA"))).decode("utf8")
+    assert "License: MIT" in metadata and "Requires-Dist: spacy-bilstm-crf" in metadata
 
     # Unchanged inputs: every step but data is skipped.
     again = run_project(project, "all", args, env)
@@ -367,8 +472,15 @@ def test_project_run_all_smoke(tmp_path: Path) -> None:
     for name in ("convert", "train", "evaluate", "package"):
         assert f"Skipping '{name}': nothing changed" in plain(again.stdout), name
 
-    loaded = load_in_fresh_venv(tmp_path, wheel, package)
+    # What a clean machine does: torch, then every wheel in dist/ (the pipeline's
+    # requirement on spacy-bilstm-crf is met by the wheel on the same command line).
+    loaded = install_in_clean_venv(tmp_path, wheels, package)
     assert loaded["is_doc"] and loaded["ents_is_tuple"]
     assert loaded["text"] == "马云在阿里巴巴杭州总部发表演讲"
     assert "bilstm_crf_ner" in loaded["pipe_names"]
-    assert str(tmp_path / "venv") in loaded["module"]
+    assert Path(loaded["prefix"]).resolve() == Path(loaded["venv"])
+    for key in ("package", "component", "plugin"):  # imported from the venv, not the checkout
+        path = Path(loaded[key]).resolve()
+        assert Path(loaded["venv"]) in path.parents and REPO not in path.parents, (key, path)
+    assert loaded["license"] == "MIT"
+    assert CLUENER_REPO_URL in [source.get("url") for source in loaded["sources"]]
