@@ -22,6 +22,7 @@ from thinc.util import get_torch_default_device
 from .model import BiLSTMCRF
 from .quantize import deserialize_quantized, quantize_module
 from .tags import TagScheme
+from .torch_shim import InPlacePyTorchShim
 
 # Input of the model: the docs (or the code points of each sequence: windows of
 # long docs), and in training the gold tag ids of each doc.
@@ -174,6 +175,9 @@ def build_torch_layer(
         device=torch.device("cpu") if quantized else None,
         deserialize_model=deserialize_quantized if quantized else deserialize_weights,
     )
+    # The same shim, with an optimizer step that does not grow memory (see its docstring);
+    # PyTorchWrapper_v3 builds the shim itself, so its class is switched, not rebuilt.
+    wrapper.shims[0].__class__ = InPlacePyTorchShim
     model._layers[:] = [wrapper]
 
 
