@@ -154,7 +154,8 @@ def test_loads_pipelines_saved_with_table_files(trained_nlp, tmp_path):
     del cfg["n_chars"], cfg["n_lexicon_keys"], cfg["checksum"]  # none of them in 0.1.0
     srsly.write_json(tmp_path / "ner" / "cfg", cfg)
     srsly.write_json(tmp_path / "ner" / "char_table", ner.char_table.tolist())
-    (tmp_path / "ner" / "lexicon").write_bytes(srsly.msgpack_dumps(None))
+    keys = None if ner.lexicon_keys is None else ner.lexicon_keys.tolist()
+    (tmp_path / "ner" / "lexicon").write_bytes(srsly.msgpack_dumps(keys))
     fresh_nlp = spacy.blank("zh")
     fresh = fresh_nlp.add_pipe("bilstm_crf_ner", config={"model": SMALL_MODEL})
     fresh.from_disk(tmp_path / "ner")
@@ -164,7 +165,7 @@ def test_loads_pipelines_saved_with_table_files(trained_nlp, tmp_path):
     legacy_bytes = srsly.msgpack_dumps({
         "cfg": srsly.json_dumps(cfg).encode("utf8"),
         "char_table": srsly.json_dumps(ner.char_table.tolist()).encode("utf8"),
-        "lexicon": srsly.msgpack_dumps(None),
+        "lexicon": srsly.msgpack_dumps(keys),
         "model": ner.model.to_bytes(),
         "vocab": ner.vocab.to_bytes(),
     })  # fmt: skip

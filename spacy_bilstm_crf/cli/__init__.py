@@ -7,3 +7,4 @@ from . import convert  # noqa: F401
 from . import evaluate  # noqa: F401
 from . import data  # noqa: F401
 from . import deploy  # noqa: F401
+from . import annotate  # noqa: F401
