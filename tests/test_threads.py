@@ -17,7 +17,7 @@ from spacy_bilstm_crf.architectures import featurize, get_torch_module
 from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples
 
 # Heavy training noise, so that a prediction run with it on is visibly different.
-NOISY_MODEL = {**SMALL_MODEL, "dropout": 0.5, "embed_dropout": 0.5, "unk_rate": 0.5, "depth": 2}
+NOISY_MODEL = {**SMALL_MODEL, "dropout": 0.5, "embed_dropout": 0.5, "unk_rate": 0.5, "depth": 2, "lexicon": None}
 
 
 @pytest.fixture(scope="module")

@@ -73,24 +73,34 @@ def test_length_batches_bound_the_padded_size() -> None:
     assert length_batches([5000, 3], max_tokens=100) == [[0], [1]]
 
 
-def test_long_doc_gets_the_entities_of_its_parts(trained_nlp) -> None:
-    """A doc made of many training sentences, tagged in windows, gets each sentence's entities."""
+def test_long_doc_gets_the_stitched_entities_of_its_windows(trained_nlp) -> None:
+    """A long doc's entities are those of its windows, each tagged on its own, stitched;
+    and nearly all of them are those its sentences get alone."""
     ner = trained_nlp.get_pipe("bilstm_crf_ner")
     sentences = [text + "。" for text, _ in TRAIN_DATA] * 12
-    singles = [ents_of(trained_nlp(s)) for s in sentences]
-    expected, offset = [], 0
-    for sentence, ents in zip(sentences, singles):
-        expected += [(s + offset, e + offset, label) for s, e, label in ents]
-        offset += len(sentence)
-    old = (ner.window_size, ner.window_overlap)
+    old = (ner.window_size, ner.window_overlap, ner.batch_chars)
     ner.window_size, ner.window_overlap = 64, 12  # many windows, cut at the 。
     try:
         doc = trained_nlp("".join(sentences))
+        windows = plan_windows(cps(doc.text), 64, 12)
+        window_tags = [ner.predict([trained_nlp.make_doc(doc.text[w.start : w.end])])[0] for w in windows]
     finally:
-        ner.window_size, ner.window_overlap = old
-    assert len(doc) > 10 * 64
-    assert ents_of(doc) == expected
-    assert ner.scheme.is_valid([t for t in ner.predict([doc])[0]])
+        ner.window_size, ner.window_overlap, _ = old
+    assert len(doc) > 10 * 64 and len(windows) > 10
+    assert all(w.own_end == w.start + doc.text[w.start : w.end].index("。", w.own_end - w.start - 1) + 1
+               for w in windows[:-1])  # every cut right after a 。
+    spans = stitch_spans(windows, [ner.scheme.tags_to_spans(t) for t in window_tags], len(doc))
+    assert ents_of(doc) == [(s, e, ner.labels[label]) for s, e, label in spans]
+    assert ner.scheme.is_valid(list(ner.predict([doc])[0]))
+    # Against the doc tagged as one sequence (what the component did before windows):
+    # nearly the same entities, the context cut off by a window being far away.
+    ner.window_size = ner.batch_chars = len(doc) + 1
+    try:
+        whole = set(ents_of(trained_nlp(doc.text)))
+    finally:
+        ner.window_size, ner.window_overlap, ner.batch_chars = old
+    found = set(ents_of(doc))
+    assert len(found & whole) >= 0.9 * max(len(whole), len(found)), (len(found & whole), len(whole), len(found))
 
 
 def test_a_long_doc_does_not_change_its_batch(trained_nlp) -> None:
