@@ -101,7 +101,10 @@ def spacy_train_peak(config: Path, steps: int, corpus: Path) -> Dict[str, float]
     with tempfile.TemporaryDirectory() as out:
         argv = ["spacy", "train", str(config), "--output", out]
         argv += ["--paths.train", str(corpus / "train.spacy"), "--paths.dev", str(corpus / "dev.spacy")]
+        # patience 0: neither run stops early (evaluated only at steps 0 and N, spaCy's
+        # default patience would end the ner run at step 1,600).
         argv += ["--training.max_steps", str(steps), "--training.eval_frequency", str(steps)]
+        argv += ["--training.patience", "0"]
         peak_file = Path(out) / "peak"
         # spacy's CLI in a process that writes its own peak RSS (ru_maxrss, KB) on exit.
         code = (
