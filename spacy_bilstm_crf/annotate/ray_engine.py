@@ -1,0 +1,151 @@
+"""The ray engine: Ray Data `map_batches` on actors that each load the pipeline once.
+
+Ray is imported only here, and only when this engine is asked for.
+"""
+import json
+import logging
+from typing import Any, Dict, Iterator, List, Optional
+
+import spacy
+
+from .entities import doc_entities
+from .engines import Batch, BatchEntities
+
+RAY_INSTALL_HINT = (
+    "The ray engine needs Ray Data: pip install \"spacy-bilstm-crf[ray]\" "
+    "(or: pip install \"ray[data]\" pyarrow)"
+)
+# Texts per Ray Data dataset: the driver holds this many texts at a time, and
+# each dataset starts its actors (and loads the pipeline) once.
+RAY_WINDOW_TEXTS = 200_000
+
+
+def require_ray() -> Any:
+    """Import Ray and Ray Data, or say how to install them.
+
+    RETURNS (module): The `ray` module.
+    """
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as err:
+        raise ImportError(RAY_INSTALL_HINT) from err
+    return ray
+
+
+class BatchAnnotator:
+    """A Ray Data actor: loads the pipeline once, then tags the batches it is given.
+
+    model (str): A pipeline directory (present on every node) or installed package.
+    threads (int): Torch threads, the CPUs reserved for the actor.
+    use_gpu (bool): Whether the actor has a GPU to run on.
+    """
+
+    def __init__(self, model: str, threads: int = 1, use_gpu: bool = False) -> None:
+        import torch
+
+        if use_gpu:
+            spacy.require_gpu(0)  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU
+        # Without this every actor would start one torch thread per core of the node.
+        torch.set_num_threads(max(1, threads))
+        self.nlp = spacy.load(model)
+
+    def __call__(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        """Tag a batch of texts.
+
+        batch (Dict[str, numpy.ndarray]): A "text" column.
+        RETURNS (Dict[str, List[str]]): An "entities" column, each text's entities as JSON.
+        """
+        texts = [str(t) for t in batch["text"]]
+        # JSON strings: a column of plain strings has the same Arrow type in every
+        # block, which nested lists (empty in some blocks) do not.
+        return {"entities": [json.dumps(doc_entities(doc), ensure_ascii=False) for doc in self.nlp.pipe(texts)]}
+
+
+class RayEngine:
+    """Tags batches with Ray Data: `map_batches` on a pool of `BatchAnnotator` actors.
+
+    model (str): A pipeline directory (present on every node) or installed package.
+    num_workers (int): Actors, each with its own copy of the pipeline.
+    cpus_per_worker (float): CPUs reserved per actor.
+    gpus_per_worker (float): GPUs reserved per actor.
+    batch_size (int): Texts per actor call.
+    address (Optional[str]): A running cluster to join ("auto", "ray://host:10001",
+        "host:6379"), or None to start a local one.
+    window (Optional[int]): Texts per Ray dataset; None: RAY_WINDOW_TEXTS.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        model: str,
+        num_workers: int = 1,
+        cpus_per_worker: float = 1.0,
+        gpus_per_worker: float = 0.0,
+        batch_size: int = 256,
+        address: Optional[str] = None,
+        window: Optional[int] = None,
+    ) -> None:
+        self.ray = require_ray()
+        self.model = model
+        self.num_workers = num_workers
+        self.cpus_per_worker = cpus_per_worker
+        self.gpus_per_worker = gpus_per_worker
+        self.batch_size = batch_size
+        self.window = window or RAY_WINDOW_TEXTS
+        # A caller (a test, a notebook) that started Ray keeps its cluster; one
+        # started here is shut down by close().
+        self.owns_ray = not self.ray.is_initialized()
+        if self.owns_ray:
+            self.ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        context = self.ray.data.DataContext.get_current()
+        self.context = context
+        self.saved = (context.execution_options.preserve_order, context.enable_progress_bars)
+        # Output must come back in input order: that is what a shard is.
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+    def windows(self, batches: Iterator[Batch]) -> Iterator[List[Batch]]:
+        """Group batches into windows of about `window` texts."""
+        window: List[Batch] = []
+        n_texts = 0
+        for batch in batches:
+            window.append(batch)
+            n_texts += len(batch)
+            if n_texts >= self.window:
+                yield window
+                window, n_texts = [], 0
+        if window:
+            yield window
+
+    def run(self, batches: Iterator[Batch]) -> Iterator[BatchEntities]:
+        """Tag batches, in order.
+
+        batches (Iterator[List[str]]): Non-empty batches of texts.
+        YIELDS (List[List[Dict[str, Any]]]): Each batch's entities, text by text.
+        """
+        for window in self.windows(batches):
+            rows = [{"text": text} for batch in window for text in batch]
+            dataset = self.ray.data.from_items(rows).map_batches(
+                BatchAnnotator,
+                fn_constructor_kwargs={
+                    "model": self.model,
+                    "threads": int(self.cpus_per_worker),
+                    "use_gpu": self.gpus_per_worker > 0,
+                },
+                batch_size=self.batch_size,
+                concurrency=self.num_workers,
+                num_cpus=self.cpus_per_worker,
+                num_gpus=self.gpus_per_worker,
+            )
+            results = (json.loads(row["entities"]) for row in dataset.iter_rows())
+            for batch in window:
+                yield [next(results) for _ in batch]
+
+    def close(self) -> None:
+        """Restore Ray Data's settings; shut down the cluster if this engine started it."""
+        self.context.execution_options.preserve_order, self.context.enable_progress_bars = self.saved
+        if self.owns_ray:
+            self.ray.shutdown()

@@ -1,0 +1,76 @@
+"""The ray engine (Ray Data on a local 2-CPU cluster) gives the local engine's output,
+and resumes the same way. Skipped only when Ray is not installed."""
+import json
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+from spacy.language import Language
+
+from spacy_bilstm_crf.annotate import annotate, ray_engine
+
+from .conftest import TRAIN_DATA, ents_of
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+pq = pytest.importorskip("pyarrow.parquet")
+
+TEXTS = [text for text, _ in TRAIN_DATA] * 3 + ["".join(t for t, _ in TRAIN_DATA) * 8, ""]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    # One local cluster for the module: starting Ray costs seconds. The engine
+    # joins a running Ray and leaves it running.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained_nlp: Language, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("annotate_ray") / "model"
+    trained_nlp.to_disk(path)
+    return path
+
+
+def read_jsonl_parts(output: Path) -> List[Dict[str, Any]]:
+    return [json.loads(line) for part in sorted(output.glob("part-*.jsonl")) for line in part.read_text().splitlines()]
+
+
+def test_ray_engine_gives_the_local_output(
+    ray_cluster: None, trained_nlp: Language, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(TEXTS)))
+    with source.open("a") as f:
+        f.write('{"id": -1}\n')  # a reject, in the last shard
+    annotate(model_dir, source, tmp_path / "local", shard_size=10, batch_size=4)
+    # Windows of 16 texts: two Ray datasets, batches of 4 spread over 2 actors.
+    monkeypatch.setattr(ray_engine, "RAY_WINDOW_TEXTS", 16)
+    summary = annotate(model_dir, source, tmp_path / "ray", engine="ray", num_workers=2, shard_size=10, batch_size=4)
+    assert (summary.records_in, summary.records_out, summary.rejects, summary.shards) == (27, 26, 1, 3)
+    rows = read_jsonl_parts(tmp_path / "ray")
+    assert [r["id"] for r in rows] == list(range(len(TEXTS)))
+    expected = [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in trained_nlp.pipe(TEXTS)]
+    assert [[(e["start"], e["end"], e["label"]) for e in r["entities"]] for r in rows] == expected
+    for name in ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl", "_rejects.jsonl"]:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert ray.is_initialized()  # the caller's cluster is left running
+
+
+def test_ray_engine_resumes_and_writes_parquet(ray_cluster: None, model_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(TEXTS)))
+
+    def crash(counts: Dict[str, int]) -> None:
+        raise RuntimeError("killed")
+
+    output = tmp_path / "out.parquet"
+    with pytest.raises(RuntimeError):
+        annotate(model_dir, source, output, engine="ray", shard_size=20, on_shard_written=crash)
+    summary = annotate(model_dir, source, output, engine="ray", shard_size=20)
+    assert (summary.shards, summary.shards_resumed) == (2, 1)
+    annotate(model_dir, source, tmp_path / "local.parquet", shard_size=20)
+    for name in ["part-00000.parquet", "part-00001.parquet"]:
+        assert pq.read_table(output / name).equals(pq.read_table(tmp_path / "local.parquet" / name))
