@@ -127,7 +127,7 @@ def main() -> None:
             f"{r.get('steady_records_per_s', '-'):>13} {r.get('steady_chars_per_s', '-'):>15}"
         )
     result = {
-        "model": str(args.model),
+        "model": Path(args.model).name,  # the name only: no machine paths in results
         "records": args.records,
         "chars": n_chars,
         "batch_size": args.batch_size,
