@@ -1,17 +1,23 @@
 """CLUENER2020 side by side: bilstm_crf_ner against spaCy's built-in ``ner``, same data, same run.
 
-    python benchmarks/cluener_accuracy.py                       # full: 3 seeds + spaCy ner
+    python benchmarks/cluener_accuracy.py                       # full: 3 seeds x 2 configs + spaCy ner
     python benchmarks/cluener_accuracy.py --quick               # a few minutes, for checks
     python benchmarks/cluener_accuracy.py --ablations           # adds the ablation runs (all levers)
+    python benchmarks/cluener_accuracy.py --curve 10 30         # adds the data-efficiency curve
 
 Steps: convert CLUENER's train/dev JSON to DocBins with this package's converter;
-train our default config (``configs/bilstm_crf.cfg``) once per seed and spaCy's
-``spacy init config -l zh -p ner -o efficiency`` pipeline, all on CPU, on the same
-DocBins (``--parallel`` jobs at a time, the cores split between them); then, for
-every trained ``model-best``: dev P/R/F (spaCy's scorer, overall and per type),
+train our default config (``configs/bilstm_crf.cfg``) and the fast one
+(``configs/bilstm_crf_fast.cfg``) once per seed, and spaCy's ``spacy init config
+-l zh -p ner -o efficiency`` pipeline, all on CPU, on the same DocBins
+(``--parallel`` jobs at a time, the cores split between them); then, for every
+trained ``model-best``: dev P/R/F (spaCy's scorer, overall and per type),
 training wall time, inference speed in chars/s (``nlp.pipe`` with batch 256, and
-single ``nlp(text)`` calls) and size on disk. Prints one table; writes everything
-to ``OUT/results.json`` and, with ``--record``, ``benchmarks/results/cluener.json``.
+single ``nlp(text)`` calls) and size on disk. ``--curve`` trains both configs
+(seed 0) on a random share of the training sentences (seed 0), with the training
+length scaled to it as the configs do. Prints the tables; writes everything to
+``OUT/results.json`` and, with ``--record``, ``benchmarks/results/cluener.json``.
+With ``--skip-spacy`` the spaCy ``ner`` numbers are carried over from the recorded
+file, marked with the versions that measured them.
 """
 import argparse
 import json
@@ -23,29 +29,29 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["address", "book", "company", "game", "government",
           "movie", "name", "organization", "position", "scene"]  # fmt: skip
 OURS = "bilstm_crf_ner"
 
-# Ablations: each changes one lever of the default config (one seed, --ablation-steps).
-# With the default --ablation-steps (the config's max_steps) the reference is the seed-0
-# run itself: training is deterministic, so an "ablation_default" run would repeat it.
+FAST = "fast"
+MODEL = "--components.bilstm_crf_ner.model."
+# Ablations: each changes one lever of the default config (seed 0); the reference is
+# the seed-0 run itself (training is deterministic, an "ablation_default" would repeat it).
 ABLATIONS: Dict[str, List[str]] = {
-    "default": [],
-    "no_lexicon": ["--components.bilstm_crf_ner.model.lexicon", "null"],
-    # Hashed character bigrams (off by default: they overfit next to the lexicon).
-    "bigrams": ["--components.bilstm_crf_ner.model.bigram_dim", "64"],
-    "no_char_classes": ["--components.bilstm_crf_ner.model.class_dim", "0"],
-    "no_embed_dropout": ["--components.bilstm_crf_ner.model.embed_dropout", "0.0"],
-    "no_layer_norm": ["--components.bilstm_crf_ner.model.layer_norm", "false"],
-    "bio": ["--components.bilstm_crf_ner.scheme", "BIO"],
-    # One cosine cycle over the whole run instead of warm restarts (1000 + 2000 steps).
-    "no_warm_restarts": ["--training.optimizer.learn_rate.period", "3000"],
-    # A fixed 1000-word batch instead of compounding from 1000 to 2000 words.
-    "fixed_batch": ["--training.batcher.size.stop", "1000"],
+    # (a) LAC's character embeddings as the initial character table
+    "no_lac_embeddings": [MODEL + "lac_embeddings", "false"],
+    # (b) LAC's BiGRU states as features; and the same, fine-tuned
+    "no_lac_features": [MODEL + "lac_features", "false"],
+    "lac_finetune": [MODEL + "lac_finetune", "true"],
+    # (c) SoftLexicon vectors (the 9 B/M/E/S flags stay)
+    "no_soft_lexicon": [MODEL + "lexicon_dim", "0"],
+    # (d) word-type flags from jieba's POS column
+    "no_word_types": [MODEL + "lexicon_pos", "false"],
+    # no lexicon at all (flags, SoftLexicon, word types)
+    "no_lexicon": [MODEL + "lexicon", "null", MODEL + "lexicon_dim", "0", MODEL + "lexicon_pos", "false"],
 }  # fmt: skip
 
 
@@ -165,10 +171,34 @@ def ablation_table(results: Dict[str, Dict[str, object]], reference: str) -> str
     return "\n".join(lines)
 
 
-def config_max_steps(config: Path) -> int:
-    from spacy.util import load_config
+def subset_corpus(train: Path, percent: int, out: Path) -> Path:
+    """A random ``percent`` % of the training docs (seed 0), as a DocBin beside the full one."""
+    import random
 
-    return int(load_config(config)["training"]["max_steps"])
+    import spacy
+    from spacy.tokens import DocBin
+
+    target = out / "corpus" / f"train_{percent}.spacy"
+    if not target.exists():
+        nlp = spacy.blank("zh")
+        docs = list(DocBin().from_disk(train).get_docs(nlp.vocab))
+        keep = sorted(random.Random(0).sample(range(len(docs)), round(len(docs) * percent / 100)))
+        DocBin(docs=[docs[i] for i in keep], store_user_data=True).to_disk(target)
+    return target
+
+
+def seed_summary(runs: List[Dict[str, object]]) -> Dict[str, object]:
+    f1 = [float(r["dev_f1"]) for r in runs]  # type: ignore[arg-type]
+    return {
+        "dev_f1_seeds": f1,
+        "dev_f1_mean": round(statistics.mean(f1), 2),
+        "dev_f1_std": round(statistics.pstdev(f1), 2),
+        "train_seconds": round(statistics.mean(float(r["train_seconds"]) for r in runs), 1),  # type: ignore[arg-type]
+        "chars_per_second": round(statistics.mean(float(r["chars_per_second"]) for r in runs)),  # type: ignore[arg-type]
+        "chars_per_second_single": round(statistics.mean(float(r["chars_per_second_single"]) for r in runs)),  # type: ignore[arg-type]
+        "per_type_f1_seed0": runs[0]["per_type_f1"],
+        "size_bytes": runs[0]["size_bytes"],
+    }
 
 
 def main() -> None:
@@ -176,14 +206,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cluener")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "runs")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--fast-seeds", type=int, nargs="*", default=[0, 1, 2],
+                        help="seeds of the fast config (configs/bilstm_crf_fast.cfg)")
     parser.add_argument("--parallel", type=int, default=2, help="training jobs at a time")
-    parser.add_argument("--quick", action="store_true", help="300 steps each, spaCy ner 600")
+    parser.add_argument("--quick", action="store_true", help="1 epoch each, spaCy ner 600 steps")
     parser.add_argument(
         "--ablations", nargs="*", default=None, choices=sorted(ABLATIONS),
         help="also these ablation runs (no names: all of them)",
     )  # fmt: skip
-    parser.add_argument("--ablation-steps", type=int, default=3000)
-    parser.add_argument("--skip-spacy", action="store_true")
+    parser.add_argument("--curve", type=int, nargs="*", default=[],
+                        help="also train both configs (seed 0) on these percentages of train")
+    parser.add_argument("--skip-spacy", action="store_true",
+                        help="do not train spaCy's ner: carry its recorded numbers over")
     parser.add_argument(
         "--spacy-max-steps", type=int, default=12000,
         help="cap for spaCy's ner (its dev F1 plateaus at ~62 by 11-12k steps on CLUENER)",
@@ -201,78 +235,86 @@ def main() -> None:
     corpus = convert(args.data.resolve(), out)
     cores = os.cpu_count() or 1
     threads = max(1, cores // args.parallel)
-    ours_config = REPO / "configs" / "bilstm_crf.cfg"
-    quick = ["--training.max_steps", "300", "--training.eval_frequency", "100"] if args.quick else []
-    jobs = [(f"{OURS}_seed{seed}", ours_config, ["--system.seed", str(seed), *quick])
-            for seed in args.seeds]  # fmt: skip
+    configs = {OURS: REPO / "configs" / "bilstm_crf.cfg", FAST: REPO / "configs" / "bilstm_crf_fast.cfg"}
+    quick = ["--initialize.after_init.epochs", "1"] if args.quick else []
+    Job = Tuple[str, Path, List[str], Dict[str, Path]]
+    jobs: List[Job] = [(f"{OURS}_seed{seed}", configs[OURS], ["--system.seed", str(seed), *quick], corpus)
+                       for seed in args.seeds]  # fmt: skip
+    jobs += [(f"{FAST}_seed{seed}", configs[FAST], ["--system.seed", str(seed), *quick], corpus)
+             for seed in args.fast_seeds]  # fmt: skip
     if not args.skip_spacy:
         spacy_steps = 600 if args.quick else args.spacy_max_steps
-        jobs.append(("spacy_ner", spacy_ner_config(out), ["--training.max_steps", str(spacy_steps)]))
-    ablation_reference = ""
+        jobs.append(("spacy_ner", spacy_ner_config(out), ["--training.max_steps", str(spacy_steps)], corpus))
     if args.ablations is not None:
-        steps = ["--training.max_steps", str(args.ablation_steps)]
         names = args.ablations or list(ABLATIONS)
-        same_as_seed0 = 0 in args.seeds and not args.quick and (
-            args.ablation_steps == config_max_steps(ours_config))
-        if same_as_seed0:
-            names = [name for name in names if name != "default"]
-            ablation_reference = f"{OURS}_seed0"
-        else:
-            names = ["default"] + [name for name in names if name != "default"]
-            ablation_reference = "ablation_default"
-        jobs += [(f"ablation_{name}", ours_config, steps + ABLATIONS[name]) for name in names]
+        jobs += [(f"ablation_{name}", configs[OURS], ["--system.seed", "0", *quick, *ABLATIONS[name]], corpus)
+                 for name in names]  # fmt: skip
+    for percent in args.curve:
+        part = {"train": subset_corpus(corpus["train"], percent, out), "dev": corpus["dev"]}
+        for config_name, config in configs.items():
+            jobs.append((f"curve{percent}_{config_name}", config, ["--system.seed", "0", *quick], part))
 
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         futures = {
-            name: pool.submit(train_job, name, cfg, extra, corpus, out, threads, args.reuse)
-            for name, cfg, extra in jobs
+            name: pool.submit(train_job, name, cfg, extra, data, out, threads, args.reuse)
+            for name, cfg, extra, data in jobs
         }
         timings = {name: future.result() for name, future in futures.items()}
     if args.train_only:
         return
 
     results: Dict[str, Dict[str, object]] = {}
-    for name, _, _ in jobs:
+    for name, _, _, _ in jobs:
         results[name] = {**timings[name], **measure(out / name / "model-best", corpus["dev"], args.inference_threads)}
     print(table(results))
-    if args.ablations is not None:
-        print(ablation_table(results, ablation_reference))
+    reference = f"{OURS}_seed0"
+    if args.ablations is not None and reference in results:
+        print(ablation_table(results, reference))
 
-    ours = [results[f"{OURS}_seed{seed}"] for seed in args.seeds]
     summary: Dict[str, object] = {"runs": results}
-    if ours:
-        summary[OURS] = {
-            "dev_f1_seeds": [r["dev_f1"] for r in ours],
-            "dev_f1_mean": round(statistics.mean(r["dev_f1"] for r in ours), 2),
-            "dev_f1_std": round(statistics.pstdev(r["dev_f1"] for r in ours), 2),
-            "train_seconds": round(statistics.mean(r["train_seconds"] for r in ours), 1),
-            "chars_per_second": round(statistics.mean(r["chars_per_second"] for r in ours)),
-            "chars_per_second_single": round(statistics.mean(r["chars_per_second_single"] for r in ours)),
-            "per_type_f1_seed0": ours[0]["per_type_f1"],
-            "size_bytes": ours[0]["size_bytes"],
-        }
-    if args.ablations is not None:
-        base = results[ablation_reference]["dev_f1"]
+    for config_name, seeds in ((OURS, args.seeds), (FAST, args.fast_seeds)):
+        if seeds:
+            summary[config_name] = seed_summary([results[f"{config_name}_seed{seed}"] for seed in seeds])
+    if args.ablations is not None and reference in results:
+        base = results[reference]["dev_f1"]
         summary["ablations"] = {
-            "reference": ablation_reference,
-            "steps": args.ablation_steps,
+            "reference": reference,
             "dev_f1": {name: r["dev_f1"] for name, r in results.items() if name.startswith("ablation_")},
             "delta_vs_reference": {name: round(r["dev_f1"] - base, 2)  # type: ignore[operator]
                                    for name, r in results.items() if name.startswith("ablation_")},
         }  # fmt: skip
+    if args.curve:
+        curve: Dict[str, Dict[str, float]] = {}
+        for config_name in configs:
+            points = {str(p): results[f"curve{p}_{config_name}"]["dev_f1"] for p in args.curve}
+            if f"{config_name}_seed0" in results:
+                points["100"] = results[f"{config_name}_seed0"]["dev_f1"]
+            curve[config_name] = points  # type: ignore[assignment]
+        summary["data_efficiency"] = {"seed": 0, "dev_f1_by_train_percent": curve}
+        print(json.dumps(summary["data_efficiency"]))
     summary["machine"] = {"cores": cores, "python": platform.python_version(), "platform": platform.platform()}
     summary["quick"] = args.quick
     if "spacy_ner" in results:
-        summary["spacy_ner"] = {k: results["spacy_ner"][k] for k in (
-            "dev_f1", "dev_p", "dev_r", "train_seconds", "chars_per_second",
-            "chars_per_second_single", "size_bytes", "per_type_f1")}  # fmt: skip
+        summary["spacy_ner"] = {k: results["spacy_ner"][k] for k in SPACY_KEYS}
+    else:
+        recorded = REPO / "benchmarks" / "results" / "cluener.json"
+        if recorded.exists():
+            old = json.loads(recorded.read_text())
+            if "spacy_ner" in old:
+                carried = dict(old["spacy_ner"])
+                carried.setdefault("measured_with", old.get("versions", {}))
+                summary["spacy_ner"] = carried
     summary["versions"] = _versions()
     (out / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     if args.record:
         target = REPO / "benchmarks" / "results" / "cluener.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    print(json.dumps({k: summary[k] for k in summary if k in (OURS, "spacy_ner")}))
+    print(json.dumps({k: summary[k] for k in summary if k in (OURS, FAST, "spacy_ner")}))
+
+
+SPACY_KEYS = ("dev_f1", "dev_p", "dev_r", "train_seconds", "chars_per_second",
+              "chars_per_second_single", "size_bytes", "per_type_f1")  # fmt: skip
 
 
 def _versions() -> Dict[str, str]:

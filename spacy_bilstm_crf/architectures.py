@@ -19,6 +19,8 @@ from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3, torch2xp, xp2torch
 from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.util import get_torch_default_device
 
+from .lac import LACEncoder
+from .lac.encoder import OOV_ID
 from .model import BiLSTMCRF
 from .quantize import deserialize_quantized, quantize_module
 from .tags import TagScheme
@@ -52,6 +54,11 @@ def build_bilstm_crf(
     layer_norm: bool = True,
     lexicon: Optional[str] = "jieba",
     lexicon_max_len: int = 6,
+    lexicon_dim: int = 0,
+    lexicon_pos: bool = False,
+    lac_embeddings: bool = False,
+    lac_features: bool = False,
+    lac_finetune: bool = False,
     mixed_precision: bool = False,
     grad_scaler: Optional[PyTorchGradScaler] = None,
     quantize_int8: bool = False,
@@ -74,6 +81,17 @@ def build_bilstm_crf(
         ``initialize`` only; the words are stored in the model, so loading a trained
         pipeline needs neither jieba nor the file. None disables the features.
     lexicon_max_len (int): Longest lexicon word matched.
+    lexicon_dim (int): SoftLexicon (Ma et al. 2020): for each character, the B/M/E/S sets of
+        matched lexicon words, each pooled from word vectors weighted by the words'
+        log frequencies (jieba's counts), projected to this width. 0 disables it.
+    lexicon_pos (bool): Word-type flags (person, place, organization, other proper
+        noun) from the lexicon's POS column (jieba's ``nr``, ``ns``, ``nt``, ``nz``).
+    lac_embeddings (bool): Initialize the character table from the embeddings of
+        LAC-small, Baidu's lexical analyser shipped in jieba (characters LAC lacks keep
+        a random row). Needs ``char_dim = 128``.
+    lac_features (bool): Give LAC-small's contextual BiGRU states (256 per character)
+        to the BiLSTM. LAC's weights (12 MB) are stored in the model.
+    lac_finetune (bool): Train LAC's weights with the rest (default: frozen).
     mixed_precision (bool): Autocast the network on GPU; the CRF always runs in float32.
         Without a CUDA GPU it is turned off, with a warning.
     grad_scaler (Optional[PyTorchGradScaler]): Gradient scaler for mixed precision.
@@ -95,13 +113,20 @@ def build_bilstm_crf(
         unk_rate=unk_rate,
         layer_norm=layer_norm,
         lexicon_max_len=lexicon_max_len,
+        lexicon_dim=lexicon_dim,
+        lexicon_pos=lexicon_pos,
+        lac_features=lac_features,
+        lac_finetune=lac_finetune,
     )
+    if lac_embeddings and char_dim != 128:
+        raise ValueError(f"lac_embeddings needs char_dim = 128 (LAC's width), got {char_dim}")
     return Model(
         "bilstm_crf",
         _forward,
         attrs={
             "hyper": hyper,
             "lexicon": lexicon,
+            "lac_embeddings": lac_embeddings,
             "mixed_precision": mixed_precision,
             "grad_scaler": grad_scaler,
             "quantize_int8": quantize_int8,
@@ -117,6 +142,9 @@ def build_torch_layer(
     *,
     char_table: Optional[numpy.ndarray] = None,
     lexicon_keys: Optional[numpy.ndarray] = None,
+    lexicon_weights: Optional[numpy.ndarray] = None,
+    lexicon_pos: Optional[numpy.ndarray] = None,
+    lac: Optional[LACEncoder] = None,
 ) -> None:
     """Build (or rebuild) the torch module for these tags and table sizes.
 
@@ -133,6 +161,10 @@ def build_torch_layer(
         the known characters (``n_chars`` of them), to fill in a new model.
     lexicon_keys (Optional[numpy.ndarray]): Sorted lexicon word keys (see
         ``lexicon.py``), to fill in a new model.
+    lexicon_weights (Optional[numpy.ndarray]): A weight per key (SoftLexicon).
+    lexicon_pos (Optional[numpy.ndarray]): A word-type group per key.
+    lac (Optional[LACEncoder]): LAC-small with its weights, to fill in a new model's
+        LAC features and, with ``lac_embeddings``, its character table.
     """
     use_lexicon = model.attrs["lexicon"] is not None
     if use_lexicon and n_lexicon_keys is None:
@@ -146,7 +178,13 @@ def build_torch_layer(
     if char_table is not None:
         module.set_char_table(torch.as_tensor(numpy.asarray(char_table, dtype="int64")))
     if module.lexicon is not None and lexicon_keys is not None:
-        module.lexicon.set_keys(torch.tensor(numpy.asarray(lexicon_keys, dtype="int64")))
+        module.lexicon.set_keys(
+            torch.tensor(numpy.asarray(lexicon_keys, dtype="int64")),
+            None if lexicon_weights is None else torch.tensor(numpy.asarray(lexicon_weights, dtype="float32")),
+            None if lexicon_pos is None else torch.tensor(numpy.asarray(lexicon_pos, dtype="int64")),
+        )
+    if lac is not None:
+        init_from_lac(module, lac, bool(model.attrs.get("lac_embeddings", False)))
     quantized = bool(model.attrs.get("quantize_int8", False))
     mixed_precision, grad_scaler = model.attrs["mixed_precision"], model.attrs["grad_scaler"]
     if quantized:
@@ -179,6 +217,22 @@ def build_torch_layer(
     # PyTorchWrapper_v3 builds the shim itself, so its class is switched, not rebuilt.
     wrapper.shims[0].__class__ = InPlacePyTorchShim
     model._layers[:] = [wrapper]
+
+
+def init_from_lac(module: BiLSTMCRF, lac: LACEncoder, embeddings: bool) -> None:
+    """Copy LAC-small's weights into a new module: its LAC features, and with
+    ``embeddings`` the rows of the characters LAC knows in the character table.
+    """
+    with torch.no_grad():
+        if module.lac is not None:
+            module.lac.load_state_dict(lac.state_dict())
+        if embeddings:
+            table = module.char_table[1:]
+            ids = lac.char_ids(table)
+            known = ids != OOV_ID
+            # Row j + 2 embeds table[j]: 0 is padding, 1 the unknown character.
+            rows = torch.nonzero(known)[:, 0] + 2
+            module.char_embed.weight[rows] = lac.embed.weight[ids[known]].to(module.char_embed.weight.dtype)
 
 
 def deserialize_weights(model: torch.nn.Module, state_bytes: bytes, device: torch.device) -> torch.nn.Module:

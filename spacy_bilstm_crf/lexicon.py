@@ -3,7 +3,15 @@
 For every character, flags say whether some lexicon word of length 2, 3 or 4+
 Begins there, has it in the Middle (3, 4+) or Ends there, and whether the
 character is a Single-character word: 9 flags, the B/M/E/S sets of Zhang & Yang
-(2018) and Ma et al. (2020) without word embeddings.
+(2018) and Ma et al. (2020). Optionally:
+
+- SoftLexicon vectors (Ma et al. 2020): for each of the B/M/E/S sets, the
+  frequency-weighted mean of the vectors of the words in it; a word's vector is
+  the mean of its characters' vectors, so it needs no word table of its own
+  (hundreds of thousands of rows) and is trained through the character table.
+- Word-type flags from the lexicon's POS column (jieba: ``nr`` person, ``ns``
+  place, ``nt`` organization, ``nz`` other proper noun): whether a word of that
+  type begins at the character, or covers it past its first character.
 
 Matching is vectorized and lives inside the torch module: each lexicon word is
 stored as a 62-bit key (two polynomial hashes mod 2^31-1) in a sorted buffer,
@@ -11,8 +19,11 @@ and each window of a sentence is hashed incrementally and looked up with
 ``searchsorted``, one tensor op per window length. The lexicon therefore travels
 with the model's weights, and an exported model needs no word list file.
 """
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Iterable, List, Optional
+from typing import Final, Iterable, List, Optional, Tuple
+
+import numpy
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +32,18 @@ _MOD = 2**31 - 1
 _BASE1, _BASE2 = 1_000_003, 911_382_323
 _SHIFT = 2**31
 N_LEXICON_FLAGS = 9  # B2 B3 B4+ M3 M4+ E2 E3 E4+ S
+# Word types with a channel of their own; POS tags are grouped by prefix (nrt, nrfg → nr).
+POS_GROUPS = ("nr", "ns", "nt", "nz")
+N_POS_FLAGS = 2 * len(POS_GROUPS)  # begins / continues a word of each type
+N_SETS = 4  # B, M, E, S
+
+
+def pos_group(tag: str) -> int:
+    """RETURNS (int): 1 + the index of the tag's group in ``POS_GROUPS``; 0 for any other tag."""
+    for index, group in enumerate(POS_GROUPS):
+        if tag.startswith(group):
+            return index + 1
+    return 0
 
 
 def _bucket(length: int) -> int:
@@ -40,12 +63,13 @@ def word_keys(words: Iterable[Tensor], max_len: int) -> Tensor:
     return padded_word_keys(nn.utils.rnn.pad_sequence(kept, batch_first=True), lengths)
 
 
-def padded_word_keys(padded: Tensor, lengths: Tensor) -> Tensor:
+def padded_word_keys(padded: Tensor, lengths: Tensor, unique: bool = True) -> Tensor:
     """Keys of words given as a padded (n_words, longest) code point tensor and their lengths.
 
     Hashed for all words at once, one position at a time (a jieba-sized lexicon has
     ~350k words): the same keys as the per-window hashing of ``LexiconFeatures``.
-    RETURNS (Tensor): Sorted unique int64 keys.
+    unique (bool): Sort and deduplicate; otherwise one key per word, in order.
+    RETURNS (Tensor): int64 keys.
     """
     h1 = torch.zeros(len(lengths), dtype=torch.long)
     h2 = torch.zeros(len(lengths), dtype=torch.long)
@@ -55,14 +79,17 @@ def padded_word_keys(padded: Tensor, lengths: Tensor) -> Tensor:
         # h < 2^31 and the bases < 2^30: the products fit in int64.
         h1 = torch.where(active, (h1 * _BASE1 + cp) % _MOD, h1)
         h2 = torch.where(active, (h2 * _BASE2 + cp) % _MOD, h2)
-    return torch.unique(h1 * _SHIFT + h2)
+    keys = h1 * _SHIFT + h2
+    return torch.unique(keys) if unique else keys
 
 
 class LexiconFeatures(nn.Module):
-    """B/M/E/S lexicon flags per character.
+    """B/M/E/S lexicon flags per character, and optionally SoftLexicon vectors and word types.
 
     n_keys (int): Number of lexicon words (the key buffer's size; filled by ``set_keys``).
     max_len (int): Longest word length matched.
+    weighted (bool): Keep a weight per word (log frequency) for ``pooled``.
+    with_pos (bool): Keep a word type per word for ``pos_flags``.
     """
 
     # Final class constants: TorchScript reads no module globals.
@@ -71,29 +98,53 @@ class LexiconFeatures(nn.Module):
     _base2: Final[int] = _BASE2
     _shift: Final[int] = _SHIFT
     _n_flags: Final[int] = N_LEXICON_FLAGS
+    _n_pos_flags: Final[int] = N_POS_FLAGS
 
-    def __init__(self, n_keys: int, max_len: int = 6) -> None:
+    def __init__(self, n_keys: int, max_len: int = 6, weighted: bool = False, with_pos: bool = False) -> None:
         super().__init__()
         self.max_len = max_len
+        self.weighted = weighted
+        self.with_pos = with_pos
         # Sorted keys after a sentinel that matches nothing, so an empty lexicon works.
         self.register_buffer("keys", torch.full((n_keys + 1,), -1, dtype=torch.long))
+        # Row i describes keys[i]. Buffers only when used, so that models saved
+        # without them still load; plain tensors otherwise (TorchScript needs the names).
+        if weighted:
+            self.register_buffer("weights", torch.zeros(n_keys + 1))
+        else:
+            self.weights = torch.zeros(1)
+        if with_pos:
+            self.register_buffer("pos", torch.zeros(n_keys + 1, dtype=torch.long))
+        else:
+            self.pos = torch.zeros(1, dtype=torch.long)
 
-    def set_keys(self, keys: Tensor) -> None:
+    def set_keys(self, keys: Tensor, weights: Optional[Tensor] = None, pos: Optional[Tensor] = None) -> None:
+        """keys (Tensor): Sorted unique keys; weights, pos (Optional[Tensor]): one per key."""
         if len(keys) + 1 != len(self.keys):
             raise ValueError(f"Expected {len(self.keys) - 1} lexicon keys, got {len(keys)}")
         self.keys[1:] = keys
+        if self.weighted:
+            if weights is None or len(weights) != len(keys):
+                raise ValueError("A weighted lexicon needs one weight per key.")
+            self.weights[1:] = weights
+        if self.with_pos:
+            if pos is None or len(pos) != len(keys):
+                raise ValueError("A lexicon with word types needs one type per key.")
+            self.pos[1:] = pos
 
-    def _found(self, key: Tensor) -> Tensor:
+    def _lookup(self, key: Tensor) -> Tensor:
+        """RETURNS (Tensor): The row of each key in ``keys``; 0 (the sentinel) where absent."""
         index = torch.searchsorted(self.keys, key).clamp_max(len(self.keys) - 1)
-        return self.keys[index] == key
+        return torch.where(self.keys[index] == key, index, torch.zeros_like(index))
 
-    def forward(self, cp: Tensor, lengths: Tensor) -> Tensor:
-        """cp (Tensor): Long (batch, max_len) normalized code points; lengths (Tensor): Long (batch,).
+    def matches(self, cp: Tensor, lengths: Tensor) -> List[Tensor]:
+        """The lexicon row of every window: item ``L - 1`` is Long (batch, seq_len - L + 1),
+        the row of the word spelled by the L characters from each start; 0 for no word.
 
-        RETURNS (Tensor): Float (batch, max_len, 9) flags; zero at padding.
+        cp (Tensor): Long (batch, seq_len) normalized code points; lengths (Tensor): Long (batch,).
         """
-        batch, seq_len = cp.shape
-        flags = torch.zeros(batch, seq_len, self._n_flags, dtype=torch.bool, device=cp.device)
+        seq_len = cp.shape[1]
+        rows: List[Tensor] = []
         h1 = torch.zeros_like(cp)
         h2 = torch.zeros_like(cp)
         # Window hashes for length L at start s, built from length L-1: one op per length.
@@ -104,7 +155,25 @@ class LexiconFeatures(nn.Module):
             h2 = (h2[:, :n_starts] * self._base2 + last) % self._mod
             starts = torch.arange(n_starts, device=cp.device)
             inside = starts[None, :] + length <= lengths[:, None]
-            match = self._found(h1 * self._shift + h2) & inside
+            row = self._lookup(h1 * self._shift + h2)
+            rows.append(torch.where(inside, row, torch.zeros_like(row)))
+        return rows
+
+    def forward(self, cp: Tensor, lengths: Tensor) -> Tensor:
+        """cp (Tensor): Long (batch, max_len) normalized code points; lengths (Tensor): Long (batch,).
+
+        RETURNS (Tensor): Float (batch, max_len, 9) flags; zero at padding.
+        """
+        return self.flags(self.matches(cp, lengths), cp.shape)
+
+    def flags(self, rows: List[Tensor], shape: List[int]) -> Tensor:
+        """RETURNS (Tensor): Float (batch, seq_len, 9) B/M/E/S flags of ``matches``' rows."""
+        batch, seq_len = shape[0], shape[1]
+        flags = torch.zeros(batch, seq_len, self._n_flags, dtype=torch.bool, device=self.keys.device)
+        for index, row in enumerate(rows):
+            length = index + 1
+            n_starts = seq_len - length + 1
+            match = row > 0
             # Explicit ``a[i] = a[i] | b``: TorchScript compiles ``a[i] |= b`` on a
             # slice into an op that does not write back.
             if length == 1:
@@ -120,13 +189,73 @@ class LexiconFeatures(nn.Module):
                 flags[:, offset : offset + n_starts, middle] = inner
         return flags.to(torch.float32)
 
+    def pos_flags(self, rows: List[Tensor], shape: List[int]) -> Tensor:
+        """RETURNS (Tensor): Float (batch, seq_len, 8): for each word type of ``POS_GROUPS``,
+            a word of it begins here / covers this character past its first one.
+        """
+        batch, seq_len = shape[0], shape[1]
+        n_groups = self._n_pos_flags // 2
+        flags = torch.zeros(batch, seq_len, self._n_pos_flags, dtype=torch.bool, device=self.keys.device)
+        for index, row in enumerate(rows):
+            length = index + 1
+            n_starts = seq_len - length + 1
+            group = self.pos[row]  # 0 where no word or no type
+            for g in range(n_groups):
+                match = group == g + 1
+                flags[:, :n_starts, 2 * g] = flags[:, :n_starts, 2 * g] | match
+                for offset in range(1, length):
+                    inner = flags[:, offset : offset + n_starts, 2 * g + 1] | match
+                    flags[:, offset : offset + n_starts, 2 * g + 1] = inner
+        return flags.to(torch.float32)
 
-def load_word_list(source: str) -> List[str]:
-    """Words of a lexicon: ``"jieba"`` (jieba's dictionary, ``pip install jieba``) or a file path.
+    def pooled(self, rows: List[Tensor], vectors: Tensor) -> Tensor:
+        """SoftLexicon: per B/M/E/S set, the weighted mean of its words' vectors.
 
-    A file has one word per line; anything after the first whitespace (jieba's
-    frequency and POS columns) is ignored.
-    """
+        A word's vector is the mean of its characters' ``vectors`` (a prefix-sum
+        difference, so every window costs the same); its weight is ``weights[row]``.
+        vectors (Tensor): Float (batch, seq_len, dim) character vectors.
+        RETURNS (Tensor): Float (batch, seq_len, 4 * dim): the B, M, E and S means; zero
+            for an empty set.
+        """
+        batch, seq_len, dim = vectors.shape
+        prefix = torch.cat([vectors.new_zeros(batch, 1, dim), vectors.cumsum(dim=1)], dim=1)
+        sums = [vectors.new_zeros(batch, seq_len, dim) for _ in range(4)]
+        totals = [vectors.new_zeros(batch, seq_len, 1) for _ in range(4)]
+        for index, row in enumerate(rows):
+            length = index + 1
+            n_starts = seq_len - length + 1
+            weight = self.weights[row].to(vectors.dtype)[:, :, None]  # 0 where no word
+            mean = (prefix[:, length : length + n_starts] - prefix[:, :n_starts]) / length
+            weighted = weight * mean
+            # (set, first position the word covers in it, number of positions covered)
+            places: List[Tuple[int, int]] = []
+            if length == 1:
+                places.append((3, 0))
+            else:
+                places.append((0, 0))
+                places.append((2, length - 1))
+                for offset in range(1, length - 1):
+                    places.append((1, offset))
+            for which, offset in places:
+                # Pad instead of writing into a slice: no in-place op on the autograd path.
+                pad = [0, 0, offset, seq_len - n_starts - offset]
+                sums[which] = sums[which] + nn.functional.pad(weighted, pad)
+                totals[which] = totals[which] + nn.functional.pad(weight, pad)
+        means = [s / t.clamp_min(1e-6) for s, t in zip(sums, totals)]
+        return torch.cat(means, dim=-1)
+
+
+@dataclass
+class LexiconEntries:
+    """A lexicon's words, with a count and a POS tag per word where the source has them."""
+
+    words: List[str]
+    counts: Optional[numpy.ndarray] = None  # float64, one per word
+    tags: Optional[List[str]] = None
+
+
+def lexicon_path(source: str) -> Path:
+    """``"jieba"`` (jieba's dictionary) or a file path. RETURNS (Path): the file."""
     if source == "jieba":
         try:
             import jieba
@@ -134,10 +263,50 @@ def load_word_list(source: str) -> List[str]:
             raise ImportError(
                 "lexicon = \"jieba\" needs the jieba package: pip install jieba"
             ) from err
-        path: Optional[Path] = Path(jieba.__file__).parent / "dict.txt"
+        path = Path(jieba.__file__).parent / "dict.txt"
     else:
         path = Path(source)
-    if path is None or not path.exists():
+    if not path.exists():
         raise FileNotFoundError(f"Lexicon file not found: {path}")
+    return path
+
+
+def load_lexicon(source: str) -> LexiconEntries:
+    """The entries of a lexicon: ``"jieba"`` or a file with one ``word [count [POS]]`` per line.
+
+    Counts and tags are kept only when every line has them (jieba's ``dict.txt``
+    does); a count that is not a number is an error naming the line.
+    """
+    path = lexicon_path(source)
+    words: List[str] = []
+    counts: List[float] = []
+    tags: List[str] = []
     with path.open(encoding="utf8") as f:
-        return [line.split()[0] for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            words.append(parts[0])
+            if len(parts) >= 2:
+                try:
+                    counts.append(float(parts[1]))
+                except ValueError:
+                    raise ValueError(
+                        f"{path}, line {number}: the count '{parts[1]}' of '{parts[0]}' is not a number"
+                    ) from None
+            if len(parts) >= 3:
+                tags.append(parts[2])
+    return LexiconEntries(
+        words,
+        numpy.asarray(counts, dtype="float64") if words and len(counts) == len(words) else None,
+        tags if words and len(tags) == len(words) else None,
+    )
+
+
+def load_word_list(source: str) -> List[str]:
+    """Words of a lexicon: ``"jieba"`` (jieba's dictionary, ``pip install jieba``) or a file path.
+
+    A file has one word per line; anything after the first whitespace (jieba's
+    frequency and POS columns) is ignored.
+    """
+    return load_lexicon(source).words

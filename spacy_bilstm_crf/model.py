@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .crf import LinearChainCRF, lengths_to_mask
-from .lexicon import N_LEXICON_FLAGS, LexiconFeatures
+from .lac import LACEncoder
+from .lexicon import N_LEXICON_FLAGS, N_POS_FLAGS, N_SETS, LexiconFeatures
 from .tags import TagScheme
 
 PAD_ID, UNK_ID = 0, 1
@@ -93,6 +94,12 @@ class BiLSTMCRF(nn.Module):
     lexicon_size (Optional[int]): Number of lexicon words for soft-lexicon features;
         None disables them (0 enables them with an empty lexicon).
     lexicon_max_len (int): Longest lexicon word matched.
+    lexicon_dim (int): Width of the SoftLexicon input: the B/M/E/S sets' weighted mean
+        word vectors (see ``lexicon.py``), projected to this width; 0 disables them.
+    lexicon_pos (bool): Word-type flags from the lexicon's POS column.
+    lac_features (bool): Run LAC-small (see ``lac/``) and give its second BiGRU layer's
+        states (256 per character) to the BiLSTM.
+    lac_finetune (bool): Train LAC's weights too (False: frozen, run without gradients).
     """
 
     # Module globals copied as Final class constants: TorchScript reads no globals.
@@ -117,6 +124,10 @@ class BiLSTMCRF(nn.Module):
         layer_norm: bool = True,
         lexicon_size: Optional[int] = None,
         lexicon_max_len: int = 6,
+        lexicon_dim: int = 0,
+        lexicon_pos: bool = False,
+        lac_features: bool = False,
+        lac_finetune: bool = False,
     ) -> None:
         super().__init__()
         if hidden_size % 2:
@@ -134,11 +145,24 @@ class BiLSTMCRF(nn.Module):
         self.class_embed = (
             nn.Embedding(N_CHAR_CLASSES, class_dim, padding_idx=PAD_ID) if class_dim else None
         )
+        if lexicon_size is None and (lexicon_dim or lexicon_pos):
+            raise ValueError("lexicon_dim and lexicon_pos need a lexicon.")
         self.lexicon = (
-            LexiconFeatures(lexicon_size, lexicon_max_len) if lexicon_size is not None else None
+            LexiconFeatures(lexicon_size, lexicon_max_len, weighted=lexicon_dim > 0, with_pos=lexicon_pos)
+            if lexicon_size is not None
+            else None
         )
+        self.lexicon_pos = lexicon_pos
+        self.lexicon_project = nn.Linear(N_SETS * char_dim, lexicon_dim) if lexicon_dim else None
+        self.lac = LACEncoder() if lac_features else None
+        self.lac_finetune = lac_finetune
+        if self.lac is not None and not lac_finetune:
+            self.lac.requires_grad_(False)
         input_dim = char_dim + 2 * bigram_dim + class_dim
         input_dim += N_LEXICON_FLAGS if self.lexicon is not None else 0
+        input_dim += N_POS_FLAGS if lexicon_pos else 0
+        input_dim += lexicon_dim
+        input_dim += self.lac.output_dim if self.lac is not None else 0
         self.lstm = nn.LSTM(
             input_dim,
             hidden_size // 2,
@@ -210,15 +234,24 @@ class BiLSTMCRF(nn.Module):
         """
         mask = lengths_to_mask(lengths, codepoints.shape[1])
         cp = normalize_codepoints(codepoints)
-        features = [self.char_embed(self.char_ids(cp, mask, noise))]
+        chars = self.char_embed(self.char_ids(cp, mask, noise))
+        features = [chars]
         if self.bigram_embed is not None:
             left, right = self.bigram_ids(cp, mask)
             features += [self.bigram_embed(left), self.bigram_embed(right)]
         if self.class_embed is not None:
             classes = torch.where(mask, char_classes(cp), torch.zeros_like(cp))
             features.append(self.class_embed(classes))
-        if self.lexicon is not None:
-            features.append(self.lexicon(cp, lengths))
+        lexicon = self.lexicon
+        if lexicon is not None:
+            rows = lexicon.matches(cp, lengths)
+            features.append(lexicon.flags(rows, cp.shape))
+            if self.lexicon_pos:
+                features.append(lexicon.pos_flags(rows, cp.shape))
+            if self.lexicon_project is not None:
+                features.append(self.lexicon_project(lexicon.pooled(rows, chars)))
+        if self.lac is not None:
+            features.append(self._lac_states(codepoints, lengths))
         x = nn.functional.dropout(torch.cat(features, dim=-1), self.embed_dropout_rate, noise)
         # Packing keeps padding out of the backward direction; empty sentences are
         # given length 1 here and masked out by the CRF.
@@ -232,6 +265,18 @@ class BiLSTMCRF(nn.Module):
         hidden, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
         hidden = nn.functional.dropout(self.norm(hidden), self.dropout_rate, noise)
         return self.project(hidden)
+
+    def _lac_states(self, codepoints: Tensor, lengths: Tensor) -> Tensor:
+        """LAC's contextual states, zero at padding; without gradients unless fine-tuned."""
+        lac = self.lac
+        assert lac is not None
+        mask = lengths_to_mask(lengths, codepoints.shape[1])[:, :, None]
+        if self.lac_finetune:
+            states = lac(codepoints, lengths)
+        else:
+            with torch.no_grad():
+                states = lac(codepoints, lengths)
+        return torch.where(mask, states, torch.zeros_like(states))
 
     @torch.jit.unused
     def _run_lstm(self, packed: PackedSequence, noise: bool) -> PackedSequence:

@@ -25,7 +25,9 @@ from .architectures import (
     get_torch_module,
 )
 from .integrity import CHECKSUM_KEY, check_weights, parse_cfg, weights_checksum
-from .lexicon import load_word_list, padded_word_keys
+from .lac import load_lac_encoder
+from .lexicon import load_lexicon
+from .lexicon_table import build_lexicon_table
 from .model import normalize_codepoints
 from .tags import SCHEMES, TagScheme
 from .windows import length_batches, plan_windows, stitch_spans
@@ -241,14 +243,22 @@ class BiLSTMCRFNER(TrainablePipe):
         codepoints = [doc_codepoints(eg.predicted) for eg in get_examples()]
         char_table = build_char_table(codepoints, int(self.cfg["min_char_count"]))
         lexicon = self.model.attrs.get("lexicon")
-        lexicon_keys = None
+        table = None
         if lexicon is not None:
-            max_len = self.model.attrs["hyper"]["lexicon_max_len"]
-            lexicon_keys = build_lexicon_keys(load_word_list(lexicon), max_len)
+            table = build_lexicon_table(load_lexicon(lexicon), self.model.attrs["hyper"]["lexicon_max_len"])
+        hyper = self.model.attrs["hyper"]
+        uses_lac = hyper.get("lac_features") or self.model.attrs.get("lac_embeddings")
         self.cfg["n_chars"] = len(char_table)
-        self.cfg["n_lexicon_keys"] = None if lexicon_keys is None else len(lexicon_keys)
+        self.cfg["n_lexicon_keys"] = None if table is None else len(table.keys)
         build_torch_layer(
-            self.model, self.scheme, *self.table_sizes, char_table=char_table, lexicon_keys=lexicon_keys
+            self.model,
+            self.scheme,
+            *self.table_sizes,
+            char_table=char_table,
+            lexicon_keys=None if table is None else table.keys,
+            lexicon_weights=None if table is None else table.weights,
+            lexicon_pos=None if table is None else table.pos,
+            lac=load_lac_encoder() if uses_lac else None,
         )
         if nlp is not None:
             warn_about_training_settings(nlp.config.get("training", {}), self.name)
@@ -548,23 +558,3 @@ def build_char_table(codepoints: Iterable[numpy.ndarray], min_count: int) -> num
     normalized = normalize_codepoints(torch.as_tensor(numpy.concatenate(arrays))).numpy()
     values, counts = numpy.unique(normalized, return_counts=True)
     return values[counts >= max(min_count, 1)].astype("int64")
-
-
-def build_lexicon_keys(words: List[str], max_len: int) -> numpy.ndarray:
-    """Keys of lexicon words after the same normalization as the text (see ``lexicon.py``).
-
-    words (List[str]): The lexicon.
-    max_len (int): Longer words are left out (they are never matched).
-    RETURNS (numpy.ndarray): Sorted unique int64 keys.
-    """
-    words = [word for word in words if 0 < len(word) <= max_len]
-    if not words:
-        return numpy.zeros(0, dtype="int64")
-    lengths = numpy.fromiter(map(len, words), dtype="int64", count=len(words))
-    flat = numpy.frombuffer("".join(words).encode("utf-32-le"), dtype="<u4").astype("int64")
-    normalized = normalize_codepoints(torch.from_numpy(flat)).numpy()
-    # (n_words, max_len) without a loop over words: position j of word i is flat[start_i + j].
-    starts = numpy.cumsum(lengths) - lengths
-    index = numpy.minimum(starts[:, None] + numpy.arange(max_len), len(flat) - 1)
-    padded = numpy.where(numpy.arange(max_len) < lengths[:, None], normalized[index], 0)
-    return padded_word_keys(torch.from_numpy(padded), torch.from_numpy(lengths)).numpy()

@@ -1,11 +1,13 @@
 """Vectorized lexicon matching against a brute-force reference."""
+import math
 import random
 import warnings
 
 import pytest
 import torch
 
-from spacy_bilstm_crf.lexicon import LexiconFeatures, load_word_list, word_keys
+from spacy_bilstm_crf.lexicon import LexiconEntries, LexiconFeatures, load_lexicon, load_word_list, word_keys
+from spacy_bilstm_crf.lexicon_table import build_lexicon_table
 
 
 def _encode(text: str) -> torch.Tensor:
@@ -69,3 +71,115 @@ def test_word_list_from_file(tmp_path):
     assert load_word_list(str(path)) == ["北京", "大学"]
     with pytest.raises(FileNotFoundError, match="Lexicon file not found"):
         load_word_list(str(tmp_path / "missing.txt"))
+
+
+def _weighted_lexicon(words: dict, max_len: int = 6) -> LexiconFeatures:
+    """A lexicon whose rows carry the words' weights and types (word → (weight, group))."""
+    entries = LexiconEntries(list(words), None, None)
+    keys = word_keys([_encode(w) for w in words], max_len)
+    by_key = dict(zip(word_keys_each(list(words), max_len), words.values()))
+    lexicon = LexiconFeatures(len(keys), max_len, weighted=True, with_pos=True)
+    lexicon.set_keys(
+        keys,
+        torch.tensor([by_key[int(k)][0] for k in keys], dtype=torch.float32),
+        torch.tensor([by_key[int(k)][1] for k in keys]),
+    )
+    assert entries.words == list(words)
+    return lexicon
+
+
+def word_keys_each(words, max_len):
+    return [int(word_keys([_encode(w)], max_len)[0]) for w in words]
+
+
+def _pooled_brute_force(text, words, vectors, max_len):
+    """Per character, the weighted mean word vector of each of its B/M/E/S sets."""
+    dim = vectors.shape[1]
+    out = torch.zeros(len(text), 4 * dim)
+    for position in range(len(text)):
+        sets = {0: [], 1: [], 2: [], 3: []}
+        for start in range(len(text)):
+            for end in range(start + 1, min(start + max_len, len(text)) + 1):
+                word = text[start:end]
+                if word not in words:
+                    continue
+                if not start <= position < end:
+                    continue
+                if end - start == 1:
+                    which = 3
+                elif position == start:
+                    which = 0
+                elif position == end - 1:
+                    which = 2
+                else:
+                    which = 1
+                sets[which].append((words[word][0], vectors[start:end].mean(dim=0)))
+        for which, members in sets.items():
+            total = sum(weight for weight, _ in members)
+            if members and total > 0:
+                mean = sum(weight * vector for weight, vector in members) / total
+                out[position, which * dim : (which + 1) * dim] = mean
+    return out
+
+
+def _pos_brute_force(text, words, max_len):
+    flags = torch.zeros(len(text), 8)
+    for start in range(len(text)):
+        for end in range(start + 1, min(start + max_len, len(text)) + 1):
+            group = words.get(text[start:end], (0, 0))[1]
+            if group:
+                flags[start, 2 * (group - 1)] = 1
+                flags[start + 1 : end, 2 * (group - 1) + 1] = 1
+    return flags
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_soft_lexicon_and_word_types_match_brute_force(seed):
+    rng = random.Random(seed)
+    alphabet = "北京大学生活动中心人民银行"
+    words = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))): None for _ in range(50)}
+    words.update({"北京": None, "北京大学": None, "大学生": None, "学": None})
+    words = {w: (rng.choice([0.0, 0.5, 1.0, 7.0]), rng.randint(0, 4)) for w in words}
+    lexicon = _weighted_lexicon(words)
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(5)]
+    texts[0] = "北京大学生活动中心"
+    lengths = torch.tensor([len(t) for t in texts])
+    padded = torch.zeros(len(texts), max(int(lengths.max()), 1), dtype=torch.long)
+    for row, text in enumerate(texts):
+        padded[row, : len(text)] = _encode(text)
+    vectors = torch.randn(len(texts), padded.shape[1], 3, generator=torch.Generator().manual_seed(seed))
+    rows = lexicon.matches(padded, lengths)
+    pooled = lexicon.pooled(rows, vectors)
+    pos = lexicon.pos_flags(rows, padded.shape)
+    assert pooled.shape == (len(texts), padded.shape[1], 12) and pos.shape == (len(texts), padded.shape[1], 8)
+    for row, text in enumerate(texts):
+        expected = _pooled_brute_force(text, words, vectors[row, : len(text)], 6)
+        assert torch.allclose(pooled[row, : len(text)], expected, atol=1e-5), text
+        assert torch.equal(pos[row, : len(text)], _pos_brute_force(text, words, 6)), text
+        # Nothing is matched across the end of a sequence into its padding.
+        assert (pos[row, len(text) :] == 0).all() and (pooled[row, len(text) :] == 0).all()
+    # Gradients reach the character vectors through the word vectors.
+    vectors.requires_grad_(True)
+    lexicon.pooled(lexicon.matches(padded, lengths), vectors).sum().backward()
+    assert vectors.grad is not None and vectors.grad.abs().sum() > 0
+
+
+def test_lexicon_entries_and_table(tmp_path):
+    path = tmp_path / "dict.txt"
+    path.write_text("北京 100 ns\nAT&T 3 nz\nat&t 9 n\n张三 5 nrt\n\n", encoding="utf8")
+    entries = load_lexicon(str(path))
+    assert entries.words == ["北京", "AT&T", "at&t", "张三"] and entries.tags == ["ns", "nz", "n", "nrt"]
+    table = build_lexicon_table(entries, 6)
+    # AT&T and at&t are one word after normalization: the larger count (9) and its type (n: 0) win.
+    assert len(table.keys) == 3 and list(table.keys) == sorted(table.keys)
+    by_weight = sorted(zip(table.weights.tolist(), table.pos.tolist()))
+    expected = sorted([(math.log1p(100), 2), (math.log1p(9), 0), (math.log1p(5), 1)])
+    assert [w for w, _ in by_weight] == pytest.approx([w for w, _ in expected])
+    assert [g for _, g in by_weight] == [g for _, g in expected]
+    path.write_text("北京 100 ns\n大学 many n\n", encoding="utf8")
+    with pytest.raises(ValueError, match=r"dict.txt, line 2: the count 'many' of '大学'"):
+        load_lexicon(str(path))
+    # Words without counts: weight log(2) each, no types.
+    path.write_text("北京\n大学\n", encoding="utf8")
+    table = build_lexicon_table(load_lexicon(str(path)), 6)
+    assert table.weights.tolist() == pytest.approx([math.log(2)] * 2) and table.pos.tolist() == [0, 0]

@@ -97,6 +97,7 @@ class LACEncoder(nn.Module):
     """
 
     _oov_id: Final[int] = OOV_ID
+    output_dim: Final[int] = 2 * HIDDEN  # width of the states ``forward`` returns
 
     def __init__(self, vocab_chars: int = N_VOCAB_CHARS) -> None:
         super().__init__()
@@ -109,10 +110,6 @@ class LACEncoder(nn.Module):
         self.output = nn.Linear(2 * HIDDEN, N_TAGS)
         # Paddle's crfw: row 0 start scores, row 1 end scores, then [from, to].
         self.transitions = nn.Parameter(torch.zeros(N_TAGS + 2, N_TAGS))
-
-    @property
-    def output_dim(self) -> int:
-        return 2 * HIDDEN
 
     def _lookup(self, cp: Tensor) -> Tensor:
         index = torch.searchsorted(self.vocab_codepoints, cp).clamp_max(len(self.vocab_codepoints) - 1)

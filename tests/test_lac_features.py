@@ -1,0 +1,161 @@
+"""The pretrained features in the network: LAC-small (embeddings, BiGRU states),
+SoftLexicon vectors and word-type flags."""
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import spacy
+import torch
+
+from spacy_bilstm_crf.architectures import get_torch_module
+from spacy_bilstm_crf.deploy import export_pipeline, quantize_pipeline, script_module
+from spacy_bilstm_crf.lac import load_lac_encoder
+from spacy_bilstm_crf.serving import Tagger
+
+from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples
+
+ALL_FEATURES = {
+    **SMALL_MODEL,
+    "char_dim": 128,
+    "lexicon_dim": 16,
+    "lexicon_pos": True,
+    "lac_embeddings": True,
+    "lac_features": True,
+}
+TEXTS = [text for text, _ in TRAIN_DATA] + [
+    "", " ", "😀马云在阿里巴巴😀", "Apple公司CEO Tim Cook 2024年访问北京123",
+    "ＡＢＣ１２３张伟担任华为公司总经理", "龘靐齉爩", "王芳是腾讯的工程师" * 7,
+]  # fmt: skip
+
+
+def train(model: dict, steps: int, seed: int = 0):
+    spacy.util.fix_random_seed(seed)
+    nlp = spacy.blank("zh")
+    nlp.add_pipe("bilstm_crf_ner", config={"model": model})
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    optimizer.learn_rate = 0.01
+    for _ in range(steps):
+        nlp.update(examples, sgd=optimizer)
+    return nlp
+
+
+@pytest.fixture(scope="module")
+def featured_nlp():
+    return train(ALL_FEATURES, 80)
+
+
+@pytest.fixture(scope="module")
+def featured_path(featured_nlp, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("features") / "fp32"
+    featured_nlp.to_disk(path)
+    return path
+
+
+def module_of(nlp):
+    return get_torch_module(nlp.get_pipe("bilstm_crf_ner").model)
+
+
+def test_learns_the_training_data(featured_nlp):
+    for text, ents in TRAIN_DATA:
+        assert ents_of(featured_nlp(text)) == sorted(ents), text
+
+
+def test_shapes_and_padding(featured_nlp):
+    """Each sequence's emissions are the same alone and in a padded batch."""
+    module = module_of(featured_nlp)
+    texts = ["马云在阿里巴巴杭州总部发表演讲", "", "李明", "王芳是腾讯的工程师" * 3]
+    lengths = torch.tensor([len(t) for t in texts])
+    codepoints = torch.zeros(len(texts), int(lengths.max()), dtype=torch.long)
+    for row, text in enumerate(texts):
+        codepoints[row, : len(text)] = torch.tensor([ord(c) for c in text], dtype=torch.long)
+    with torch.no_grad():
+        batch = module.emissions(codepoints, lengths)
+        assert batch.shape == (4, int(lengths.max()), len(featured_nlp.get_pipe("bilstm_crf_ner").scheme))
+        for row, text in enumerate(texts):
+            if not text:
+                continue
+            alone = module.emissions(codepoints[row : row + 1, : len(text)], lengths[row : row + 1])
+            assert torch.allclose(batch[row, : len(text)], alone[0], atol=1e-5), text
+    # The LSTM's input: chars 128 + classes 8 + bigrams 2x16 + flags 9 + word types 8
+    # + SoftLexicon 16 + LAC 256.
+    assert module.lstm.input_size == 128 + 8 + 32 + 9 + 8 + 16 + 256
+
+
+def test_lac_weights_frozen_by_default_and_trained_when_finetuned():
+    lac = load_lac_encoder()
+    frozen = module_of(train(ALL_FEATURES, 3))
+    for name, value in lac.state_dict().items():
+        assert torch.equal(frozen.lac.state_dict()[name], value), name
+    tuned = module_of(train({**ALL_FEATURES, "lac_finetune": True}, 3))
+    assert not torch.equal(tuned.lac.layer2.gate_weight, lac.layer2.gate_weight)
+    assert torch.equal(tuned.lac.vocab_codepoints, lac.vocab_codepoints)
+
+
+def test_character_table_starts_from_lac_embeddings():
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.blank("zh")
+    nlp.add_pipe("bilstm_crf_ner", config={"model": {**ALL_FEATURES, "lac_features": False}})
+    nlp.initialize(lambda: make_examples(nlp))
+    module, lac = module_of(nlp), load_lac_encoder()
+    table = module.char_table[1:]
+    assert "马" in "".join(chr(c) for c in table.tolist())
+    for row, cp in enumerate(table.tolist()):
+        expected = lac.embed.weight[lac.char_ids(torch.tensor([cp]))[0]]
+        assert torch.equal(module.char_embed.weight[row + 2], expected), chr(cp)
+    assert module.lac is None
+
+
+def test_lac_embeddings_need_lac_width():
+    with pytest.raises(ValueError, match="char_dim = 128"):
+        nlp = spacy.blank("zh")
+        nlp.add_pipe("bilstm_crf_ner", config={"model": {**ALL_FEATURES, "char_dim": 64}})
+
+
+def test_saved_pipeline_loads_in_a_fresh_process_without_jieba(featured_nlp, featured_path):
+    """Everything taken from LAC and jieba's dictionary is stored in the model."""
+    code = (
+        "import sys, json\n"
+        "sys.modules['jieba'] = None  # any import of jieba now fails\n"
+        "import spacy\n"
+        f"nlp = spacy.load({str(featured_path)!r})\n"
+        f"texts = {TEXTS!r}\n"
+        "print(json.dumps([[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = [[list(e) for e in ents_of(doc)] for doc in featured_nlp.pipe(TEXTS)]
+    assert loaded == expected
+    assert sum(len(ents) for ents in expected) > 10
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_export_and_int8_keep_the_pipeline_entities(featured_path, tmp_path, variant):
+    nlp = spacy.load(featured_path)
+    if variant == "int8":
+        quantize_pipeline(nlp)
+        nlp.to_disk(tmp_path / "int8")
+        nlp = spacy.load(tmp_path / "int8")
+        for text, ents in TRAIN_DATA:
+            assert ents_of(nlp(text)) == sorted(ents), text
+    export_pipeline(nlp, tmp_path / "export")
+    tagger = Tagger.load(tmp_path / "export")
+    expected = [ents_of(doc) for doc in nlp.pipe(TEXTS, batch_size=256)]
+    assert tagger.batch(TEXTS) == expected
+    assert sum(len(ents) for ents in expected) > 10
+
+
+def test_scripted_module_equals_eager(featured_nlp):
+    module = module_of(featured_nlp)
+    codepoints = torch.randint(0x4E00, 0x4E00 + 300, (4, 19))
+    lengths = torch.tensor([19, 0, 1, 11])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = script_module(module)
+    with torch.no_grad():
+        assert torch.equal(scripted(codepoints, lengths), module(codepoints, lengths))
