@@ -1,14 +1,15 @@
 """End-to-end CPU inference speed on the CLUENER dev texts: fp32, INT8, exported, spaCy ner.
 
-    python benchmarks/inference_speed.py MODEL_DIR [--spacy-ner DIR] [--dev DEV_JSON]
+    python benchmarks/inference_speed.py MODEL_DIR [--fast-model DIR] [--spacy-ner DIR] [--dev DEV_JSON]
 
-MODEL_DIR is a trained bilstm_crf_ner pipeline (float32). Variants:
+MODEL_DIR is a trained bilstm_crf_ner pipeline (float32), from the default config. Variants:
 
 - ``fp32``: ``spacy.load(MODEL_DIR)``
 - ``int8``: the same, quantized in memory (``quantize_pipeline``; what the
   ``quantize`` command saves)
 - ``exported``: the float32 network exported as TorchScript, run by ``serving.Tagger``
   (no spaCy); ``exported_int8`` likewise from the INT8 pipeline
+- ``fast_fp32``: a pipeline trained with ``configs/bilstm_crf_fast.cfg`` (``--fast-model``)
 - ``spacy_ner``: spaCy's built-in ``ner`` trained on the same data (``--spacy-ner``)
 
 For each: chars/s with ``nlp.pipe(batch_size=256)`` (best of ``--repeats``) and with
@@ -102,7 +103,7 @@ def spacy_f1(nlp: Language, gold_docs: Sequence[spacy.tokens.Doc]) -> float:
     return float(nlp.evaluate(examples, batch_size=BATCH_SIZE)["ents_f"] or 0.0)
 
 
-def build_variants(model_dir: Path, spacy_ner: Optional[Path], work: Path) -> List[Variant]:
+def build_variants(model_dir: Path, fast_model: Optional[Path], spacy_ner: Optional[Path], work: Path) -> List[Variant]:
     variants = [Variant("fp32", dir_size(model_dir), nlp=spacy.load(model_dir))]
     int8 = spacy.load(model_dir)
     quantize_pipeline(int8)
@@ -114,6 +115,8 @@ def build_variants(model_dir: Path, spacy_ner: Optional[Path], work: Path) -> Li
     variants.append(
         Variant("exported_int8", dir_size(work / "exported_int8"), tagger=Tagger.load(work / "exported_int8"))
     )
+    if fast_model is not None:
+        variants.append(Variant("fast_fp32", dir_size(fast_model), nlp=spacy.load(fast_model)))
     if spacy_ner is not None:
         variants.append(Variant("spacy_ner", dir_size(spacy_ner), nlp=spacy.load(spacy_ner)))
     return variants
@@ -143,6 +146,8 @@ def profile(nlp: Language, texts: Sequence[str], repeats: int) -> Dict[str, floa
     timed("lstm", module.lstm)
     timed("head", module.project)
     timed("head", module.norm)
+    if module.lac is not None:
+        timed("lac", module.lac)
 
     def stages() -> Dict[str, float]:
         spent.clear()
@@ -165,7 +170,8 @@ def profile(nlp: Language, texts: Sequence[str], repeats: int) -> Dict[str, floa
                 out[key] += seconds
         out["lstm"] = spent.get("lstm", 0.0)
         out["head"] = spent.get("head", 0.0)
-        out["features"] = out["emissions"] - out["lstm"] - out["head"]
+        out["lac"] = spent.get("lac", 0.0)
+        out["features"] = out["emissions"] - out["lstm"] - out["head"] - out["lac"]
         return out
 
     runs = [stages() for _ in range(repeats + 1)][1:]  # the first is a warm-up
@@ -179,6 +185,7 @@ def profile(nlp: Language, texts: Sequence[str], repeats: int) -> Dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path, help="Trained bilstm_crf_ner pipeline (float32)")
+    parser.add_argument("--fast-model", type=Path, default=None, help="Pipeline trained with configs/bilstm_crf_fast.cfg")
     parser.add_argument("--spacy-ner", type=Path, default=None, help="spaCy ner pipeline trained on the same data")
     parser.add_argument("--dev", type=Path, default=DEFAULT_DEV, help="CLUENER dev.json (JSON lines)")
     parser.add_argument("--repeats", type=int, default=3, help="Timed nlp.pipe runs per setting (best is kept)")
@@ -199,7 +206,7 @@ def main() -> None:
 
     results: Dict[str, Dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        variants = build_variants(args.model_dir, args.spacy_ner, Path(tmp))
+        variants = build_variants(args.model_dir, args.fast_model, args.spacy_ner, Path(tmp))
         torch.set_num_threads(1)
         predictions = {v.name: v.pipe(texts) for v in variants}
         for v in variants:
@@ -223,7 +230,7 @@ def main() -> None:
             results[v.name] = row
         torch.set_num_threads(1)
         profiles = {name: profile(v.nlp, texts, args.repeats) for name, v in
-                    ((v.name, v) for v in variants) if name in ("fp32", "int8")}  # fmt: skip
+                    ((v.name, v) for v in variants) if name in ("fp32", "int8", "fast_fp32")}  # fmt: skip
         agreement = {
             "exported_vs_fp32_texts_differing": sum(a != b for a, b in zip(predictions["exported"], predictions["fp32"])),
             "exported_int8_vs_int8_texts_differing": sum(a != b for a, b in zip(predictions["exported_int8"], predictions["int8"])),
@@ -236,7 +243,12 @@ def main() -> None:
         "int8_f1_loss_points": 100 * (fp32["dev_f1"] - int8["dev_f1"]),
     }
     if "spacy_ner" in results:
-        summary["fp32_vs_spacy_ner_pipe"] = fp32["chars_per_second_pipe"] / results["spacy_ner"]["chars_per_second_pipe"]
+        for name in ("fp32", "fast_fp32"):
+            if name in results:
+                ratio = results[name]["chars_per_second_pipe"] / results["spacy_ner"]["chars_per_second_pipe"]
+                summary[f"{name}_vs_spacy_ner_pipe"] = ratio
+    if "fast_fp32" in results:
+        summary["fp32_vs_fast_fp32_pipe"] = fp32["chars_per_second_pipe"] / results["fast_fp32"]["chars_per_second_pipe"]
     report = {
         "dev": {"n_texts": len(texts), "n_chars": n_chars},
         "machine": {"cpu_count": all_threads, "platform": platform.platform(), "load_average_1min": os.getloadavg()[0]},
@@ -270,7 +282,7 @@ def print_table(results, profiles, summary, agreement, n_chars: int) -> None:
         total = sum(stages[k] for k in ("tokenizer", "featurize", "emissions", "crf_decode", "set_annotations"))
         parts = ", ".join(
             f"{k} {1000 * stages[k]:.0f} ms ({100 * stages[k] / total:.0f}%)"
-            for k in ("tokenizer", "featurize", "features", "lstm", "head", "crf_decode", "set_annotations")
+            for k in ("tokenizer", "featurize", "features", "lac", "lstm", "head", "crf_decode", "set_annotations")
         )
         print(f"profile {name} (1 thread, {n_chars} chars): {parts}; stages {1000 * total:.0f} ms, "
               f"nlp.pipe {1000 * stages['end_to_end_pipe']:.0f} ms")  # fmt: skip

@@ -22,7 +22,13 @@ TRAIN_DATA: List[Tuple[str, List[Tuple[int, int, str]]]] = [
     ("他在深圳玩《王者荣耀》", [(2, 4, "address"), (5, 11, "game")]),
 ]
 
+# The fast network (no LAC, no SoftLexicon vectors): tests/test_lac_features.py
+# trains the pretrained features.
 SMALL_MODEL = {
+    "lexicon_dim": 0,
+    "lexicon_pos": False,
+    "lac_embeddings": False,
+    "lac_features": False,
     "char_dim": 32,
     "bigram_dim": 16,
     "bigram_buckets": 997,

@@ -38,9 +38,12 @@ META_FILE = REPO / "configs" / "meta.json"
 CLUENER_REPO_URL = "https://github.com/CLUEbenchmark/CLUENER2020"
 
 # A tiny model and a few steps, so the whole workflow runs in about a minute on a CPU.
+# LAC's features stay on (the default), so the packaged pipeline carries them.
 # The leading space matters: weasel reads a value that starts with "--" as an option.
 SMOKE_TRAIN_OVERRIDES = (
-    " --training.max_steps 30 --training.eval_frequency 10"
+    " --initialize.after_init.epochs 3"
+    " --components.bilstm_crf_ner.model.lac_embeddings false"
+    " --components.bilstm_crf_ner.model.lexicon_dim 8"
     " --components.bilstm_crf_ner.model.char_dim 32"
     " --components.bilstm_crf_ner.model.bigram_dim 16"
     " --components.bilstm_crf_ner.model.bigram_buckets 997"
@@ -450,7 +453,7 @@ def test_project_run_all_smoke(tmp_path: Path) -> None:
     args += ["--vars.component_dir", str(REPO)]  # the project copy holds no source tree
     result = run_project(project, "all", args, env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "--training.max_steps 30" in result.stdout  # the overrides reached spacy train
+    assert "--initialize.after_init.epochs 3" in result.stdout  # the overrides reached spacy train
 
     check_corpus(project)
     check_metrics(project)

@@ -62,26 +62,50 @@ class PaddleBiGRU(nn.Module):
         """x (Tensor): Float (batch, seq_len, input_dim); lengths (Tensor): Long (batch,).
 
         RETURNS (Tensor): Float (batch, seq_len, 2 * hidden): forward states, then reverse.
-            Positions past a sequence's length hold values that mean nothing.
+            Forward states past a sequence's length mean nothing; reverse ones are zero.
         """
-        batch, seq_len, _ = x.shape
+        return self.time_major(x.transpose(0, 1), lengths).transpose(0, 1)
+
+    def time_major(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """``forward`` with time first: x (Tensor) Float (seq_len, batch, input_dim).
+
+        RETURNS (Tensor): Float (seq_len, batch, 2 * hidden).
+        """
+        seq_len, batch, input_dim = x.shape
         hidden = self.hidden
-        rev = reverse_index(lengths, seq_len)
-        x_rev = x.gather(1, rev[:, :, None].expand(x.shape))
-        # Both directions' input projections in one matmul: (2, batch, seq_len, 3H).
-        proj = torch.matmul(torch.stack([x, x_rev]), self.in_weight[:, None]) + self.in_bias[:, None, None]
+        # Both directions' input projections (and biases) in one matmul over all
+        # positions, columns ordered [gates fwd, gates rev, candidate fwd, candidate rev].
+        weight = torch.cat(
+            [self.in_weight[0, :, : 2 * hidden], self.in_weight[1, :, : 2 * hidden],
+             self.in_weight[0, :, 2 * hidden :], self.in_weight[1, :, 2 * hidden :]], dim=1
+        )  # fmt: skip
+        bias = torch.cat(
+            [self.in_bias[0, : 2 * hidden], self.in_bias[1, : 2 * hidden],
+             self.in_bias[0, 2 * hidden :], self.in_bias[1, 2 * hidden :]]
+        )  # fmt: skip
+        proj = torch.addmm(bias, x.reshape(-1, input_dim), weight).reshape(seq_len, batch, 6 * hidden)
+        proj_gates = proj[:, :, : 4 * hidden].reshape(seq_len, batch, 2, 2 * hidden)
+        proj_cand = proj[:, :, 4 * hidden :].reshape(seq_len, batch, 2, hidden)
+        # The reverse direction reads position seq_len - 1 - t at step t; its state is
+        # held at zero over a sequence's padding, so it starts from zero at the
+        # sequence's own last character.
+        positions = torch.arange(seq_len, device=x.device)
+        inside = (positions[:, None] < lengths[None, :]).to(x.dtype)[:, :, None]  # (seq_len, batch, 1)
+        out = x.new_empty(seq_len, batch, 2 * hidden)
         h = x.new_zeros(2, batch, hidden)
-        states: List[Tensor] = []
         for t in range(seq_len):
-            step = proj[:, :, t]
-            gates = torch.sigmoid(step[:, :, : 2 * hidden] + torch.bmm(h, self.gate_weight))
+            back = seq_len - 1 - t
+            gates_in = torch.stack([proj_gates[t, :, 0], proj_gates[back, :, 1]])
+            cand_in = torch.stack([proj_cand[t, :, 0], proj_cand[back, :, 1]])
+            gates = torch.sigmoid(torch.baddbmm(gates_in, h, self.gate_weight))
             update, reset = gates[:, :, :hidden], gates[:, :, hidden:]
-            candidate = torch.tanh(step[:, :, 2 * hidden :] + torch.bmm(reset * h, self.cand_weight))
-            h = h + update * (candidate - h)
-            states.append(h)
-        out = torch.stack(states, dim=2)  # (2, batch, seq_len, H)
-        backward = out[1].gather(1, rev[:, :, None].expand(batch, seq_len, hidden))
-        return torch.cat([out[0], backward], dim=-1)
+            candidate = torch.tanh(torch.baddbmm(cand_in, reset * h, self.cand_weight))
+            # (1 - u) h + u c, as Paddle's origin_mode False.
+            h = torch.lerp(h, candidate, update)
+            h = torch.stack([h[0], h[1] * inside[back]])
+            out[t, :, :hidden] = h[0]
+            out[back, :, hidden:] = h[1]
+        return out
 
 
 class LACEncoder(nn.Module):
@@ -129,8 +153,8 @@ class LACEncoder(nn.Module):
 
         RETURNS (Tensor): Float (batch, seq_len, 256): the second BiGRU layer's states.
         """
-        hidden = self.layer1(self.embed(ids), lengths)
-        return self.layer2(hidden, lengths)
+        hidden = self.layer1.time_major(self.embed(ids.t()), lengths)
+        return self.layer2.time_major(hidden, lengths).transpose(0, 1)
 
     def forward(self, codepoints: Tensor, lengths: Tensor, fold: bool = True) -> Tensor:
         """codepoints (Tensor): Long (batch, seq_len) raw code points.

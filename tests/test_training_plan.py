@@ -1,0 +1,66 @@
+"""The training length follows the size of the training corpus."""
+import itertools
+from pathlib import Path
+
+import pytest
+import spacy
+from spacy.schemas import ConfigSchemaTraining
+from spacy.tokens import DocBin
+from spacy.training.initialize import init_nlp
+from spacy.util import load_config, registry
+from thinc.api import registry as thinc_registry
+
+from spacy_bilstm_crf.training_plan import steps_for_words
+
+from .conftest import REPO, SMALL_MODEL, make_examples
+
+
+def test_steps_for_words_with_fixed_and_growing_batches():
+    assert steps_for_words(10_000, 1000) == 10
+    assert steps_for_words(10_001, 1000) == 11
+    growing = thinc_registry.resolve(
+        {"s": {"@schedules": "compounding.v1", "start": 100, "stop": 400, "compound": 2.0}}
+    )["s"]
+    # 100 + 200 + 400 + 400 = 1100 >= 1000
+    assert steps_for_words(1000, growing) == 4
+    assert steps_for_words(1000, lambda step: 250) == 4
+
+
+def write_corpus(path: Path, copies: int) -> Path:
+    nlp = spacy.blank("zh")
+    docs = [eg.reference for eg in make_examples(nlp)] * copies
+    DocBin(docs=docs).to_disk(path)
+    return path
+
+
+def scaled_training(tmp_path: Path, copies: int, epochs: float) -> dict:
+    config = load_config(REPO / "configs" / "bilstm_crf_fast.cfg")
+    train = write_corpus(tmp_path / f"train{copies}.spacy", copies)
+    dev = write_corpus(tmp_path / "dev.spacy", 1)
+    overrides = {
+        "paths.train": str(train),
+        "paths.dev": str(dev),
+        "initialize.after_init.epochs": epochs,
+        "training.batcher.size": 100,
+    }
+    overrides.update({f"components.bilstm_crf_ner.model.{k}": v for k, v in SMALL_MODEL.items()})
+    config = load_config(REPO / "configs" / "bilstm_crf_fast.cfg", overrides=overrides)
+    nlp = init_nlp(config)
+    # What spacy train's loop resolves after initialization.
+    resolved = nlp.config.interpolate()
+    return {"T": registry.resolve(resolved["training"], schema=ConfigSchemaTraining), "raw": resolved["training"]}
+
+
+def test_initialize_scales_the_training_to_the_corpus(tmp_path):
+    n_words = sum(len(eg.reference) for eg in make_examples(spacy.blank("zh")))  # 85 characters
+    small = scaled_training(tmp_path, 4, 10.0)
+    large = scaled_training(tmp_path, 40, 10.0)
+    for plan, copies in ((small, 4), (large, 40)):
+        steps = -(-(n_words * copies * 10) // 100)  # batches of 100 words
+        frequency = -(-steps // 6)
+        T = plan["T"]
+        assert T["max_steps"] == frequency * 6 and T["eval_frequency"] == frequency
+        assert T["patience"] == T["max_steps"] and T["max_epochs"] == 0
+        # Two cosine cycles, the second twice as long, fill max_steps.
+        assert plan["raw"]["optimizer"]["learn_rate"]["period"] == round(T["max_steps"] / 3)
+    assert large["T"]["max_steps"] >= 9 * small["T"]["max_steps"]
