@@ -43,9 +43,9 @@ MODEL = "--components.bilstm_crf_ner.model."
 ABLATIONS: Dict[str, List[str]] = {
     # (a) LAC's character embeddings as the initial character table
     "no_lac_embeddings": [MODEL + "lac_embeddings", "false"],
-    # (b) LAC's BiGRU states as features; and the same, fine-tuned
+    # (b) LAC's BiGRU states as features; frozen instead of its top layer fine-tuned
     "no_lac_features": [MODEL + "lac_features", "false"],
-    "lac_finetune": [MODEL + "lac_finetune", "true"],
+    "lac_frozen": [MODEL + "lac_finetune", "0"],
     # (c) SoftLexicon vectors (the 9 B/M/E/S flags stay)
     "no_soft_lexicon": [MODEL + "lexicon_dim", "0"],
     # (d) word-type flags from jieba's POS column

@@ -58,7 +58,8 @@ def build_bilstm_crf(
     lexicon_pos: bool = False,
     lac_embeddings: bool = False,
     lac_features: bool = False,
-    lac_finetune: bool = False,
+    lac_finetune: int = 0,
+    lac_layers: int = 1,
     mixed_precision: bool = False,
     grad_scaler: Optional[PyTorchGradScaler] = None,
     quantize_int8: bool = False,
@@ -91,7 +92,9 @@ def build_bilstm_crf(
         a random row). Needs ``char_dim = 128``.
     lac_features (bool): Give LAC-small's contextual BiGRU states (256 per character)
         to the BiLSTM. LAC's weights (12 MB) are stored in the model.
-    lac_finetune (bool): Train LAC's weights with the rest (default: frozen).
+    lac_finetune (int): How many of LAC's BiGRU layers train with the rest, from the top:
+        0 (frozen), 1 or 2. LAC's embedding table stays frozen.
+    lac_layers (int): LAC's BiGRU layers whose states are given: 1 (the top one) or 2.
     mixed_precision (bool): Autocast the network on GPU; the CRF always runs in float32.
         Without a CUDA GPU it is turned off, with a warning.
     grad_scaler (Optional[PyTorchGradScaler]): Gradient scaler for mixed precision.
@@ -117,6 +120,7 @@ def build_bilstm_crf(
         lexicon_pos=lexicon_pos,
         lac_features=lac_features,
         lac_finetune=lac_finetune,
+        lac_layers=lac_layers,
     )
     if lac_embeddings and char_dim != 128:
         raise ValueError(f"lac_embeddings needs char_dim = 128 (LAC's width), got {char_dim}")

@@ -99,7 +99,10 @@ class BiLSTMCRF(nn.Module):
     lexicon_pos (bool): Word-type flags from the lexicon's POS column.
     lac_features (bool): Run LAC-small (see ``lac/``) and give its second BiGRU layer's
         states (256 per character) to the BiLSTM.
-    lac_finetune (bool): Train LAC's weights too (False: frozen, run without gradients).
+    lac_finetune (int): How many of LAC's BiGRU layers are trained, from the top: 0 (frozen:
+        LAC runs without gradients), 1 or 2. LAC's embedding table stays frozen (the
+        character table, which may start from it, is trained).
+    lac_layers (int): 1: the second (top) BiGRU layer's states; 2: both layers' (512).
     """
 
     # Module globals copied as Final class constants: TorchScript reads no globals.
@@ -127,7 +130,8 @@ class BiLSTMCRF(nn.Module):
         lexicon_dim: int = 0,
         lexicon_pos: bool = False,
         lac_features: bool = False,
-        lac_finetune: bool = False,
+        lac_finetune: int = 0,
+        lac_layers: int = 1,
     ) -> None:
         super().__init__()
         if hidden_size % 2:
@@ -155,14 +159,21 @@ class BiLSTMCRF(nn.Module):
         self.lexicon_pos = lexicon_pos
         self.lexicon_project = nn.Linear(N_SETS * char_dim, lexicon_dim) if lexicon_dim else None
         self.lac = LACEncoder() if lac_features else None
-        self.lac_finetune = lac_finetune
-        if self.lac is not None and not lac_finetune:
+        if int(lac_finetune) not in (0, 1, 2):
+            raise ValueError(f"lac_finetune must be 0, 1 or 2 (layers trained), got {lac_finetune}")
+        self.lac_finetune = int(lac_finetune)
+        if lac_layers not in (1, 2):
+            raise ValueError(f"lac_layers must be 1 or 2, got {lac_layers}")
+        self.lac_layers = lac_layers
+        if self.lac is not None:
             self.lac.requires_grad_(False)
+            for layer in [self.lac.layer2, self.lac.layer1][: self.lac_finetune]:
+                layer.requires_grad_(True)
         input_dim = char_dim + 2 * bigram_dim + class_dim
         input_dim += N_LEXICON_FLAGS if self.lexicon is not None else 0
         input_dim += N_POS_FLAGS if lexicon_pos else 0
         input_dim += lexicon_dim
-        input_dim += self.lac.output_dim if self.lac is not None else 0
+        input_dim += lac_layers * self.lac.output_dim if self.lac is not None else 0
         self.lstm = nn.LSTM(
             input_dim,
             hidden_size // 2,
@@ -271,11 +282,18 @@ class BiLSTMCRF(nn.Module):
         lac = self.lac
         assert lac is not None
         mask = lengths_to_mask(lengths, codepoints.shape[1])[:, :, None]
-        if self.lac_finetune:
-            states = lac(codepoints, lengths)
-        else:
-            with torch.no_grad():
-                states = lac(codepoints, lengths)
+        ids = lac.char_ids(codepoints)
+        # Frozen layers run without gradients; trained ones (from the top) with.
+        with torch.no_grad():
+            embedded = lac.embed(ids.t())
+            first = lac.layer1.time_major(embedded, lengths) if self.lac_finetune < 2 else embedded
+            second = lac.layer2.time_major(first, lengths) if self.lac_finetune < 1 else first
+        if self.lac_finetune == 2:
+            first = lac.layer1.time_major(embedded, lengths)
+        if self.lac_finetune >= 1:
+            second = lac.layer2.time_major(first, lengths)
+        first, second = first.transpose(0, 1), second.transpose(0, 1)
+        states = second if self.lac_layers == 1 else torch.cat([first, second], dim=-1)
         return torch.where(mask, states, torch.zeros_like(states))
 
     @torch.jit.unused

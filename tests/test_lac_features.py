@@ -18,6 +18,7 @@ from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples
 
 ALL_FEATURES = {
     **SMALL_MODEL,
+    "lac_finetune": 1,
     "char_dim": 128,
     "lexicon_dim": 16,
     "lexicon_pos": True,
@@ -84,14 +85,18 @@ def test_shapes_and_padding(featured_nlp):
     assert module.lstm.input_size == 128 + 8 + 32 + 9 + 8 + 16 + 256
 
 
-def test_lac_weights_frozen_by_default_and_trained_when_finetuned():
+@pytest.mark.parametrize("finetune", [0, 1, 2])
+def test_lac_layers_train_from_the_top(finetune):
+    """0: LAC frozen; 1: its top BiGRU layer trains; 2: both. Its embeddings never do."""
     lac = load_lac_encoder()
-    frozen = module_of(train(ALL_FEATURES, 3))
-    for name, value in lac.state_dict().items():
-        assert torch.equal(frozen.lac.state_dict()[name], value), name
-    tuned = module_of(train({**ALL_FEATURES, "lac_finetune": True}, 3))
-    assert not torch.equal(tuned.lac.layer2.gate_weight, lac.layer2.gate_weight)
-    assert torch.equal(tuned.lac.vocab_codepoints, lac.vocab_codepoints)
+    module = module_of(train({**ALL_FEATURES, "lac_finetune": finetune}, 3))
+    trained = {"layer2": finetune >= 1, "layer1": finetune >= 2, "embed": False, "output": False}
+    for prefix, should_change in trained.items():
+        for name, value in lac.state_dict().items():
+            if name.startswith(prefix):
+                changed = not torch.equal(module.lac.state_dict()[name], value)
+                assert changed is should_change or (not value.is_floating_point()), (finetune, name)
+    assert torch.equal(module.lac.vocab_codepoints, lac.vocab_codepoints)
 
 
 def test_character_table_starts_from_lac_embeddings():

@@ -5,7 +5,7 @@ state *before* the recurrent matmul, ``c = tanh(x_c + (r ⊙ h) W_c)``, while to
 applies it after (``r ⊙ (h W_c + b)``). So the cell is written out here, both
 directions of a layer run as one batched matmul per time step.
 """
-from typing import Final, List
+from typing import Final, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -84,28 +84,28 @@ class PaddleBiGRU(nn.Module):
              self.in_bias[0, 2 * hidden :], self.in_bias[1, 2 * hidden :]]
         )  # fmt: skip
         proj = torch.addmm(bias, x.reshape(-1, input_dim), weight).reshape(seq_len, batch, 6 * hidden)
-        proj_gates = proj[:, :, : 4 * hidden].reshape(seq_len, batch, 2, 2 * hidden)
-        proj_cand = proj[:, :, 4 * hidden :].reshape(seq_len, batch, 2, hidden)
-        # The reverse direction reads position seq_len - 1 - t at step t; its state is
-        # held at zero over a sequence's padding, so it starts from zero at the
-        # sequence's own last character.
+        # The reverse direction runs over the flipped time axis: at step t it reads
+        # position seq_len - 1 - t. Its state is held at zero over a sequence's
+        # padding, so it starts from zero at the sequence's own last character.
+        # (seq_len, 2, batch, ·): each step reads one contiguous slice.
+        gates_in = torch.stack([proj[:, :, : 2 * hidden], proj[:, :, 2 * hidden : 4 * hidden].flip(0)], dim=1)
+        cand_in = torch.stack([proj[:, :, 4 * hidden : 5 * hidden], proj[:, :, 5 * hidden :].flip(0)], dim=1)
         positions = torch.arange(seq_len, device=x.device)
         inside = (positions[:, None] < lengths[None, :]).to(x.dtype)[:, :, None]  # (seq_len, batch, 1)
-        out = x.new_empty(seq_len, batch, 2 * hidden)
+        keep = torch.stack([torch.ones_like(inside), inside.flip(0)], dim=1)  # (seq_len, 2, batch, 1)
         h = x.new_zeros(2, batch, hidden)
+        states: List[Tensor] = []
         for t in range(seq_len):
-            back = seq_len - 1 - t
-            gates_in = torch.stack([proj_gates[t, :, 0], proj_gates[back, :, 1]])
-            cand_in = torch.stack([proj_cand[t, :, 0], proj_cand[back, :, 1]])
-            gates = torch.sigmoid(torch.baddbmm(gates_in, h, self.gate_weight))
+            gates = torch.sigmoid(torch.baddbmm(gates_in[t], h, self.gate_weight))
             update, reset = gates[:, :, :hidden], gates[:, :, hidden:]
-            candidate = torch.tanh(torch.baddbmm(cand_in, reset * h, self.cand_weight))
+            candidate = torch.tanh(torch.baddbmm(cand_in[t], reset * h, self.cand_weight))
             # (1 - u) h + u c, as Paddle's origin_mode False.
-            h = torch.lerp(h, candidate, update)
-            h = torch.stack([h[0], h[1] * inside[back]])
-            out[t, :, :hidden] = h[0]
-            out[back, :, hidden:] = h[1]
-        return out
+            h = torch.lerp(h, candidate, update) * keep[t]
+            states.append(h)
+        # No writes into a preallocated output: on the fine-tuning path each would
+        # copy the whole gradient in the backward pass.
+        out = torch.stack(states, dim=0)  # (seq_len, 2, batch, H)
+        return torch.cat([out[:, 0], out[:, 1].flip(0)], dim=-1)
 
 
 class LACEncoder(nn.Module):
@@ -153,8 +153,15 @@ class LACEncoder(nn.Module):
 
         RETURNS (Tensor): Float (batch, seq_len, 256): the second BiGRU layer's states.
         """
-        hidden = self.layer1.time_major(self.embed(ids.t()), lengths)
-        return self.layer2.time_major(hidden, lengths).transpose(0, 1)
+        return self.encode_layers(ids, lengths)[1]
+
+    def encode_layers(self, ids: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """RETURNS (Tuple[Tensor, Tensor]): Both BiGRU layers' states, each Float
+            (batch, seq_len, 256).
+        """
+        first = self.layer1.time_major(self.embed(ids.t()), lengths)
+        second = self.layer2.time_major(first, lengths)
+        return first.transpose(0, 1), second.transpose(0, 1)
 
     def forward(self, codepoints: Tensor, lengths: Tensor, fold: bool = True) -> Tensor:
         """codepoints (Tensor): Long (batch, seq_len) raw code points.
