@@ -111,8 +111,8 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def measure(model_dir: Path, dev_path: Path, threads: int) -> Dict[str, object]:
-    """Dev scores, chars/s and size of a trained pipeline, in this process."""
+def measure(model_dir: Path, dev_path: Path, threads: int, speed: bool = True) -> Dict[str, object]:
+    """Dev scores, chars/s (unless ``speed`` is False: None) and size of a trained pipeline."""
     import spacy
     import torch
     from spacy.tokens import DocBin
@@ -124,6 +124,19 @@ def measure(model_dir: Path, dev_path: Path, threads: int) -> Dict[str, object]:
     texts = [doc.text for doc in gold]
     n_chars = sum(len(t) for t in texts)
     scores = nlp.evaluate([Example(nlp.make_doc(d.text), d) for d in gold], batch_size=256)
+    per_type = scores.get("ents_per_type") or {}
+    result: Dict[str, object] = {
+        "dev_p": round(100 * scores["ents_p"], 2),
+        "dev_r": round(100 * scores["ents_r"], 2),
+        "dev_f1": round(100 * scores["ents_f"], 2),
+        "per_type_f1": {k: round(100 * v["f"], 2) for k, v in sorted(per_type.items())},
+        "chars_per_second": None,
+        "chars_per_second_single": None,
+        "size_bytes": dir_size(model_dir),
+        "inference_threads": threads,
+    }
+    if not speed:
+        return result
     list(nlp.pipe(texts[:256], batch_size=256))  # warm-up
     pipe_times, single_times = [], []
     for _ in range(3):
@@ -134,17 +147,9 @@ def measure(model_dir: Path, dev_path: Path, threads: int) -> Dict[str, object]:
     for text in texts:
         nlp(text)
     single_times.append(time.perf_counter() - start)
-    per_type = scores.get("ents_per_type") or {}
-    return {
-        "dev_p": round(100 * scores["ents_p"], 2),
-        "dev_r": round(100 * scores["ents_r"], 2),
-        "dev_f1": round(100 * scores["ents_f"], 2),
-        "per_type_f1": {k: round(100 * v["f"], 2) for k, v in sorted(per_type.items())},
-        "chars_per_second": round(n_chars / statistics.median(pipe_times)),
-        "chars_per_second_single": round(n_chars / statistics.median(single_times)),
-        "size_bytes": dir_size(model_dir),
-        "inference_threads": threads,
-    }
+    result["chars_per_second"] = round(n_chars / statistics.median(pipe_times))
+    result["chars_per_second_single"] = round(n_chars / statistics.median(single_times))
+    return result
 
 
 def table(results: Dict[str, Dict[str, object]]) -> str:
@@ -156,7 +161,7 @@ def table(results: Dict[str, Dict[str, object]]) -> str:
                r["chars_per_second"], r["chars_per_second_single"],
                round(r["size_bytes"] / 1e6, 1)]  # fmt: skip
         row += [r["per_type_f1"].get(label, "n/a") for label in LABELS]
-        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+        lines.append("| " + " | ".join("n/a" if v is None else str(v) for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -194,11 +199,16 @@ def seed_summary(runs: List[Dict[str, object]]) -> Dict[str, object]:
         "dev_f1_mean": round(statistics.mean(f1), 2),
         "dev_f1_std": round(statistics.pstdev(f1), 2),
         "train_seconds": round(statistics.mean(float(r["train_seconds"]) for r in runs), 1),  # type: ignore[arg-type]
-        "chars_per_second": round(statistics.mean(float(r["chars_per_second"]) for r in runs)),  # type: ignore[arg-type]
-        "chars_per_second_single": round(statistics.mean(float(r["chars_per_second_single"]) for r in runs)),  # type: ignore[arg-type]
+        "chars_per_second": _mean_or_none([r["chars_per_second"] for r in runs]),
+        "chars_per_second_single": _mean_or_none([r["chars_per_second_single"] for r in runs]),
         "per_type_f1_seed0": runs[0]["per_type_f1"],
         "size_bytes": runs[0]["size_bytes"],
     }
+
+
+def _mean_or_none(values: List[object]) -> Optional[int]:
+    numbers = [float(v) for v in values if v is not None]  # type: ignore[arg-type]
+    return round(statistics.mean(numbers)) if numbers else None
 
 
 def main() -> None:
@@ -225,6 +235,8 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep finished runs in --out")
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/cluener.json")
     parser.add_argument("--train-only", action="store_true", help="train, measure later with --reuse")
+    parser.add_argument("--no-speed", action="store_true",
+                        help="dev scores and sizes only (benchmarks/inference_speed.py measures speed)")
     parser.add_argument(
         "--inference-threads", type=int, default=1,
         help="torch threads when measuring speed (spaCy's ner runs on one thread)",
@@ -265,7 +277,8 @@ def main() -> None:
 
     results: Dict[str, Dict[str, object]] = {}
     for name, _, _, _ in jobs:
-        results[name] = {**timings[name], **measure(out / name / "model-best", corpus["dev"], args.inference_threads)}
+        measured = measure(out / name / "model-best", corpus["dev"], args.inference_threads, not args.no_speed)
+        results[name] = {**timings[name], **measured}
     print(table(results))
     reference = f"{OURS}_seed0"
     if args.ablations is not None and reference in results:
