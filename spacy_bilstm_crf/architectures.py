@@ -8,7 +8,7 @@ architecture returns a thin thinc ``Model`` whose torch layer is built by
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy
 import torch

@@ -1,8 +1,6 @@
 """The training length follows the size of the training corpus."""
-import itertools
 from pathlib import Path
 
-import pytest
 import spacy
 from spacy.schemas import ConfigSchemaTraining
 from spacy.tokens import DocBin
@@ -34,7 +32,6 @@ def write_corpus(path: Path, copies: int) -> Path:
 
 
 def scaled_training(tmp_path: Path, copies: int, epochs: float) -> dict:
-    config = load_config(REPO / "configs" / "bilstm_crf_fast.cfg")
     train = write_corpus(tmp_path / f"train{copies}.spacy", copies)
     dev = write_corpus(tmp_path / "dev.spacy", 1)
     overrides = {
