@@ -227,7 +227,7 @@ class LexiconFeatures(nn.Module):
             weight = self.weights[row].to(vectors.dtype)[:, :, None]  # 0 where no word
             mean = (prefix[:, length : length + n_starts] - prefix[:, :n_starts]) / length
             weighted = weight * mean
-            # (set, first position the word covers in it, number of positions covered)
+            # (set, offset from the word's start of the character it is counted at)
             places: List[Tuple[int, int]] = []
             if length == 1:
                 places.append((3, 0))
