@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from .codepoints import normalize_codepoints
 from .crf import LinearChainCRF, lengths_to_mask
 from .lac import LACEncoder
 from .lexicon import N_LEXICON_FLAGS, N_POS_FLAGS, N_SETS, LexiconFeatures
@@ -21,18 +22,6 @@ N_CHAR_CLASSES = 8
 # Mixes a code point pair into one bigram key: larger than any code point + 2.
 _BIGRAM_BASE = 0x110003
 _BOUNDARY = -1  # the "code point" before the first and after the last character
-
-
-def normalize_codepoints(codepoints: Tensor) -> Tensor:
-    """Fold full-width ASCII to half-width, the ideographic space to a space and A-Z to a-z.
-
-    Chinese text mixes full- and half-width forms of the same letters and digits;
-    folding them gives each one embedding and makes rare forms less rare.
-    """
-    cp = codepoints
-    cp = torch.where((cp >= 0xFF01) & (cp <= 0xFF5E), cp - 0xFEE0, cp)
-    cp = torch.where(cp == 0x3000, torch.full_like(cp, 0x20), cp)
-    return torch.where((cp >= 0x41) & (cp <= 0x5A), cp + 32, cp)
 
 
 def _within(cp: Tensor, lo: int, hi: int) -> Tensor:
@@ -278,21 +267,13 @@ class BiLSTMCRF(nn.Module):
         return self.project(hidden)
 
     def _lac_states(self, codepoints: Tensor, lengths: Tensor) -> Tensor:
-        """LAC's contextual states, zero at padding; without gradients unless fine-tuned."""
+        """LAC's contextual states, zero at padding."""
         lac = self.lac
         assert lac is not None
         mask = lengths_to_mask(lengths, codepoints.shape[1])[:, :, None]
-        ids = lac.char_ids(codepoints)
-        # Frozen layers run without gradients; trained ones (from the top) with.
-        with torch.no_grad():
-            embedded = lac.embed(ids.t())
-            first = lac.layer1.time_major(embedded, lengths) if self.lac_finetune < 2 else embedded
-            second = lac.layer2.time_major(first, lengths) if self.lac_finetune < 1 else first
-        if self.lac_finetune == 2:
-            first = lac.layer1.time_major(embedded, lengths)
-        if self.lac_finetune >= 1:
-            second = lac.layer2.time_major(first, lengths)
-        first, second = first.transpose(0, 1), second.transpose(0, 1)
+        # Frozen layers' parameters do not require gradients, so autograd records
+        # nothing for them: only the fine-tuned top layers build a graph.
+        first, second = lac.encode_layers(lac.char_ids(codepoints), lengths)
         states = second if self.lac_layers == 1 else torch.cat([first, second], dim=-1)
         return torch.where(mask, states, torch.zeros_like(states))
 

@@ -1,6 +1,6 @@
 """Shared fixtures: a small pipeline overfit once per test session."""
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import pytest
 import spacy
@@ -46,11 +46,11 @@ def make_examples(nlp: Language) -> List[Example]:
     ]
 
 
-def train_small(scheme: str = "BIOES", steps: int = 150, seed: int = 0) -> Language:
-    """A blank zh pipeline with bilstm_crf_ner overfit on TRAIN_DATA."""
+def train_small(scheme: str = "BIOES", steps: int = 150, seed: int = 0, model: Optional[dict] = None) -> Language:
+    """A blank zh pipeline with bilstm_crf_ner overfit on TRAIN_DATA (model: SMALL_MODEL by default)."""
     spacy.util.fix_random_seed(seed)
     nlp = spacy.blank("zh")
-    nlp.add_pipe("bilstm_crf_ner", config={"scheme": scheme, "model": SMALL_MODEL})
+    nlp.add_pipe("bilstm_crf_ner", config={"scheme": scheme, "model": model or SMALL_MODEL})
     examples = make_examples(nlp)
     optimizer = nlp.initialize(lambda: examples)
     optimizer.learn_rate = 0.01

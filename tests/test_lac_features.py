@@ -14,7 +14,7 @@ from spacy_bilstm_crf.deploy import export_pipeline, quantize_pipeline, script_m
 from spacy_bilstm_crf.lac import load_lac_encoder
 from spacy_bilstm_crf.serving import Tagger
 
-from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples
+from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples, train_small
 
 ALL_FEATURES = {
     **SMALL_MODEL,
@@ -31,16 +31,8 @@ TEXTS = [text for text, _ in TRAIN_DATA] + [
 ]  # fmt: skip
 
 
-def train(model: dict, steps: int, seed: int = 0):
-    spacy.util.fix_random_seed(seed)
-    nlp = spacy.blank("zh")
-    nlp.add_pipe("bilstm_crf_ner", config={"model": model})
-    examples = make_examples(nlp)
-    optimizer = nlp.initialize(lambda: examples)
-    optimizer.learn_rate = 0.01
-    for _ in range(steps):
-        nlp.update(examples, sgd=optimizer)
-    return nlp
+def train(model: dict, steps: int):
+    return train_small(steps=steps, model=model)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from typing import Final, List, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..codepoints import normalize_codepoints
+
 VOCAB_SIZE = 20941  # LAC's word.dic ids 0..20940
 OOV_ID = 20940
 N_VOCAB_CHARS = 20935  # the single characters among them (the rest are OOV_* names)
@@ -26,13 +28,6 @@ def reverse_index(lengths: Tensor, seq_len: int) -> Tensor:
     positions = torch.arange(seq_len, device=lengths.device)[None, :]
     flipped = lengths[:, None] - 1 - positions
     return torch.where(flipped >= 0, flipped, positions)
-
-
-def fold_codepoints(cp: Tensor) -> Tensor:
-    """Full-width ASCII to half-width, the ideographic space to a space, A-Z to a-z."""
-    cp = torch.where((cp >= 0xFF01) & (cp <= 0xFF5E), cp - 0xFEE0, cp)
-    cp = torch.where(cp == 0x3000, torch.full_like(cp, 0x20), cp)
-    return torch.where((cp >= 0x41) & (cp <= 0x5A), cp + 32, cp)
 
 
 class PaddleBiGRU(nn.Module):
@@ -146,7 +141,7 @@ class LACEncoder(nn.Module):
         fold (bool): Fold full-width forms and capitals before the lookup (False: as
             jieba's LAC reader does).
         """
-        return self._lookup(fold_codepoints(codepoints) if fold else codepoints)
+        return self._lookup(normalize_codepoints(codepoints) if fold else codepoints)
 
     def encode_ids(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """ids (Tensor): Long (batch, seq_len) vocabulary ids.
