@@ -196,16 +196,17 @@ class LexiconFeatures(nn.Module):
         batch, seq_len = shape[0], shape[1]
         n_groups = self._n_pos_flags // 2
         flags = torch.zeros(batch, seq_len, self._n_pos_flags, dtype=torch.bool, device=self.keys.device)
+        groups = torch.arange(1, n_groups + 1, device=self.keys.device)
         for index, row in enumerate(rows):
             length = index + 1
             n_starts = seq_len - length + 1
-            group = self.pos[row]  # 0 where no word or no type
-            for g in range(n_groups):
-                match = group == g + 1
-                flags[:, :n_starts, 2 * g] = flags[:, :n_starts, 2 * g] | match
-                for offset in range(1, length):
-                    inner = flags[:, offset : offset + n_starts, 2 * g + 1] | match
-                    flags[:, offset : offset + n_starts, 2 * g + 1] = inner
+            # (batch, n_starts, n_groups): the word starting here is of group g (0: none).
+            match = self.pos[row][:, :, None] == groups
+            # Even channels: begins a word of the group; odd: covers it past its first character.
+            flags[:, :n_starts, 0::2] = flags[:, :n_starts, 0::2] | match
+            for offset in range(1, length):
+                inner = flags[:, offset : offset + n_starts, 1::2] | match
+                flags[:, offset : offset + n_starts, 1::2] = inner
         return flags.to(torch.float32)
 
     def pooled(self, rows: List[Tensor], vectors: Tensor) -> Tensor:
