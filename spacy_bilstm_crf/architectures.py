@@ -12,13 +12,13 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy
 import torch
-from spacy.attrs import IDX
 from spacy.tokens import Doc
 from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3, torch2xp, xp2torch
 from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.util import get_torch_default_device
 
+from .chars import doc_chars
 from .lac import LACEncoder
 from .lac.encoder import OOV_ID
 from .model import BiLSTMCRF
@@ -263,15 +263,10 @@ def get_torch_module(model: Model) -> BiLSTMCRF:
 
 
 def doc_codepoints(doc: Doc) -> numpy.ndarray:
-    """The Unicode code point of each token's first character, without a per-token loop.
-
-    The component expects one token per character (``spacy.blank("zh")``'s default
-    segmenter); a longer token is represented by its first character.
+    """The code points of the characters of a doc's tokens, as the network reads them
+    (see ``chars.py``): one per token under the character segmenter.
     """
-    if len(doc) == 0:
-        return numpy.zeros(0, dtype="int64")
-    text = numpy.frombuffer(doc.text.encode("utf-32-le"), dtype="<u4")
-    return text[doc.to_array(IDX).astype("int64")].astype("int64")
+    return doc_chars(doc).codepoints
 
 
 def pad_batch(arrays: Sequence[numpy.ndarray], fill: int) -> numpy.ndarray:

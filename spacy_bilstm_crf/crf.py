@@ -26,6 +26,24 @@ def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def constrain(emissions: Tensor, forced: Tensor, fill: float) -> Tensor:
+    """Emissions where every tag but the forced one scores ``fill``, at forced positions.
+
+    The paths that remain are exactly those through the forced tags, so the CRF's
+    partition function over them is a sum over the paths consistent with partial
+    labels, and Viterbi over them is constrained decoding.
+
+    emissions (Tensor): Float (batch, max_len, n_tags).
+    forced (Tensor): Long (batch, max_len): a tag id, or -1 where any tag may stand.
+    fill (float): ``BANNED`` where gradients flow, ``-inf`` for decoding.
+    RETURNS (Tensor): Float, the shape of ``emissions``.
+    """
+    tag_ids = torch.arange(emissions.shape[-1], device=emissions.device)
+    forced = forced.unsqueeze(-1)
+    keep = (forced < 0) | (tag_ids == forced)
+    return torch.where(keep, emissions, torch.full_like(emissions, fill))
+
+
 class LinearChainCRF(nn.Module):
     """A linear-chain CRF with start/end transitions and optional constraints.
 
@@ -63,6 +81,13 @@ class LinearChainCRF(nn.Module):
             torch.where(self.allowed_start, self.start_transitions.to(dtype), fill),
             torch.where(self.allowed_end, self.end_transitions.to(dtype), fill),
         )
+
+    def masked_scores(self, banned: float = BANNED) -> Tuple[Tensor, Tensor, Tensor]:
+        """RETURNS (Tuple[Tensor, Tensor, Tensor]): Float32 (transitions, start, end) as
+            the CRF uses them, banned entries ``banned``; no gradient.
+        """
+        with torch.no_grad():
+            return self._masked(banned, torch.float32)
 
     # -- training -------------------------------------------------------------------
 
@@ -123,14 +148,75 @@ class LinearChainCRF(nn.Module):
     def nll(self, emissions: Tensor, tags: Tensor, lengths: Tensor) -> Tensor:
         """The negative log-likelihood of the gold paths, per sentence.
 
+        Tags of -1 are missing annotation (partial labels): the likelihood is then that
+        of every path consistent with the known tags, ``log Z - log Z(known)``, rather
+        than of one path with the gaps read as ``O``. Without missing tags it is the
+        ordinary ``log Z - score(gold)``.
+
+        tags (Tensor): Long (batch, max_len) gold tag ids, -1 where missing.
         RETURNS (Tensor): Float32 (batch,), each >= 0 (up to rounding).
         """
-        return self.log_partition(emissions, lengths) - self.path_score(emissions, tags, lengths)
+        log_z = self.log_partition(emissions, lengths)
+        mask = lengths_to_mask(lengths, tags.shape[1])
+        if bool(((tags < 0) & mask).any()):
+            known = constrain(emissions, torch.where(mask, tags, torch.full_like(tags, -1)), BANNED)
+            return log_z - self.log_partition(known, lengths)
+        return log_z - self.path_score(emissions, tags, lengths)
+
+    def forward_backward(self, emissions: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The forward and backward log-scores of every position and tag.
+
+        ``alpha[b, t, k]`` is the log-sum-exp of the scores of the path prefixes that end
+        in tag k at t (its emission included); ``beta[b, t, k]`` that of the suffixes
+        after t given tag k at t (end transition included, emission at t not). Both use
+        the scaled matmul form of :meth:`log_partition`. Positions past a sentence's end
+        hold no meaning.
+
+        emissions (Tensor): Float (batch, max_len, n_tags), e.g. constrained by :func:`constrain`.
+        lengths (Tensor): Int (batch,).
+        RETURNS (Tuple[Tensor, Tensor, Tensor]): alpha, beta (batch, max_len, n_tags) and
+            log Z (batch,), float32 (float64 for float64 emissions).
+        """
+        with _float32(emissions), torch.no_grad():
+            emissions = emissions.to(_compute_dtype(emissions))
+            batch, max_len, n_tags = emissions.shape
+            trans, start, end = self._masked(BANNED, emissions.dtype)
+            alpha = emissions.new_zeros(batch, max_len, n_tags)
+            beta = emissions.new_zeros(batch, max_len, n_tags)
+            if max_len == 0:
+                return alpha, beta, emissions.new_zeros(batch)
+            tiny = torch.finfo(emissions.dtype).tiny
+            col_max = trans.max(dim=0, keepdim=True).values
+            exp_cols = torch.exp(trans - col_max)
+            row_max = trans.max(dim=1).values
+            exp_rows_t = torch.exp(trans - row_max[:, None]).t()
+            alpha[:, 0] = start + emissions[:, 0]
+            for t in range(1, max_len):
+                prev = alpha[:, t - 1]
+                shift = prev.max(dim=1, keepdim=True).values
+                summed = torch.exp(prev - shift) @ exp_cols
+                alpha[:, t] = torch.log(summed.clamp_min(tiny)) + shift + col_max + emissions[:, t]
+            last = (lengths - 1).clamp_min(0)
+            beta[:, max_len - 1] = end
+            for t in range(max_len - 2, -1, -1):
+                after = emissions[:, t + 1] + beta[:, t + 1]
+                shift = after.max(dim=1, keepdim=True).values
+                summed = torch.exp(after - shift) @ exp_rows_t
+                inner = torch.log(summed.clamp_min(tiny)) + shift + row_max
+                # The last position of each sentence ends it: only the end transition follows.
+                beta[:, t] = torch.where((t >= last)[:, None], end.expand(batch, n_tags), inner)
+            final = alpha.gather(1, last[:, None, None].expand(batch, 1, n_tags)).squeeze(1)
+            log_z = torch.logsumexp(final + end, dim=1)
+            return alpha, beta, torch.where(lengths > 0, log_z, torch.zeros_like(log_z))
 
     # -- inference ------------------------------------------------------------------
 
     def decode(self, emissions: Tensor, lengths: Tensor, pad: int = -1) -> Tensor:
         """The best valid tag path of each sentence (batched Viterbi).
+
+        For decoding under forced tags, pass ``constrain(emissions, forced, -inf)``:
+        at least one valid path must then remain (forced tags that come from
+        well-formed entities always leave one).
 
         emissions (Tensor): Float (batch, max_len, n_tags).
         lengths (Tensor): Int (batch,).

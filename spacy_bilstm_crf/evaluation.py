@@ -7,11 +7,17 @@ different (a tokenization mismatch, partially annotated gold docs), and
 
 Scores are kept as spaCy gives them (floats in 0..1) in the returned dict and
 ``*.json``; the markdown report shows percentages, like the CLUENER tables.
+
+When the pipeline has a component that scores its entities (attributes
+``confidence`` and ``spans_key``), the pass runs with confidence on and the
+scores also hold how well calibrated those confidences are (see
+:mod:`.calibration`).
 """
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from spacy import displacy
 from spacy.language import Language
@@ -19,6 +25,8 @@ from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.vocab import Vocab
+
+from .calibration import calibrate_docs
 
 # seqeval is an optional extra: it pulls scikit-learn and scipy, which training,
 # serving and the other commands do not need, so it is imported only when scoring.
@@ -246,8 +254,39 @@ def count_ents(docs: Iterable[Doc]) -> Dict[str, int]:
     return counts
 
 
+def find_confidence_pipe(nlp: Language) -> Optional[Tuple[str, Any]]:
+    """The first component that can score its entities.
+
+    nlp (Language): The pipeline.
+    RETURNS (Optional[Tuple[str, Any]]): ``(name, component)`` of the first
+        component with the attributes ``confidence`` and ``spans_key``, or ``None``.
+    """
+    for name, pipe in nlp.pipeline:
+        if hasattr(pipe, "confidence") and hasattr(pipe, "spans_key"):
+            return name, pipe
+    return None
+
+
+@contextmanager
+def confidence_on(pipe: Any) -> Iterator[None]:
+    """Switch a component's confidence on, and back to its old value afterwards.
+
+    pipe (Any): A component with a ``confidence`` attribute.
+    """
+    old = pipe.confidence
+    pipe.confidence = True
+    try:
+        yield
+    finally:
+        pipe.confidence = old
+
+
 def evaluate_docs(
-    nlp: Language, gold_docs: Sequence[Doc], batch_size: int = 256
+    nlp: Language,
+    gold_docs: Sequence[Doc],
+    batch_size: int = 256,
+    calibration: bool = True,
+    n_bins: int = 10,
 ) -> EvaluationResult:
     """Predict on the gold docs and score the predictions with spaCy and seqeval.
 
@@ -256,15 +295,29 @@ def evaluate_docs(
     predictions as false positives. (A doc whose entities were set, even to
     ``[]``, is annotated.)
 
+    If a component can score its entities (see :func:`find_confidence_pipe`)
+    and ``calibration`` is True, the pass runs with its confidence on (the
+    entities are the same; the speed is that of scoring them too) and
+    ``scores["calibration"]`` holds ``ece``, ``brier``, ``n_spans``, ``bins``,
+    ``spans_key`` and ``component`` over every span of ``doc.spans[spans_key]``.
+
     nlp (Language): The loaded pipeline.
     gold_docs (Sequence[Doc]): The gold docs.
     batch_size (int): Docs per ``nlp.pipe`` batch.
+    calibration (bool): Measure the calibration of entity confidences, if a
+        component provides them.
+    n_bins (int): Equal-width confidence bins for the calibration error.
     RETURNS (EvaluationResult): Scores, reports and the predicted docs.
     RAISES (ImportError): seqeval is not installed.
     """
     require_seqeval()  # before the prediction pass, not after it
     gold = [doc for doc in gold_docs if doc.has_annotation("ENT_IOB")]
-    predicted, seconds = predict(nlp, gold, batch_size=batch_size)
+    scorer = find_confidence_pipe(nlp) if calibration else None
+    if scorer is None:
+        predicted, seconds = predict(nlp, gold, batch_size=batch_size)
+    else:
+        with confidence_on(scorer[1]):
+            predicted, seconds = predict(nlp, gold, batch_size=batch_size)
     examples = [Example(pred, ref) for pred, ref in zip(predicted, gold)]
     scores = spacy_scores(examples)
     report, seq_f1 = seqeval_scores(gold, predicted)
@@ -292,6 +345,10 @@ def evaluate_docs(
             "score_scale": "0-1",
         }
     )
+    if scorer is not None:
+        name, pipe = scorer
+        result = calibrate_docs(predicted, gold, pipe.spans_key, n_bins=n_bins)
+        scores["calibration"] = {**result.to_dict(), "spans_key": pipe.spans_key, "component": name}
     return EvaluationResult(scores, report, seq_f1, predicted, gold)
 
 
@@ -356,52 +413,101 @@ def score_table(scores: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_report(result: EvaluationResult, model: str, data: str) -> str:
+def _num(value: Optional[float]) -> str:
+    """A 0..1 number with 4 decimals, ``n/a`` for ``None``."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def calibration_section(calibration: Mapping[str, Any], image: Optional[str] = None) -> str:
+    """The report's calibration section: ECE, Brier, the bin table and the picture.
+
+    calibration (Mapping[str, Any]): ``scores["calibration"]`` of an evaluation.
+    image (Optional[str]): The reliability diagram's file name, relative to the
+        report; ``None`` when no picture was drawn (matplotlib is not installed).
+    RETURNS (str): Markdown, ending with a blank line.
+    """
+    c = calibration
+    lines = [
+        "## Calibration of entity confidence",
+        "",
+        f"Over the {c['n_spans']} scored spans of `doc.spans[\"{c['spans_key']}\"]` "
+        f"(component `{c['component']}`; a span is correct when a gold entity has the same "
+        "start, end and label): expected calibration error (ECE) "
+        f"**{_num(c['ece'])}**, Brier score **{_num(c['brier'])}** (0..1, lower is better).",
+        "",
+        "| Confidence | Spans | Mean confidence | Accuracy |",
+        "|:--|--:|--:|--:|",
+    ]
+    for row in c["bins"]:
+        lines.append(
+            f"| {row['lower']:.2f}–{row['upper']:.2f} | {row['count']} "
+            f"| {_num(row['confidence'])} | {_num(row['accuracy'])} |"
+        )
+    lines.append("")
+    if image is not None:
+        lines.append(f"![reliability]({image})")
+    else:
+        lines.append(
+            "No reliability diagram: matplotlib is not installed "
+            '(`pip install matplotlib`, or `pip install "spacy-bilstm-crf[bench]"`).'
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_report(
+    result: EvaluationResult, model: str, data: str, reliability_image: Optional[str] = None
+) -> str:
     """The markdown evaluation report.
 
     result (EvaluationResult): The evaluation.
     model (str): How to name the model in the title (e.g. its directory name).
     data (str): How to name the data (e.g. ``dev.spacy``).
+    reliability_image (Optional[str]): The reliability diagram's file name next
+        to the report, if one was written.
     RETURNS (str): The markdown text.
     """
     s = result.scores
-    return "\n".join(
-        [
-            f"# Evaluation of `{model}` on `{data}`",
-            "",
-            "## Scores per entity type (percent)",
-            "",
-            score_table(s),
-            "",
-            "P/R/F1 are spaCy's exact-span entity scores (`spacy.scorer.get_ner_prf`). "
-            "The paper column is the BiLSTM+CRF baseline of CLUENER2020 (Xu et al. 2020, "
-            "arXiv:2001.04351; per-type table of the CLUEbenchmark/CLUENER2020 README, "
-            "whose overall row is labelled *Overall@Macro*) on the **test** set, F1 only. "
-            "The re-implementation column is the widely used hemingkx/CLUENER2020 "
-            "BiLSTM+CRF on the **dev** set (overall 67.47). Test and dev numbers are "
-            "not directly comparable.",
-            "",
-            "## seqeval (entity level, strict IOB2)",
-            "",
-            "```",
-            result.seqeval_report.rstrip(),
-            "```",
-            "",
-            f"Micro F1: spaCy {100 * s['ents_f']:.4f}, seqeval {100 * result.seqeval_f1:.4f}, "
-            f"difference {s['spacy_minus_seqeval_f1_points']:+.4f} points "
-            f"(tolerance {AGREEMENT_TOLERANCE}).",
-            "",
-            "## Counts",
-            "",
-            f"- Docs: {s['n_docs']} (skipped without entity annotation: {s['n_docs_unannotated']})",
-            f"- Gold entities: {s['n_gold_ents']}",
-            f"- Predicted entities: {s['n_pred_ents']}",
-            f"- Characters: {s['n_chars']}, tokens: {s['n_tokens']}",
-            f"- Evaluation pass: {s['seconds']:.3f} s, "
-            f"{s['chars_per_second']:.0f} chars/s, {s['speed']:.0f} tokens/s",
-            "",
-        ]
-    )
+    calibration = s.get("calibration")
+    confidence_note = " (entity confidence on)" if calibration is not None else ""
+    sections = [
+        f"# Evaluation of `{model}` on `{data}`",
+        "",
+        "## Scores per entity type (percent)",
+        "",
+        score_table(s),
+        "",
+        "P/R/F1 are spaCy's exact-span entity scores (`spacy.scorer.get_ner_prf`). "
+        "The paper column is the BiLSTM+CRF baseline of CLUENER2020 (Xu et al. 2020, "
+        "arXiv:2001.04351; per-type table of the CLUEbenchmark/CLUENER2020 README, "
+        "whose overall row is labelled *Overall@Macro*) on the **test** set, F1 only. "
+        "The re-implementation column is the widely used hemingkx/CLUENER2020 "
+        "BiLSTM+CRF on the **dev** set (overall 67.47). Test and dev numbers are "
+        "not directly comparable.",
+        "",
+        "## seqeval (entity level, strict IOB2)",
+        "",
+        "```",
+        result.seqeval_report.rstrip(),
+        "```",
+        "",
+        f"Micro F1: spaCy {100 * s['ents_f']:.4f}, seqeval {100 * result.seqeval_f1:.4f}, "
+        f"difference {s['spacy_minus_seqeval_f1_points']:+.4f} points "
+        f"(tolerance {AGREEMENT_TOLERANCE}).",
+        "",
+        "## Counts",
+        "",
+        f"- Docs: {s['n_docs']} (skipped without entity annotation: {s['n_docs_unannotated']})",
+        f"- Gold entities: {s['n_gold_ents']}",
+        f"- Predicted entities: {s['n_pred_ents']}",
+        f"- Characters: {s['n_chars']}, tokens: {s['n_tokens']}",
+        f"- Evaluation pass: {s['seconds']:.3f} s, "
+        f"{s['chars_per_second']:.0f} chars/s, {s['speed']:.0f} tokens/s{confidence_note}",
+        "",
+    ]
+    if calibration is not None:
+        sections.append(calibration_section(calibration, reliability_image))
+    return "\n".join(sections)
 
 
 def render_displacy(docs: Sequence[Doc], limit: int = 50) -> str:

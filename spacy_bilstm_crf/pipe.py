@@ -1,6 +1,8 @@
 """The ``bilstm_crf_ner`` component: a TrainablePipe that sets ``doc.ents``."""
 import os
 import warnings
+from collections import Counter
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -12,7 +14,8 @@ from spacy import util
 from spacy.errors import Errors
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.tokens import Doc, Span
+from spacy.attrs import ENT_IOB, ENT_TYPE, IDX
+from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, xp2torch
@@ -23,7 +26,11 @@ from .architectures import (
     doc_codepoints,
     featurize,
     get_torch_module,
+    pad_batch,
 )
+from .chars import BOUNDARY_RULES, DocChars, chars_to_tokens, doc_chars, preset_tags
+from .confidence import Lattice, candidate_spans, span_probabilities
+from .crf import BANNED, constrain
 from .integrity import CHECKSUM_KEY, check_weights, parse_cfg, weights_checksum
 from .lac import load_lac_encoder
 from .lexicon import load_lexicon
@@ -67,7 +74,7 @@ os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
 
 @Language.factory(
     "bilstm_crf_ner",
-    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
     default_config={
         "model": DEFAULT_MODEL,
         "scheme": "BIOES",
@@ -75,6 +82,12 @@ os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
         "window_size": 512,
         "window_overlap": 64,
         "batch_chars": 16384,
+        "preset_ents": "keep",
+        "confidence": False,
+        "spans_key": "bilstm_crf_ner",
+        "threshold": None,
+        "min_confidence": 0.0,
+        "boundary": "expand",
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
@@ -88,6 +101,12 @@ def make_bilstm_crf_ner(
     window_size: int,
     window_overlap: int,
     batch_chars: int,
+    preset_ents: str,
+    confidence: bool,
+    spans_key: str,
+    threshold: Optional[float],
+    min_confidence: float,
+    boundary: str,
     scorer: Optional[Callable],
 ) -> "BiLSTMCRFNER":
     """Create a BiLSTM-CRF named-entity recognizer.
@@ -100,6 +119,21 @@ def make_bilstm_crf_ner(
     window_overlap (int): Characters of context each window adds on both sides of its cut.
     batch_chars (int): Most padded characters per forward pass in prediction; sequences
         are grouped by length so a long one does not pad a batch of short ones.
+    preset_ents (str): ``"keep"`` (default): entities already on the Doc (e.g. from an
+        ``entity_ruler``) are kept, with any label, and the CRF decodes the best valid
+        tags around them; blocked tokens stay outside. ``"overwrite"``: they are replaced.
+    confidence (bool): Compute the exact probability of each predicted entity and put
+        the entities in ``doc.spans[spans_key]``, with the probabilities in the group's
+        ``attrs["scores"]``.
+    spans_key (str): The key of ``doc.spans`` for the scored spans.
+    threshold (Optional[float]): With confidence, also add every other span (of any
+        label, up to 32 characters) whose probability is at least this to the group.
+    min_confidence (float): Entities less probable than this are left out of
+        ``doc.ents`` (they stay in ``doc.spans`` with their score). Above 0 it computes
+        the confidence.
+    boundary (str): Under a tokenizer that is not the character segmenter, how a found
+        entity that cuts a token maps to tokens: ``"expand"`` (default) to the tokens it
+        touches, ``"contract"`` to the tokens it covers whole, or ``"drop"``.
     scorer (Optional[Callable]): The scoring method, by default ``spacy.ner_scorer.v1``.
     """
     return BiLSTMCRFNER(
@@ -111,17 +145,47 @@ def make_bilstm_crf_ner(
         window_size=window_size,
         window_overlap=window_overlap,
         batch_chars=batch_chars,
+        preset_ents=preset_ents,
+        confidence=confidence,
+        spans_key=spans_key,
+        threshold=threshold,
+        min_confidence=min_confidence,
+        boundary=boundary,
         scorer=scorer,
     )
+
+
+PRESET_MODES = ("keep", "overwrite")
+# The longest candidate span scored when ``threshold`` is set, in characters.
+CANDIDATE_MAX_LEN = 32
+
+
+@dataclass
+class DocPrediction:
+    """What ``predict`` found in one doc, in the characters the network reads.
+
+    tags (numpy.ndarray): Int64 tag ids, one per character (``chars.py``).
+    spans (List[Tuple[int, int, int]]): The entities, ``(start, end, label index)`` in characters.
+    scores (Optional[numpy.ndarray]): The probability of each entity, with confidence on.
+    candidates (List[Tuple[int, int, int, float]]): Other spans above ``threshold``, with
+        their probabilities.
+    """
+
+    tags: numpy.ndarray
+    spans: List[Tuple[int, int, int]]
+    scores: Optional[numpy.ndarray] = None
+    candidates: Optional[List[Tuple[int, int, int, float]]] = None
 
 
 class BiLSTMCRFNER(TrainablePipe):
     """Character BiLSTM-CRF NER with batched, constrained Viterbi decoding.
 
     Every decoded tag sequence is valid under the tag scheme, so ``doc.ents``
-    always comes from a well-formed sequence. Tokens are expected to be single
-    characters (``spacy.blank("zh")``). Gold tokens with missing NER annotation
-    are trained as ``O``.
+    always comes from a well-formed sequence. The network tags characters: under
+    ``spacy.blank("zh")`` each token is one, under a word tokenizer each token's
+    characters are tagged and entities map back to tokens (``boundary``). Gold
+    tokens with missing NER annotation (``ent_iob == 0``) are marginalized in
+    training: every tagging consistent with the known tokens counts.
     """
 
     def __init__(
@@ -135,8 +199,21 @@ class BiLSTMCRFNER(TrainablePipe):
         window_size: int = 512,
         window_overlap: int = 64,
         batch_chars: int = 16384,
+        preset_ents: str = "keep",
+        confidence: bool = False,
+        spans_key: str = "bilstm_crf_ner",
+        threshold: Optional[float] = None,
+        min_confidence: float = 0.0,
+        boundary: str = "expand",
         scorer: Optional[Callable] = None,
     ) -> None:
+        if preset_ents not in PRESET_MODES:
+            raise ValueError(f"'{name}': preset_ents must be one of {list(PRESET_MODES)}, got '{preset_ents}'.")
+        if boundary not in BOUNDARY_RULES:
+            raise ValueError(f"'{name}': boundary must be one of {list(BOUNDARY_RULES)}, got '{boundary}'.")
+        for setting, value in (("threshold", threshold), ("min_confidence", min_confidence)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"'{name}': {setting} must be a probability in [0, 1], got {value}.")
         if scheme not in SCHEMES:
             raise ValueError(f"Unknown tag scheme '{scheme}' for '{name}': use one of {sorted(SCHEMES)}.")
         if window_size - 2 * window_overlap < 2 or window_overlap < 0:
@@ -148,6 +225,15 @@ class BiLSTMCRFNER(TrainablePipe):
         self.window_size = window_size
         self.window_overlap = window_overlap
         self.batch_chars = batch_chars
+        self.preset_ents = preset_ents
+        self.confidence = confidence
+        self.spans_key = spans_key
+        self.threshold = threshold
+        self.min_confidence = min_confidence
+        self.boundary = boundary
+        # How found entities mapped to tokens (word tokenizers): aligned, expanded,
+        # contracted, dropped.
+        self.boundary_counts: Counter = Counter()
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -274,47 +360,180 @@ class BiLSTMCRFNER(TrainablePipe):
 
     # -- prediction ---------------------------------------------------------------
 
-    def predict(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
+    def predict(self, docs: Iterable[Doc]) -> List[DocPrediction]:
         """Decode the best valid tag sequence of each doc.
 
-        Docs longer than ``window_size`` are tagged as overlapping windows whose
-        entities are stitched together; all sequences run in groups of similar
-        length (at most ``batch_chars`` padded characters per forward pass).
-        RETURNS (List[numpy.ndarray]): Tag ids per doc.
+        Docs longer than ``window_size`` characters are tagged as overlapping windows
+        whose entities are stitched together; all sequences run in groups of similar
+        length (at most ``batch_chars`` padded characters per forward pass). Entities
+        already on a doc constrain its decoding (``preset_ents``); with confidence on,
+        each entity's probability is computed on the same constrained lattice.
+        RETURNS (List[DocPrediction]): Tags, entities (and scores) per doc, in characters.
         """
         docs = list(docs)
-        if not any(len(doc) for doc in docs):
-            return [numpy.zeros(len(doc), dtype="int64") for doc in docs]
+        chars = [doc_chars(doc) for doc in docs]
+        if not any(len(c.codepoints) for c in chars):
+            return [DocPrediction(numpy.zeros(len(c.codepoints), dtype="int64"), []) for c in chars]
+        scored = self.confidence or self.min_confidence > 0
+        keep = self.preset_ents == "keep"
+        presets = [preset_tags(doc, c, self.scheme) if keep else None for doc, c in zip(docs, chars)]
         # Every doc as windows (one, for all but long docs), every window as a sequence.
-        codepoints = [doc_codepoints(doc) for doc in docs]
-        plans = [plan_windows(cp, self.window_size, self.window_overlap) for cp in codepoints]
-        sequences = [cp[w.start : w.end] for cp, plan in zip(codepoints, plans) for w in plan]
+        plans = [plan_windows(c.codepoints, self.window_size, self.window_overlap) for c in chars]
+        sequences, forced = [], []
+        for c, preset, plan in zip(chars, presets, plans):
+            for w in plan:
+                sequences.append(c.codepoints[w.start : w.end])
+                forced.append(None if preset is None else window_presets(preset, w, len(preset), self.scheme))
         tags: List[numpy.ndarray] = [numpy.zeros(0, dtype="int64")] * len(sequences)
+        lattices: List[Optional[Lattice]] = [None] * len(sequences)
         for group in length_batches([len(seq) for seq in sequences], self.batch_chars):
-            batch = self.model.ops.to_numpy(self.model.predict(([sequences[i] for i in group], None)))
+            group_seqs = [sequences[i] for i in group]
+            if scored or any(forced[i] is not None for i in group):
+                group_tags, group_lattices = self._decode_lattice(group_seqs, [forced[i] for i in group], scored)
+                for i, row, lattice in zip(group, group_tags, group_lattices):
+                    tags[i], lattices[i] = row, lattice
+                continue
+            batch = self.model.ops.to_numpy(self.model.predict((group_seqs, None)))
             for row, i in zip(batch, group):
                 tags[i] = row[: len(sequences[i])]
         result = []
         offset = 0
-        for doc, plan in zip(docs, plans):
-            if len(plan) == 1:
-                result.append(tags[offset])
-            else:
-                spans = [self.scheme.tags_to_spans(t) for t in tags[offset : offset + len(plan)]]
-                stitched = stitch_spans(plan, spans, len(doc))
-                result.append(self.scheme.spans_to_tags(len(doc), stitched))
+        for c, plan in zip(chars, plans):
+            window_tags = tags[offset : offset + len(plan)]
+            window_lattices = lattices[offset : offset + len(plan)]
             offset += len(plan)
+            if len(plan) == 1:
+                doc_tags, spans = window_tags[0], self.scheme.tags_to_spans(window_tags[0])
+            else:
+                found = [self.scheme.tags_to_spans(t) for t in window_tags]
+                spans = stitch_spans(plan, found, len(c.codepoints))
+                doc_tags = self.scheme.spans_to_tags(len(c.codepoints), spans)
+            prediction = DocPrediction(doc_tags, spans)
+            if scored:
+                self._score(prediction, plan, window_lattices)
+            result.append(prediction)
         return result
 
-    def set_annotations(self, docs: Iterable[Doc], tag_ids: List[numpy.ndarray]) -> None:
-        """Set ``doc.ents`` (and so ``token.ent_iob``/``ent_type``) from decoded tags."""
+    def _decode_lattice(
+        self, sequences: List[numpy.ndarray], forced: List[Optional[numpy.ndarray]], scored: bool
+    ) -> Tuple[List[numpy.ndarray], List[Optional[Lattice]]]:
+        """Constrained Viterbi, and with ``scored`` the forward-backward scores, of a group.
+
+        The emissions are the prediction path's (no training noise, whatever the
+        module's mode), so unconstrained tags equal those of ``model.predict``.
+        """
+        module = get_torch_module(self.model)
+        device = next(module.parameters()).device
+        batch = featurize(self.model, sequences, None)
+        padded = xp2torch(batch.codepoints, device=device)
+        lengths = xp2torch(batch.lengths, device=device)
+        fixed = torch.as_tensor(
+            pad_batch([numpy.full(len(s), -1) if f is None else f for s, f in zip(sequences, forced)], -1),
+            device=device,
+        )
+        with torch.no_grad():
+            emissions = module.emissions(padded, lengths).float()
+            tags = module.crf.decode(constrain(emissions, fixed, float("-inf")), lengths).cpu().numpy()
+            rows = [row[: len(seq)] for row, seq in zip(tags, sequences)]
+            if not scored:
+                return rows, [None] * len(sequences)
+            # float64: a probability near 1 is exp of a small difference of scores in the
+            # hundreds, which float32 rounds at ~1e-5; float64 keeps it batch-independent.
+            allowed = constrain(emissions.double(), fixed, BANNED)
+            alpha, beta, log_z = module.crf.forward_backward(allowed, lengths)
+            trans, _, end = module.crf.masked_scores(BANNED)
+        arrays = [t.double().cpu().numpy() for t in (alpha, beta, allowed)]
+        trans_np, end_np, log_z_np = trans.double().cpu().numpy(), end.double().cpu().numpy(), log_z.double().cpu().numpy()
+        lattices: List[Optional[Lattice]] = [
+            Lattice(arrays[0][b, :n], arrays[1][b, :n], arrays[2][b, :n], trans_np, end_np, float(log_z_np[b]))
+            for b, n in enumerate(len(seq) for seq in sequences)
+        ]
+        return rows, lattices
+
+    def _score(self, prediction: DocPrediction, plan: Sequence, lattices: Sequence[Optional[Lattice]]) -> None:
+        """Fill in the entities' probabilities (and the candidates above ``threshold``).
+
+        A long doc's entity is scored in the window that decided it: the one whose own
+        part holds its start, else any window that holds it whole.
+        """
         scheme = self.scheme
-        for doc, tags in zip(docs, tag_ids):
-            spans = [
-                Span(doc, start, end, label=scheme.labels[label])
-                for start, end, label in scheme.tags_to_spans(tags)
+        scores = numpy.zeros(len(prediction.spans), dtype="float64")
+        candidates: List[Tuple[int, int, int, float]] = []
+        for w, lattice in zip(plan, lattices):
+            assert lattice is not None
+            inside = [
+                k
+                for k, (start, end, _) in enumerate(prediction.spans)
+                if w.start <= start and end <= w.end and (len(plan) == 1 or w.own_start <= start < w.own_end)
             ]
-            doc.set_ents(spans, default="outside")
+            local = [(prediction.spans[k][0] - w.start, prediction.spans[k][1] - w.start, prediction.spans[k][2]) for k in inside]
+            scores[inside] = span_probabilities(lattice, scheme, local)
+            if self.threshold is not None:
+                for start, end, label, p in candidate_spans(lattice, scheme, self.threshold, CANDIDATE_MAX_LEN):
+                    if len(plan) == 1 or w.own_start <= start + w.start < w.own_end:
+                        candidates.append((start + w.start, end + w.start, label, p))
+        prediction.scores = scores
+        predicted = set(prediction.spans)
+        prediction.candidates = [c for c in candidates if c[:3] not in predicted]
+
+    def set_annotations(
+        self, docs: Iterable[Doc], predictions: Sequence[Union[DocPrediction, numpy.ndarray]]
+    ) -> None:
+        """Set ``doc.ents`` (and so ``token.ent_iob``/``ent_type``) from the predictions,
+        keeping pre-set entities (``preset_ents``), and with confidence ``doc.spans``.
+
+        predictions (Sequence[Union[DocPrediction, numpy.ndarray]]): From ``predict``, or
+            plain tag ids per character.
+        """
+        scheme = self.scheme
+        keep = self.preset_ents == "keep"
+        for doc, prediction in zip(docs, predictions):
+            if not isinstance(prediction, DocPrediction):
+                prediction = DocPrediction(prediction, scheme.tags_to_spans(prediction))
+            chars = doc_chars(doc)
+            token_spans = chars_to_tokens(prediction.spans, chars, self.boundary, self.boundary_counts)
+            taken = numpy.zeros(len(doc), dtype=bool)
+            preset: List[Span] = []
+            blocked: List[Span] = []
+            if keep:
+                preset = list(doc.ents)
+                for ent in preset:
+                    taken[ent.start : ent.end] = True
+                blocked = blocked_spans(doc)
+                for span in blocked:
+                    taken[span.start : span.end] = True
+            ents: List[Span] = []
+            scored: List[Tuple[Span, float]] = []
+            for k, mapped in enumerate(token_spans):
+                if mapped is None or taken[mapped[0] : mapped[1]].any():
+                    continue  # dropped by the boundary rule, or a pre-set entity
+                taken[mapped[0] : mapped[1]] = True
+                span = Span(doc, mapped[0], mapped[1], label=scheme.labels[prediction.spans[k][2]])
+                score = None if prediction.scores is None else float(prediction.scores[k])
+                if score is None or score >= self.min_confidence:
+                    ents.append(span)
+                if score is not None:
+                    scored.append((span, score))
+            doc.set_ents(preset + ents, blocked=blocked, default="outside")
+            if prediction.scores is not None and self.confidence:
+                self._set_spans(doc, chars, scored, prediction.candidates or [])
+
+    def _set_spans(
+        self, doc: Doc, chars: DocChars, scored: List[Tuple[Span, float]], candidates: List[Tuple[int, int, int, float]]
+    ) -> None:
+        """Put the scored entities, then the candidates, in ``doc.spans[spans_key]``."""
+        mapped = chars_to_tokens(candidates, chars, self.boundary)
+        seen = {(span.start, span.end, span.label_) for span, _ in scored}
+        for (start, end, label, p), token_span in zip(candidates, mapped):
+            if token_span is None:
+                continue
+            span = Span(doc, token_span[0], token_span[1], label=self.scheme.labels[label])
+            if (span.start, span.end, span.label_) not in seen:
+                seen.add((span.start, span.end, span.label_))
+                scored.append((span, p))
+        group = SpanGroup(doc, name=self.spans_key, spans=[span for span, _ in scored])
+        group.attrs["scores"] = [score for _, score in scored]
+        doc.spans[self.spans_key] = group
 
     # -- training -----------------------------------------------------------------
 
@@ -374,8 +593,11 @@ class BiLSTMCRFNER(TrainablePipe):
         )
 
     def _gold_tags(self, example: Example) -> numpy.ndarray:
-        """Gold entity spans of an example as tag ids over its predicted tokens."""
+        """Gold entity spans of an example as tag ids over the characters of its predicted
+        tokens; -1 on the characters of tokens whose annotation is missing.
+        """
         doc = example.predicted
+        chars = doc_chars(doc)
         index = {label: i for i, label in enumerate(self.labels)}
         spans = example.get_aligned_spans_y2x(example.reference.ents, allow_overlap=False)
         triples = []
@@ -386,7 +608,11 @@ class BiLSTMCRFNER(TrainablePipe):
                     f"one of the labels of '{self.name}': {list(self.labels)}."
                 )
             triples.append((span.start, span.end, index[span.label_]))
-        return self.scheme.spans_to_tags(len(doc), triples)
+        tags = self.scheme.spans_to_tags(len(chars.codepoints), chars.token_spans_to_chars(triples))
+        missing = missing_tokens(example)
+        if missing is not None:
+            tags[chars.token_mask_to_chars(missing) & (tags == 0)] = -1
+        return tags
 
     # -- confidence -------------------------------------------------------------
 
@@ -549,6 +775,63 @@ def warn_about_training_settings(training: Dict[str, object], name: str) -> None
         f"(e.g. --training.eval_frequency {max_steps if last_eval == 0 else eval_frequency}"
         f"{'' if last_eval == 0 else f' --training.max_steps {last_eval + eval_frequency}'}). ('{name}')"
     )
+
+
+def window_presets(preset: numpy.ndarray, window, length: int, scheme: TagScheme) -> numpy.ndarray:
+    """A doc's fixed tags (see ``chars.preset_tags``) on one window.
+
+    A pre-set entity cut by the window's edge cannot be decoded as a valid part of
+    an entity there (e.g. a window would start inside it), so its part in the window
+    is fixed to ``O`` instead: no found entity overlaps it, and the entity itself is
+    kept from the doc by ``set_annotations``.
+    """
+    fixed = preset[window.start : window.end].copy()
+    prefix = scheme.tag_prefix
+    if window.start > 0:
+        k = 0
+        while k < len(fixed) and fixed[k] > 0 and prefix[fixed[k]] in ("I", "E"):
+            fixed[k] = 0
+            k += 1
+    if window.end < length:
+        k = len(fixed) - 1
+        while k >= 0 and fixed[k] > 0 and prefix[fixed[k]] in ("B", "I"):
+            fixed[k] = 0
+            k -= 1
+    return fixed
+
+
+def blocked_spans(doc: Doc) -> List[Span]:
+    """The runs of tokens spaCy marks as blocked (outside on purpose, ``ent_iob`` set with
+    no label), e.g. by ``doc.set_ents([], blocked=spans)``.
+    """
+    iob_type = doc.to_array([ENT_IOB, ENT_TYPE])
+    blocked = numpy.isin(iob_type[:, 0], (1, 3)) & (iob_type[:, 1] == 0)
+    if not blocked.any():
+        return []
+    edges = numpy.diff(numpy.concatenate([[0], blocked.astype("int8"), [0]]))
+    starts, ends = numpy.flatnonzero(edges == 1), numpy.flatnonzero(edges == -1)
+    return [Span(doc, int(a), int(b)) for a, b in zip(starts, ends)]
+
+
+def missing_tokens(example: Example) -> Optional[numpy.ndarray]:
+    """RETURNS (Optional[numpy.ndarray]): Bool per predicted token, True where the gold
+        entity annotation is missing (every aligned reference token has ``ent_iob == 0``);
+        None when nothing is missing.
+    """
+    iob = example.reference.to_array(ENT_IOB).reshape(-1)
+    if not (iob == 0).any():
+        return None
+    predicted = example.predicted
+    if len(predicted) == len(example.reference) and numpy.array_equal(
+        predicted.to_array([IDX]), example.reference.to_array([IDX])
+    ):
+        return iob == 0
+    x2y = example.alignment.x2y
+    lengths = numpy.asarray(x2y.lengths)
+    owners = numpy.repeat(numpy.arange(len(predicted)), lengths)
+    missing_refs = (iob == 0)[numpy.asarray(x2y.data).ravel()]
+    counts = numpy.bincount(owners, weights=missing_refs, minlength=len(predicted))
+    return (lengths > 0) & (counts == lengths)
 
 
 def build_char_table(codepoints: Iterable[numpy.ndarray], min_count: int) -> numpy.ndarray:

@@ -224,7 +224,7 @@ def test_empty_batch_is_skipped():
     nlp = train_small(steps=1)
     losses = nlp.update([Example.from_dict(nlp.make_doc(""), {"entities": []})])
     assert losses["bilstm_crf_ner"] == 0.0
-    assert nlp.get_pipe("bilstm_crf_ner").predict([nlp.make_doc("")])[0].shape == (0,)
+    assert nlp.get_pipe("bilstm_crf_ner").predict([nlp.make_doc("")])[0].tags.shape == (0,)
 
 
 def test_marginals_sum_to_one_and_agree_with_decoding(trained_nlp):
@@ -235,7 +235,7 @@ def test_marginals_sum_to_one_and_agree_with_decoding(trained_nlp):
     assert [m.shape for m in marginals] == [(15, n_tags), (0, n_tags), (2, n_tags)]
     numpy.testing.assert_allclose(marginals[0].sum(axis=1), 1.0, atol=1e-5)
     # On an overfit sentence, the most probable tag per token is the decoded one.
-    assert marginals[0].argmax(axis=1).tolist() == ner.predict(docs[:1])[0].tolist()
+    assert marginals[0].argmax(axis=1).tolist() == ner.predict(docs[:1])[0].tags.tolist()
 
 
 def test_uninitialized_model_gives_clear_error():

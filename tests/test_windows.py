@@ -83,7 +83,7 @@ def test_long_doc_gets_the_stitched_entities_of_its_windows(trained_nlp) -> None
     try:
         doc = trained_nlp("".join(sentences))
         windows = plan_windows(cps(doc.text), 64, 12)
-        window_tags = [ner.predict([trained_nlp.make_doc(doc.text[w.start : w.end])])[0] for w in windows]
+        window_tags = [ner.predict([trained_nlp.make_doc(doc.text[w.start : w.end])])[0].tags for w in windows]
     finally:
         ner.window_size, ner.window_overlap, _ = old
     assert len(doc) > 10 * 64 and len(windows) > 10
@@ -91,7 +91,7 @@ def test_long_doc_gets_the_stitched_entities_of_its_windows(trained_nlp) -> None
                for w in windows[:-1])  # every cut right after a 。
     spans = stitch_spans(windows, [ner.scheme.tags_to_spans(t) for t in window_tags], len(doc))
     assert ents_of(doc) == [(s, e, ner.labels[label]) for s, e, label in spans]
-    assert ner.scheme.is_valid(list(ner.predict([doc])[0]))
+    assert ner.scheme.is_valid(list(ner.predict([doc])[0].tags))
     # Against the doc tagged as one sequence (what the component did before windows):
     # nearly the same entities, the context cut off by a window being far away.
     ner.window_size = ner.batch_chars = len(doc) + 1

@@ -7,6 +7,7 @@ import typer
 from spacy.language import Language
 from wasabi import msg
 
+from ..calibration import save_reliability_diagram
 from ..evaluation import evaluate_docbin, render_displacy, render_report, require_seqeval
 from ._util import app, fail
 
@@ -59,6 +60,11 @@ def evaluate_cli(
     DATA_PATH (dev.spacy → dev). Fails if spaCy's and seqeval's micro F1
     disagree.
 
+    If the pipeline scores its entities (the bilstm_crf_ner component), the
+    pass runs with confidence on; the JSON and the report then include the
+    calibration of the confidences (ECE, Brier score, reliability table) and,
+    when matplotlib is installed, OUTPUT/STEM_reliability.png.
+
     Needs seqeval: `pip install "spacy-bilstm-crf[evaluate]"`.
     """
     try:
@@ -81,7 +87,17 @@ def evaluate_cli(
         "displacy": output / f"{stem}_displacy.html",
     }
     srsly.write_json(paths["json"], result.scores)
-    report = render_report(result, Path(model).name, data_path.name)
+    image = None
+    calibration = result.scores.get("calibration")
+    if calibration is not None:
+        title = f"{Path(model).name} on {data_path.name}"
+        png = save_reliability_diagram(calibration["bins"], output / f"{stem}_reliability.png", title)
+        if png is None:
+            msg.info("matplotlib is not installed: no reliability diagram (pip install matplotlib)")
+        else:
+            paths["reliability"] = png
+            image = png.name
+    report = render_report(result, Path(model).name, data_path.name, reliability_image=image)
     paths["report"].write_text(report, encoding="utf8")
     page = render_displacy(result.predicted, displacy_limit)
     paths["displacy"].write_text(page, encoding="utf8")
@@ -91,5 +107,11 @@ def evaluate_cli(
         f"(seqeval F {100 * result.seqeval_f1:.2f}) on {s['n_docs']} docs, "
         f"{s['chars_per_second']:.0f} chars/s"
     )
+    if calibration is not None:
+        ece, brier = calibration["ece"], calibration["brier"]
+        msg.good(
+            f"Confidence of {calibration['n_spans']} spans: "
+            + ("no spans scored" if ece is None else f"ECE {ece:.4f}, Brier {brier:.4f}")
+        )
     for path in paths.values():
         msg.text(f"Saved {path}")

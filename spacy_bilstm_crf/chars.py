@@ -1,0 +1,164 @@
+"""Tokens ⇄ characters: the network tags characters, whatever the tokenizer.
+
+The network reads one code point per position. Under ``spacy.blank("zh")``'s
+character segmenter every token is one character and the mapping is the
+identity. Under a word segmenter (jieba, pkuseg) or whitespace tokens
+(``spacy.blank("en")``) each token gives all of its characters, in order;
+whitespace after a token is not part of any token and is not read (as with
+the character segmenter). Character spans found by the network are mapped
+back to token spans by a boundary rule.
+"""
+from collections import Counter
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy
+from spacy.attrs import ENT_IOB, ENT_TYPE, IDX, LENGTH
+from spacy.tokens import Doc
+
+from .tags import Span, TagScheme
+
+BOUNDARY_RULES = ("expand", "contract", "drop")
+
+# ent_iob values (spaCy): 0 missing, 1 inside, 2 outside, 3 begin.
+MISSING, INSIDE, OUTSIDE, BEGIN = 0, 1, 2, 3
+
+
+@dataclass
+class DocChars:
+    """A doc's characters as the network reads them, and where its tokens lie among them.
+
+    codepoints (numpy.ndarray): Int64 (n_chars,) code points.
+    token_starts (numpy.ndarray): Int64 (n_tokens,) index of each token's first character.
+    token_ends (numpy.ndarray): Int64 (n_tokens,) index after each token's last character.
+    """
+
+    codepoints: numpy.ndarray
+    token_starts: numpy.ndarray
+    token_ends: numpy.ndarray
+
+    @property
+    def one_per_token(self) -> bool:
+        """RETURNS (bool): Whether every token is one character (the identity mapping)."""
+        return len(self.codepoints) == len(self.token_starts)
+
+    def char_to_token(self) -> numpy.ndarray:
+        """RETURNS (numpy.ndarray): Int64 (n_chars,) the token of each character."""
+        lengths = self.token_ends - self.token_starts
+        return numpy.repeat(numpy.arange(len(lengths), dtype="int64"), lengths)
+
+    def token_spans_to_chars(self, spans: Sequence[Span]) -> List[Span]:
+        """Token spans ``(start, end, label)`` → the same spans in characters."""
+        if self.one_per_token:
+            return list(spans)
+        return [(int(self.token_starts[s]), int(self.token_ends[e - 1]), label) for s, e, label in spans]
+
+    def token_mask_to_chars(self, mask: numpy.ndarray) -> numpy.ndarray:
+        """A bool per token → a bool per character (each of its characters)."""
+        if self.one_per_token:
+            return mask
+        return numpy.repeat(mask, self.token_ends - self.token_starts)
+
+
+def doc_chars(doc: Doc) -> DocChars:
+    """The characters of a doc's tokens, without a per-token loop.
+
+    RETURNS (DocChars): The code points and the token offsets among them.
+    """
+    if len(doc) == 0:
+        empty = numpy.zeros(0, dtype="int64")
+        return DocChars(empty, empty, empty)
+    text = numpy.frombuffer(doc.text.encode("utf-32-le"), dtype="<u4")
+    offsets = doc.to_array([IDX, LENGTH]).astype("int64")
+    idx, lengths = offsets[:, 0], offsets[:, 1]
+    ends = numpy.cumsum(lengths)
+    starts = ends - lengths
+    if len(text) == len(doc) or (lengths == 1).all():
+        return DocChars(text[idx].astype("int64"), starts, ends)
+    # Position in the text of each character: its token's offset plus its rank in the token.
+    positions = numpy.repeat(idx - starts, lengths) + numpy.arange(int(ends[-1]), dtype="int64")
+    return DocChars(text[positions].astype("int64"), starts, ends)
+
+
+def preset_tags(doc: Doc, chars: DocChars, scheme: TagScheme) -> Optional[numpy.ndarray]:
+    """The tags already fixed on a doc's characters, or None when nothing is fixed.
+
+    Entities already in ``doc.ents`` fix their characters: to their tags when the
+    label is known, else to ``O`` (so no predicted entity overlaps them). Tokens
+    that spaCy marks as blocked (``doc.set_ents(..., blocked=...)``: outside on
+    purpose) are fixed to ``O``. Tokens that are merely ``O`` or missing stay free,
+    as spaCy's ``ner`` treats them.
+
+    doc (Doc): The doc, as earlier components left it.
+    chars (DocChars): Its characters.
+    scheme (TagScheme): The component's tags.
+    RETURNS (Optional[numpy.ndarray]): Int64 (n_chars,): a tag id, or -1 where free.
+    """
+    if len(doc) == 0:
+        return None
+    iob_type = doc.to_array([ENT_IOB, ENT_TYPE])
+    iob, ent_type = iob_type[:, 0], iob_type[:, 1]
+    entity = (iob == BEGIN) | (iob == INSIDE)
+    if not entity.any():
+        return None
+    blocked = entity & (ent_type == 0)
+    forced = numpy.full(len(chars.codepoints), -1, dtype="int64")
+    forced[chars.token_mask_to_chars(blocked)] = 0
+    index = {label: i for i, label in enumerate(scheme.labels)}
+    spans = [(ent.start, ent.end, index.get(ent.label_, -1)) for ent in doc.ents]
+    for start, end, label in chars.token_spans_to_chars(spans):
+        if label < 0:  # a label the model does not know: no entity of ours may overlap it
+            forced[start:end] = 0
+        else:
+            forced[start:end] = scheme.spans_to_tags(end - start, [(0, end - start, label)])
+    return forced
+
+
+def missing_chars(iob_per_token: numpy.ndarray, chars: DocChars) -> numpy.ndarray:
+    """RETURNS (numpy.ndarray): Bool (n_chars,), True on the characters of tokens whose
+        entity annotation is missing (``ent_iob == 0``).
+    """
+    return chars.token_mask_to_chars(iob_per_token == MISSING)
+
+
+def chars_to_tokens(
+    spans: Sequence[Tuple[int, int, int]], chars: DocChars, rule: str, counts: Optional[Counter] = None
+) -> List[Optional[Tuple[int, int]]]:
+    """Map character spans to token spans.
+
+    A span whose ends fall on token boundaries maps exactly. One that cuts a token is
+    expanded to the whole tokens it touches (``"expand"``), shrunk to the tokens it
+    covers whole (``"contract"``; dropped if none), or dropped (``"drop"``).
+
+    spans (Sequence[Tuple[int, int, int]]): ``(start, end, label)`` in characters.
+    chars (DocChars): The doc's characters.
+    rule (str): One of ``BOUNDARY_RULES``.
+    counts (Optional[Counter]): Counts ``"aligned"``, ``"expanded"``, ``"contracted"``
+        and ``"dropped"`` spans, when given.
+    RETURNS (List[Optional[Tuple[int, int]]]): ``(start, end)`` in tokens per span, None if dropped.
+    """
+    if rule not in BOUNDARY_RULES:
+        raise ValueError(f"Unknown boundary rule '{rule}': use one of {list(BOUNDARY_RULES)}.")
+    if chars.one_per_token:
+        if counts is not None:
+            counts["aligned"] += len(spans)
+        return [(start, end) for start, end, _ in spans]
+    owner = chars.char_to_token()
+    result: List[Optional[Tuple[int, int]]] = []
+    for start, end, _ in spans:
+        first, last = int(owner[start]), int(owner[end - 1])
+        aligned = chars.token_starts[first] == start and chars.token_ends[last] == end
+        if aligned:
+            outcome, mapped = "aligned", (first, last + 1)
+        elif rule == "expand":
+            outcome, mapped = "expanded", (first, last + 1)
+        elif rule == "contract":
+            lo = first if chars.token_starts[first] == start else first + 1
+            hi = last + 1 if chars.token_ends[last] == end else last
+            outcome, mapped = ("contracted", (lo, hi)) if lo < hi else ("dropped", None)
+        else:
+            outcome, mapped = "dropped", None
+        if counts is not None:
+            counts[outcome] += 1
+        result.append(mapped)
+    return result
