@@ -8,13 +8,14 @@ architecture returns a thin thinc ``Model`` whose torch layer is built by
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy
 import torch
 from spacy.tokens import Doc
 from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3, torch2xp, xp2torch
+from thinc.types import Floats2d
 from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.util import get_torch_default_device
 
@@ -27,8 +28,12 @@ from .tags import TagScheme
 from .torch_shim import InPlacePyTorchShim
 
 # Input of the model: the docs (or the code points of each sequence: windows of
-# long docs), and in training the gold tag ids of each doc.
-TaggerInput = Tuple[Sequence[Union[Doc, numpy.ndarray]], Optional[Sequence[numpy.ndarray]]]
+# long docs), in training the gold tag ids of each doc, and optionally (with an
+# upstream encoder, for code point sequences) the vectors of each sequence's characters.
+TaggerInput = Union[
+    Tuple[Sequence[Union[Doc, numpy.ndarray]], Optional[Sequence[numpy.ndarray]]],
+    Tuple[Sequence[Union[Doc, numpy.ndarray]], Optional[Sequence[numpy.ndarray]], Optional[Sequence[Any]]],
+]
 
 
 @dataclass
@@ -38,10 +43,12 @@ class TensorBatch:
     codepoints: Any  # int64 (batch, max_len); max_len >= 1 so empty docs still fit
     lengths: Any  # int64 (batch,)
     gold: Optional[Any] = None  # int64 (batch, max_len)
+    vectors: Optional[Any] = None  # float32 (batch, max_len, width): an upstream encoder's
 
 
-@registry.architectures("spacy-bilstm-crf.BiLSTMCRF.v1")
-def build_bilstm_crf(
+@registry.architectures("spacy-bilstm-crf.BiLSTMCRF.v2")
+def build_bilstm_crf_v2(
+    tok2vec: Optional[Model[List[Doc], List[Floats2d]]] = None,
     char_dim: int = 128,
     bigram_dim: int = 0,
     bigram_buckets: int = 100003,
@@ -64,8 +71,12 @@ def build_bilstm_crf(
     grad_scaler: Optional[PyTorchGradScaler] = None,
     quantize_int8: bool = False,
 ) -> Model[TaggerInput, Any]:
-    """A character BiLSTM-CRF for NER over one-token-per-character Docs.
+    """A character BiLSTM-CRF for NER: it reads the characters of each token.
 
+    tok2vec (Optional[Model[List[Doc], List[Floats2d]]]): An upstream encoder, e.g. a
+        ``spacy.Tok2VecListener.v1`` of a ``tok2vec`` component or a transformer listener:
+        each token's vector is given to each of its characters, next to the character
+        features, and the gradient goes back to the encoder. None (default): none.
     char_dim (int): Width of the character embeddings.
     bigram_dim (int): Width of the hashed character-bigram embeddings; 0 (default) disables them.
     bigram_buckets (int): Rows of the bigram hash table (no vocabulary file needed).
@@ -124,9 +135,15 @@ def build_bilstm_crf(
     )
     if lac_embeddings and char_dim != 128:
         raise ValueError(f"lac_embeddings needs char_dim = 128 (LAC's width), got {char_dim}")
+    if tok2vec is not None and quantize_int8:
+        raise ValueError("quantize_int8 is for pipelines without an upstream tok2vec.")
     return Model(
         "bilstm_crf",
         _forward,
+        # The encoder is a layer (its listener must be found by walking the model); the
+        # torch network joins it at initialize or load (build_torch_layer).
+        layers=[] if tok2vec is None else [tok2vec],
+        refs={"tok2vec": tok2vec},
         attrs={
             "hyper": hyper,
             "lexicon": lexicon,
@@ -135,6 +152,59 @@ def build_bilstm_crf(
             "grad_scaler": grad_scaler,
             "quantize_int8": quantize_int8,
         },
+    )
+
+
+@registry.architectures("spacy-bilstm-crf.BiLSTMCRF.v1")
+def build_bilstm_crf(
+    char_dim: int = 128,
+    bigram_dim: int = 0,
+    bigram_buckets: int = 100003,
+    class_dim: int = 16,
+    hidden_size: int = 256,
+    depth: int = 1,
+    dropout: float = 0.3,
+    embed_dropout: float = 0.2,
+    unk_rate: float = 0.02,
+    layer_norm: bool = True,
+    lexicon: Optional[str] = "jieba",
+    lexicon_max_len: int = 6,
+    lexicon_dim: int = 0,
+    lexicon_pos: bool = False,
+    lac_embeddings: bool = False,
+    lac_features: bool = False,
+    lac_finetune: int = 0,
+    lac_layers: int = 1,
+    mixed_precision: bool = False,
+    grad_scaler: Optional[PyTorchGradScaler] = None,
+    quantize_int8: bool = False,
+) -> Model[TaggerInput, Any]:
+    """``spacy-bilstm-crf.BiLSTMCRF.v2`` without an upstream encoder (its arguments but
+    ``tok2vec``); kept so that configs and pipelines written with v1 load unchanged.
+    """
+    return build_bilstm_crf_v2(
+        None,
+        char_dim=char_dim,
+        bigram_dim=bigram_dim,
+        bigram_buckets=bigram_buckets,
+        class_dim=class_dim,
+        hidden_size=hidden_size,
+        depth=depth,
+        dropout=dropout,
+        embed_dropout=embed_dropout,
+        unk_rate=unk_rate,
+        layer_norm=layer_norm,
+        lexicon=lexicon,
+        lexicon_max_len=lexicon_max_len,
+        lexicon_dim=lexicon_dim,
+        lexicon_pos=lexicon_pos,
+        lac_embeddings=lac_embeddings,
+        lac_features=lac_features,
+        lac_finetune=lac_finetune,
+        lac_layers=lac_layers,
+        mixed_precision=mixed_precision,
+        grad_scaler=grad_scaler,
+        quantize_int8=quantize_int8,
     )
 
 
@@ -177,6 +247,7 @@ def build_torch_layer(
         n_chars,
         scheme,
         lexicon_size=n_lexicon_keys if use_lexicon else None,
+        vector_dim=tok2vec_width(model),
         **model.attrs["hyper"],
     )
     if char_table is not None:
@@ -220,7 +291,48 @@ def build_torch_layer(
     # The same shim, with an optimizer step that does not grow memory (see its docstring);
     # PyTorchWrapper_v3 builds the shim itself, so its class is switched, not rebuilt.
     wrapper.shims[0].__class__ = InPlacePyTorchShim
-    model._layers[:] = [wrapper]
+    model._layers[:] = [layer for layer in model.layers if layer is not torch_layer(model)] + [wrapper]
+
+
+def torch_layer(model: Model) -> Optional[Model]:
+    """RETURNS (Optional[Model]): The PyTorchWrapper of the network; None before it is built."""
+    layers = [layer for layer in model.layers if layer.shims]
+    return layers[-1] if layers else None
+
+
+def tok2vec_layer(model: Model) -> Optional[Model]:
+    """RETURNS (Optional[Model]): The upstream encoder (listener), if the model has one."""
+    return model.get_ref("tok2vec") if model.has_ref("tok2vec") else None
+
+
+def tok2vec_width(model: Model) -> int:
+    """RETURNS (int): The width of the upstream encoder's vectors; 0 without one."""
+    tok2vec = tok2vec_layer(model)
+    if tok2vec is None:
+        return 0
+    if not tok2vec.has_dim("nO") or tok2vec.get_dim("nO") is None:
+        raise ValueError(
+            "The tok2vec layer of bilstm_crf_ner has no output width (nO): set its width "
+            "in the config (e.g. spacy.Tok2VecListener.v1's width)."
+        )
+    return int(tok2vec.get_dim("nO"))
+
+
+def char_vectors(model: Model, docs: Sequence[Doc], token_vectors: Sequence[Any]) -> List[Any]:
+    """Each token's vector given to each of its characters (see ``chars.py``).
+
+    RETURNS (List[Any]): Float (n_chars, width) per doc, arrays of the model's ops.
+    """
+    xp = model.ops.xp
+    out = []
+    for doc, vectors in zip(docs, token_vectors):
+        chars = doc_chars(doc)
+        if chars.one_per_token:
+            out.append(vectors)
+        else:
+            lengths = model.ops.asarray(chars.token_ends - chars.token_starts)
+            out.append(xp.repeat(vectors, lengths, axis=0))
+    return out
 
 
 def init_from_lac(module: BiLSTMCRF, lac: LACEncoder, embeddings: bool) -> None:
@@ -254,12 +366,13 @@ def deserialize_weights(model: torch.nn.Module, state_bytes: bytes, device: torc
 
 def get_torch_module(model: Model) -> BiLSTMCRF:
     """RETURNS (BiLSTMCRF): The wrapped torch module. Raises if it is not built yet."""
-    if not model.layers:
+    layer = torch_layer(model)
+    if layer is None:
         raise ValueError(
             "The bilstm_crf_ner model is not initialized: call nlp.initialize() "
             "(or load a trained pipeline) before using it."
         )
-    return model.layers[0].shims[0]._model
+    return layer.shims[0]._model
 
 
 def doc_codepoints(doc: Doc) -> numpy.ndarray:
@@ -279,24 +392,61 @@ def pad_batch(arrays: Sequence[numpy.ndarray], fill: int) -> numpy.ndarray:
 
 
 def featurize(
-    model: Model, docs: Sequence[Union[Doc, numpy.ndarray]], gold: Optional[Sequence[numpy.ndarray]]
+    model: Model,
+    docs: Sequence[Union[Doc, numpy.ndarray]],
+    gold: Optional[Sequence[numpy.ndarray]],
+    vectors: Optional[Sequence[Any]] = None,
 ) -> TensorBatch:
-    """Docs, or code point arrays (and gold tags) → a padded batch on the model's device."""
+    """Docs, or code point arrays (and gold tags, and character vectors) → a padded
+    batch on the model's device.
+    """
     codepoints = [doc if isinstance(doc, numpy.ndarray) else doc_codepoints(doc) for doc in docs]
     lengths = numpy.array([len(cp) for cp in codepoints], dtype="int64")
     ops = model.ops
+    padded_vectors = None
+    if vectors is not None:
+        width = tok2vec_width(model)
+        padded_vectors = ops.alloc3f(len(codepoints), max(int(lengths.max(initial=0)), 1), width)
+        for row, array in enumerate(vectors):
+            padded_vectors[row, : len(array)] = array
     return TensorBatch(
         codepoints=ops.asarray(pad_batch(codepoints, 0)),
         lengths=ops.asarray(lengths),
         gold=None if gold is None else ops.asarray(pad_batch(gold, 0)),
+        vectors=padded_vectors,
     )
 
 
 def _forward(model: Model, X: TaggerInput, is_train: bool) -> Tuple[Any, Callable]:
-    docs, gold = X
-    if not model.layers:
+    docs, gold = X[0], X[1]
+    vectors = X[2] if len(X) > 2 else None  # type: ignore[misc]
+    network = torch_layer(model)
+    if network is None:
         get_torch_module(model)  # raises the not-initialized error
-    return model.layers[0](featurize(model, docs, gold), is_train)
+    tok2vec = tok2vec_layer(model)
+    if tok2vec is None or vectors is not None:
+        Y, backprop_network = network(featurize(model, docs, gold, vectors), is_train)
+        return Y, lambda dY: (backprop_network(dY), [])[1]
+    if not all(isinstance(doc, Doc) for doc in docs):
+        raise ValueError("With a tok2vec layer, pass Docs or the vectors of each sequence.")
+    token_vectors, backprop_tok2vec = tok2vec(docs, is_train)
+    Y, backprop_network = network(featurize(model, docs, gold, char_vectors(model, docs, token_vectors)), is_train)
+
+    def backprop(dY: Any) -> List[Any]:
+        d_vectors = backprop_network(dY)
+        d_tokens = []
+        for row, doc in enumerate(docs):
+            chars = doc_chars(doc)
+            d_chars = d_vectors[row, : len(chars.codepoints)]
+            if chars.one_per_token:
+                d_tokens.append(d_chars)
+            else:
+                lengths = model.ops.asarray1i(chars.token_ends - chars.token_starts)
+                d_tokens.append(model.ops.reduce_sum(model.ops.xp.ascontiguousarray(d_chars), lengths))
+        backprop_tok2vec(d_tokens)
+        return []
+
+    return Y, backprop
 
 
 def _convert_inputs(
@@ -308,7 +458,17 @@ def _convert_inputs(
     kwargs: Dict[str, Any] = {}
     if batch.gold is not None:
         kwargs["gold"] = xp2torch(batch.gold, device=device)
-    return ArgsKwargs(args=args, kwargs=kwargs), lambda d_inputs: None
+    if batch.vectors is None:
+        return ArgsKwargs(args=args, kwargs=kwargs), lambda d_inputs: None
+    kwargs["vectors"] = xp2torch(batch.vectors, requires_grad=is_train, device=device)
+
+    def backprop(d_inputs: ArgsKwargs) -> Any:
+        grad = d_inputs.kwargs.get("vectors")
+        if grad is None:  # nothing flowed back (e.g. no loss): a zero gradient
+            return model.ops.alloc3f(*batch.vectors.shape)
+        return torch2xp(grad)
+
+    return ArgsKwargs(args=args, kwargs=kwargs), backprop
 
 
 def _convert_outputs(model: Model, X_Ytorch: Tuple[Any, torch.Tensor], is_train: bool):

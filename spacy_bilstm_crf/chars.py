@@ -122,7 +122,7 @@ def missing_chars(iob_per_token: numpy.ndarray, chars: DocChars) -> numpy.ndarra
 
 
 def chars_to_tokens(
-    spans: Sequence[Tuple[int, int, int]], chars: DocChars, rule: str, counts: Optional[Counter] = None
+    spans: Sequence[Tuple], chars: DocChars, rule: str, counts: Optional[Counter] = None
 ) -> List[Optional[Tuple[int, int]]]:
     """Map character spans to token spans.
 
@@ -130,7 +130,7 @@ def chars_to_tokens(
     expanded to the whole tokens it touches (``"expand"``), shrunk to the tokens it
     covers whole (``"contract"``; dropped if none), or dropped (``"drop"``).
 
-    spans (Sequence[Tuple[int, int, int]]): ``(start, end, label)`` in characters.
+    spans (Sequence[Tuple]): ``(start, end, ...)`` in characters.
     chars (DocChars): The doc's characters.
     rule (str): One of ``BOUNDARY_RULES``.
     counts (Optional[Counter]): Counts ``"aligned"``, ``"expanded"``, ``"contracted"``
@@ -142,10 +142,11 @@ def chars_to_tokens(
     if chars.one_per_token:
         if counts is not None:
             counts["aligned"] += len(spans)
-        return [(start, end) for start, end, _ in spans]
+        return [(span[0], span[1]) for span in spans]
     owner = chars.char_to_token()
     result: List[Optional[Tuple[int, int]]] = []
-    for start, end, _ in spans:
+    for span in spans:
+        start, end = span[0], span[1]
         first, last = int(owner[start]), int(owner[end - 1])
         aligned = chars.token_starts[first] == start and chars.token_ends[last] == end
         if aligned:

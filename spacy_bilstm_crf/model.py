@@ -92,6 +92,8 @@ class BiLSTMCRF(nn.Module):
         LAC runs without gradients), 1 or 2. LAC's embedding table stays frozen (the
         character table, which may start from it, is trained).
     lac_layers (int): 1: the second (top) BiGRU layer's states; 2: both layers' (512).
+    vector_dim (int): Width of vectors given with the input (an upstream encoder's token
+        vectors, one row per character); 0: none.
     """
 
     # Module globals copied as Final class constants: TorchScript reads no globals.
@@ -121,6 +123,7 @@ class BiLSTMCRF(nn.Module):
         lac_features: bool = False,
         lac_finetune: int = 0,
         lac_layers: int = 1,
+        vector_dim: int = 0,
     ) -> None:
         super().__init__()
         if hidden_size % 2:
@@ -163,6 +166,8 @@ class BiLSTMCRF(nn.Module):
         input_dim += N_POS_FLAGS if lexicon_pos else 0
         input_dim += lexicon_dim
         input_dim += lac_layers * self.lac.output_dim if self.lac is not None else 0
+        self.vector_dim = vector_dim
+        input_dim += vector_dim
         self.lstm = nn.LSTM(
             input_dim,
             hidden_size // 2,
@@ -226,10 +231,13 @@ class BiLSTMCRF(nn.Module):
         key = (a + 2) * self._bigram_base + (b + 2)
         return torch.where(mask, key % self.bigram_buckets + 1, torch.zeros_like(key))
 
-    def emissions(self, codepoints: Tensor, lengths: Tensor, noise: bool = False) -> Tensor:
+    def emissions(
+        self, codepoints: Tensor, lengths: Tensor, noise: bool = False, vectors: Optional[Tensor] = None
+    ) -> Tensor:
         """Tag scores. codepoints (Tensor): Long (batch, max_len), raw code points.
 
         noise (bool): Apply the training noise (dropouts, unknown-character replacement).
+        vectors (Optional[Tensor]): Float (batch, max_len, vector_dim), when ``vector_dim``.
         RETURNS (Tensor): Float (batch, max_len, n_tags).
         """
         mask = lengths_to_mask(lengths, codepoints.shape[1])
@@ -252,6 +260,10 @@ class BiLSTMCRF(nn.Module):
                 features.append(self.lexicon_project(lexicon.pooled(rows, chars)))
         if self.lac is not None:
             features.append(self._lac_states(codepoints, lengths))
+        if self.vector_dim > 0:
+            if vectors is None:
+                raise ValueError("This network reads an upstream encoder's vectors: pass vectors.")
+            features.append(vectors.to(chars.dtype))
         x = nn.functional.dropout(torch.cat(features, dim=-1), self.embed_dropout_rate, noise)
         # Packing keeps padding out of the backward direction; empty sentences are
         # given length 1 here and masked out by the CRF.
@@ -291,17 +303,22 @@ class BiLSTMCRF(nn.Module):
             self.lstm.train(False)
 
     def forward(
-        self, codepoints: Tensor, lengths: Tensor, gold: Optional[Tensor] = None
+        self,
+        codepoints: Tensor,
+        lengths: Tensor,
+        gold: Optional[Tensor] = None,
+        vectors: Optional[Tensor] = None,
     ) -> Tensor:
         """With ``gold`` tags: the NLL per sentence (training). Without: the decoded tags.
 
         codepoints (Tensor): Long (batch, max_len).
         lengths (Tensor): Long (batch,).
-        gold (Optional[Tensor]): Long (batch, max_len) gold tag ids.
+        gold (Optional[Tensor]): Long (batch, max_len) gold tag ids, -1 where missing.
+        vectors (Optional[Tensor]): Float (batch, max_len, vector_dim), when ``vector_dim``.
         RETURNS (Tensor): Float (batch,) NLL, or Long (batch, max_len) tags (-1 at padding).
         """
         # Gold tags mean training: the only call that applies training noise.
-        emissions = self.emissions(codepoints, lengths, noise=gold is not None)
+        emissions = self.emissions(codepoints, lengths, noise=gold is not None, vectors=vectors)
         if gold is not None:
             # A scripted copy (see ``export.py``) is for inference: TorchScript compiles
             # only the first branch of `if torch.jit.is_scripting()`, so the NLL's

@@ -23,10 +23,13 @@ from thinc.api import Config, Model, xp2torch
 from .architectures import (
     TaggerInput,
     build_torch_layer,
+    char_vectors,
     doc_codepoints,
     featurize,
     get_torch_module,
     pad_batch,
+    tok2vec_layer,
+    torch_layer,
 )
 from .chars import BOUNDARY_RULES, DocChars, chars_to_tokens, doc_chars, preset_tags
 from .confidence import Lattice, candidate_spans, span_probabilities
@@ -265,7 +268,7 @@ class BiLSTMCRFNER(TrainablePipe):
         """RETURNS (numpy.ndarray): Normalized code points (sorted) of the characters with an
             embedding row of their own; empty before initialization.
         """
-        if not self.model.layers:
+        if torch_layer(self.model) is None:
             return numpy.zeros(0, dtype="int64")
         return get_torch_module(self.model).char_table[1:].cpu().numpy()
 
@@ -274,7 +277,7 @@ class BiLSTMCRFNER(TrainablePipe):
         """RETURNS (Optional[numpy.ndarray]): Sorted keys of the lexicon words (soft-lexicon
             features); None when the model has no lexicon or is not initialized.
         """
-        if not self.model.layers:
+        if torch_layer(self.model) is None:
             return None
         lexicon = get_torch_module(self.model).lexicon
         return None if lexicon is None else lexicon.keys[1:].cpu().numpy()
@@ -296,7 +299,7 @@ class BiLSTMCRFNER(TrainablePipe):
             raise ValueError(Errors.E187)
         if label in self.labels:
             return 0
-        if self.model.layers:
+        if torch_layer(self.model) is not None:
             raise ValueError(
                 f"Cannot add label '{label}' to '{self.name}' after it is initialized: the "
                 "CRF's size depends on the labels. Add all labels before nlp.initialize()."
@@ -322,7 +325,8 @@ class BiLSTMCRFNER(TrainablePipe):
         """
         validate_get_examples(get_examples, "BiLSTMCRFNER.initialize")
         self._check_trainable()
-        self.model._layers[:] = []  # re-initializing starts from scratch
+        # Re-initializing starts the network from scratch (an upstream encoder stays).
+        self.model._layers[:] = [layer for layer in self.model.layers if layer is not torch_layer(self.model)]
         if labels is not None:
             self.cfg["labels"] = []
             for label in labels:
@@ -372,28 +376,34 @@ class BiLSTMCRFNER(TrainablePipe):
         """
         docs = list(docs)
         chars = [doc_chars(doc) for doc in docs]
-        if not any(len(c.codepoints) for c in chars):
-            return [DocPrediction(numpy.zeros(len(c.codepoints), dtype="int64"), []) for c in chars]
         scored = self.confidence or self.min_confidence > 0
+        if not any(len(c.codepoints) for c in chars):
+            empty = numpy.zeros(0, dtype="float64") if scored else None
+            return [DocPrediction(numpy.zeros(0, dtype="int64"), [], empty, []) for _ in chars]
         keep = self.preset_ents == "keep"
         presets = [preset_tags(doc, c, self.scheme) if keep else None for doc, c in zip(docs, chars)]
         # Every doc as windows (one, for all but long docs), every window as a sequence.
         plans = [plan_windows(c.codepoints, self.window_size, self.window_overlap) for c in chars]
-        sequences, forced = [], []
-        for c, preset, plan in zip(chars, presets, plans):
+        doc_vectors = self._char_vectors(docs)
+        sequences, forced, vectors = [], [], []
+        for k, (c, preset, plan) in enumerate(zip(chars, presets, plans)):
             for w in plan:
                 sequences.append(c.codepoints[w.start : w.end])
                 forced.append(None if preset is None else window_presets(preset, w, len(preset), self.scheme))
+                vectors.append(None if doc_vectors is None else doc_vectors[k][w.start : w.end])
         tags: List[numpy.ndarray] = [numpy.zeros(0, dtype="int64")] * len(sequences)
         lattices: List[Optional[Lattice]] = [None] * len(sequences)
         for group in length_batches([len(seq) for seq in sequences], self.batch_chars):
             group_seqs = [sequences[i] for i in group]
+            group_vectors = None if doc_vectors is None else [vectors[i] for i in group]
             if scored or any(forced[i] is not None for i in group):
-                group_tags, group_lattices = self._decode_lattice(group_seqs, [forced[i] for i in group], scored)
+                group_tags, group_lattices = self._decode_lattice(
+                    group_seqs, [forced[i] for i in group], scored, group_vectors
+                )
                 for i, row, lattice in zip(group, group_tags, group_lattices):
                     tags[i], lattices[i] = row, lattice
                 continue
-            batch = self.model.ops.to_numpy(self.model.predict((group_seqs, None)))
+            batch = self.model.ops.to_numpy(self.model.predict((group_seqs, None, group_vectors)))
             for row, i in zip(batch, group):
                 tags[i] = row[: len(sequences[i])]
         result = []
@@ -414,8 +424,19 @@ class BiLSTMCRFNER(TrainablePipe):
             result.append(prediction)
         return result
 
+    def _char_vectors(self, docs: List[Doc]) -> Optional[List[object]]:
+        """The upstream encoder's vectors per character of each doc; None without one."""
+        tok2vec = tok2vec_layer(self.model)
+        if tok2vec is None:
+            return None
+        return char_vectors(self.model, docs, tok2vec.predict(docs))
+
     def _decode_lattice(
-        self, sequences: List[numpy.ndarray], forced: List[Optional[numpy.ndarray]], scored: bool
+        self,
+        sequences: List[numpy.ndarray],
+        forced: List[Optional[numpy.ndarray]],
+        scored: bool,
+        vectors: Optional[List[object]] = None,
     ) -> Tuple[List[numpy.ndarray], List[Optional[Lattice]]]:
         """Constrained Viterbi, and with ``scored`` the forward-backward scores, of a group.
 
@@ -424,15 +445,16 @@ class BiLSTMCRFNER(TrainablePipe):
         """
         module = get_torch_module(self.model)
         device = next(module.parameters()).device
-        batch = featurize(self.model, sequences, None)
+        batch = featurize(self.model, sequences, None, vectors)
         padded = xp2torch(batch.codepoints, device=device)
         lengths = xp2torch(batch.lengths, device=device)
+        extra = None if batch.vectors is None else xp2torch(batch.vectors, device=device)
         fixed = torch.as_tensor(
             pad_batch([numpy.full(len(s), -1) if f is None else f for s, f in zip(sequences, forced)], -1),
             device=device,
         )
         with torch.no_grad():
-            emissions = module.emissions(padded, lengths).float()
+            emissions = module.emissions(padded, lengths, vectors=extra).float()
             tags = module.crf.decode(constrain(emissions, fixed, float("-inf")), lengths).cpu().numpy()
             rows = [row[: len(seq)] for row, seq in zip(tags, sequences)]
             if not scored:
@@ -625,13 +647,14 @@ class BiLSTMCRFNER(TrainablePipe):
         docs = list(docs)
         module = get_torch_module(self.model)
         device = next(module.parameters()).device
-        batch = featurize(self.model, docs, None)
+        batch = featurize(self.model, docs, None, self._char_vectors(docs))
         padded = xp2torch(batch.codepoints, device=device)
         lengths = xp2torch(batch.lengths, device=device)
+        extra = None if batch.vectors is None else xp2torch(batch.vectors, device=device)
         # No mode switch: emissions without noise are the prediction's, whatever the
         # module's mode (switching it would reach other threads' predictions).
         with torch.no_grad():
-            emissions = module.emissions(padded, lengths)
+            emissions = module.emissions(padded, lengths, vectors=extra)
         marginals = module.crf.marginals(emissions, lengths).cpu().numpy()
         return [m[: len(doc)] for m, doc in zip(marginals, docs)]
 
