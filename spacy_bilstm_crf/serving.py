@@ -125,11 +125,24 @@ class Tagger:
         if not any(tokens):
             return [[] for _ in texts]
         tags = self.predict(texts, tokens)
-        entities = []
-        for toks, row in zip(tokens, tags):
-            spans = self.tags_to_spans(row)
-            entities.append([(toks[s][0], toks[e - 1][1], self.labels[lab]) for s, e, lab in spans])
-        return entities
+        return [self.entities(toks, row) for toks, row in zip(tokens, tags)]
+
+    def entities(self, tokens: List[Tuple[int, int]], tags: List[int]) -> List[Entity]:
+        """Entities from the tags of the characters of the tokens, as the pipeline maps them
+        (its default ``boundary = "expand"``): an entity that cuts a token (only a whitespace
+        run can be longer than one character here) covers the whole token, and one that
+        overlaps an earlier entity after that is dropped.
+        """
+        owner = [k for k, (start, end) in enumerate(tokens) for _ in range(end - start)]
+        taken = [False] * len(tokens)
+        found = []
+        for start, end, label in self.tags_to_spans(tags):
+            first, last = owner[start], owner[end - 1]
+            if any(taken[first : last + 1]):
+                continue
+            taken[first : last + 1] = [True] * (last + 1 - first)
+            found.append((tokens[first][0], tokens[last][1], self.labels[label]))
+        return found
 
     def pipe(self, texts: Iterable[str], batch_size: int = 256) -> Iterator[List[Entity]]:
         """Stream the entities of many texts, ``batch_size`` texts per forward pass."""
@@ -145,9 +158,11 @@ class Tagger:
     def predict(
         self, texts: Sequence[str], tokens: Sequence[List[Tuple[int, int]]]
     ) -> List[List[int]]:
-        """Tag ids per token: the network reads each token's first code point."""
+        """Tag ids per character of the tokens: the network reads each token's characters
+        (whitespace between tokens is not part of one).
+        """
         firsts = [
-            text if len(toks) == len(text) else "".join(text[start] for start, _ in toks)
+            text if len(toks) == len(text) else "".join(text[start:end] for start, end in toks)
             for text, toks in zip(texts, tokens)
         ]
         lengths = torch.tensor([len(f) for f in firsts], dtype=torch.long)
