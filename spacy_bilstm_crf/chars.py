@@ -80,18 +80,19 @@ def doc_chars(doc: Doc) -> DocChars:
     return DocChars(text[positions].astype("int64"), starts, ends)
 
 
-def preset_tags(doc: Doc, chars: DocChars, scheme: TagScheme) -> Optional[numpy.ndarray]:
+def preset_tags(doc: Doc, chars: DocChars, scheme: TagScheme, outside: bool = False) -> Optional[numpy.ndarray]:
     """The tags already fixed on a doc's characters, or None when nothing is fixed.
 
     Entities already in ``doc.ents`` fix their characters: to their tags when the
     label is known, else to ``O`` (so no predicted entity overlaps them). Tokens
     that spaCy marks as blocked (``doc.set_ents(..., blocked=...)``: outside on
-    purpose) are fixed to ``O``. Tokens that are merely ``O`` or missing stay free,
-    as spaCy's ``ner`` treats them.
+    purpose) are fixed to ``O``. Tokens marked ``O`` are fixed only with ``outside``;
+    missing ones stay free.
 
     doc (Doc): The doc, as earlier components left it.
     chars (DocChars): Its characters.
     scheme (TagScheme): The component's tags.
+    outside (bool): Fix the tokens marked ``O`` (``ent_iob == 2``) to ``O`` too.
     RETURNS (Optional[numpy.ndarray]): Int64 (n_chars,): a tag id, or -1 where free.
     """
     if len(doc) == 0:
@@ -99,11 +100,13 @@ def preset_tags(doc: Doc, chars: DocChars, scheme: TagScheme) -> Optional[numpy.
     iob_type = doc.to_array([ENT_IOB, ENT_TYPE])
     iob, ent_type = iob_type[:, 0], iob_type[:, 1]
     entity = (iob == BEGIN) | (iob == INSIDE)
-    if not entity.any():
+    fixed_outside = entity & (ent_type == 0)  # blocked
+    if outside:
+        fixed_outside |= iob == OUTSIDE
+    if not entity.any() and not fixed_outside.any():
         return None
-    blocked = entity & (ent_type == 0)
     forced = numpy.full(len(chars.codepoints), -1, dtype="int64")
-    forced[chars.token_mask_to_chars(blocked)] = 0
+    forced[chars.token_mask_to_chars(fixed_outside)] = 0
     index = {label: i for i, label in enumerate(scheme.labels)}
     spans = [(ent.start, ent.end, index.get(ent.label_, -1)) for ent in doc.ents]
     for start, end, label in chars.token_spans_to_chars(spans):

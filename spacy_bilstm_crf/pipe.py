@@ -124,7 +124,10 @@ def make_bilstm_crf_ner(
         are grouped by length so a long one does not pad a batch of short ones.
     preset_ents (str): ``"keep"`` (default): entities already on the Doc (e.g. from an
         ``entity_ruler``) are kept, with any label, and the CRF decodes the best valid
-        tags around them; blocked tokens stay outside. ``"overwrite"``: they are replaced.
+        tags around them; blocked tokens stay outside, tokens marked ``O`` are predicted
+        (as spaCy's ``ner`` does: a ruler marks every token it did not match ``O``).
+        ``"keep_outside"``: the same, and tokens marked ``O`` stay ``O`` too.
+        ``"overwrite"``: everything already set is replaced.
     confidence (bool): Compute the exact probability of each predicted entity and put
         the entities in ``doc.spans[spans_key]``, with the probabilities in the group's
         ``attrs["scores"]``.
@@ -158,7 +161,7 @@ def make_bilstm_crf_ner(
     )
 
 
-PRESET_MODES = ("keep", "overwrite")
+PRESET_MODES = ("keep", "keep_outside", "overwrite")
 # The longest candidate span scored when ``threshold`` is set, in characters.
 CANDIDATE_MAX_LEN = 32
 
@@ -380,8 +383,9 @@ class BiLSTMCRFNER(TrainablePipe):
         if not any(len(c.codepoints) for c in chars):
             empty = numpy.zeros(0, dtype="float64") if scored else None
             return [DocPrediction(numpy.zeros(0, dtype="int64"), [], empty, []) for _ in chars]
-        keep = self.preset_ents == "keep"
-        presets = [preset_tags(doc, c, self.scheme) if keep else None for doc, c in zip(docs, chars)]
+        keep = self.preset_ents != "overwrite"
+        outside = self.preset_ents == "keep_outside"
+        presets = [preset_tags(doc, c, self.scheme, outside) if keep else None for doc, c in zip(docs, chars)]
         # Every doc as windows (one, for all but long docs), every window as a sequence.
         plans = [plan_windows(c.codepoints, self.window_size, self.window_overlap) for c in chars]
         doc_vectors = self._char_vectors(docs)
@@ -508,7 +512,7 @@ class BiLSTMCRFNER(TrainablePipe):
             plain tag ids per character.
         """
         scheme = self.scheme
-        keep = self.preset_ents == "keep"
+        keep = self.preset_ents != "overwrite"
         for doc, prediction in zip(docs, predictions):
             if not isinstance(prediction, DocPrediction):
                 prediction = DocPrediction(prediction, scheme.tags_to_spans(prediction))

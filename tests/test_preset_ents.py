@@ -78,11 +78,19 @@ def test_blocked_tokens_stay_outside_and_outside_tokens_stay_free(nlp):
     assert ("马云", "name") not in [(e.text, e.label_) for e in doc.ents]
     assert [(t.ent_iob_, t.ent_type_) for t in doc[0:2]] == [("B", ""), ("B", "")]  # still blocked
     assert ("阿里巴巴", "company") in [(e.text, e.label_) for e in doc.ents]
-    # O set by another component (doc.ents = []) is not a constraint, as in spaCy's ner.
+    # O set by another component (doc.ents = []) is not a constraint, as in spaCy's ner...
     doc = nlp.make_doc(TEXT)
     doc.ents = []
     ner(doc)
     assert ("马云", "name") in [(e.text, e.label_) for e in doc.ents]
+    # ... unless asked: then tokens marked O stay O, and missing ones are predicted.
+    ner.preset_ents = "keep_outside"
+    doc = nlp.make_doc(TEXT)
+    doc.set_ents([], outside=[doc[0:2]], default="unmodified")
+    ner(doc)
+    ents = [(e.text, e.label_) for e in doc.ents]
+    assert ("马云", "name") not in ents and ("阿里巴巴", "company") in ents
+    ner.preset_ents = "keep"
 
 
 def test_preset_tags_encoding():
