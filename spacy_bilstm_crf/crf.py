@@ -13,7 +13,7 @@ finite negative (not ``-inf``) where gradients flow, which avoids NaNs, and
 ``-inf`` in Viterbi, where no gradient is taken, so a banned transition can
 never win however large the emissions are.
 """
-from typing import Optional, Tuple
+from typing import Final, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +54,9 @@ class LinearChainCRF(nn.Module):
     allowed_end (Optional[Tensor]): Bool (n_tags,), which tags may end a sentence.
     """
 
+    # Sentences whose Viterbi buffer is filled at once (see ``_viterbi``).
+    _chunk: Final[int] = 128
+
     def __init__(
         self,
         n_tags: int,
@@ -92,35 +95,23 @@ class LinearChainCRF(nn.Module):
     # -- training -------------------------------------------------------------------
 
     def log_partition(self, emissions: Tensor, lengths: Tensor) -> Tensor:
-        """The log-sum-exp of the scores of all valid paths (the forward algorithm).
-
-        Each step is a small matmul in the scaled form
-        ``alpha_t = log(exp(alpha_{t-1} - m) @ exp(T - c)) + m + c + emit_t``, which is
-        much cheaper than a logsumexp over a (batch, n_tags, n_tags) tensor, and exact:
-        ``m`` (per sentence) and ``c`` (per target tag) keep every exponent <= 0.
+        """The log-sum-exp of the scores of all valid paths (the forward algorithm), with a
+        hand-written backward (:class:`LogPartition`): its gradient is the tag and
+        transition marginals, computed by one backward pass instead of autograd's replay
+        of every step.
 
         emissions (Tensor): Float (batch, max_len, n_tags).
         lengths (Tensor): Int (batch,), each in [0, max_len].
-        RETURNS (Tensor): Float32 (batch,); 0 for empty sentences.
+        RETURNS (Tensor): Float32 (batch,) (float64 for float64 emissions); 0 for empty
+            sentences.
         """
         with _float32(emissions):
-            emissions = emissions.to(_compute_dtype(emissions))
             batch, max_len, _ = emissions.shape
+            out_dtype = _compute_dtype(emissions)
             if max_len == 0:
-                return emissions.new_zeros(batch)
-            mask = lengths_to_mask(lengths, max_len)
-            trans, start, end = self._masked(BANNED, emissions.dtype)
-            col_max = trans.max(dim=0, keepdim=True).values
-            exp_trans = torch.exp(trans - col_max)
-            tiny = torch.finfo(emissions.dtype).tiny
-            alpha = start + emissions[:, 0]
-            for t in range(1, max_len):
-                shift = alpha.max(dim=1, keepdim=True).values
-                summed = torch.exp(alpha - shift) @ exp_trans
-                nxt = torch.log(summed.clamp_min(tiny)) + shift + col_max + emissions[:, t]
-                alpha = torch.where(mask[:, t : t + 1], nxt, alpha)
-            log_z = torch.logsumexp(alpha + end, dim=1)
-            return torch.where(lengths > 0, log_z, torch.zeros_like(log_z))
+                return emissions.new_zeros(batch, dtype=out_dtype)
+            trans, start, end = self._masked(BANNED, out_dtype)
+            return LogPartition.apply(emissions.to(out_dtype), lengths, trans, start, end)
 
     def path_score(self, emissions: Tensor, tags: Tensor, lengths: Tensor) -> Tensor:
         """The unnormalized score of given tag paths.
@@ -168,46 +159,29 @@ class LinearChainCRF(nn.Module):
 
         ``alpha[b, t, k]`` is the log-sum-exp of the scores of the path prefixes that end
         in tag k at t (its emission included); ``beta[b, t, k]`` that of the suffixes
-        after t given tag k at t (end transition included, emission at t not). Both use
-        the scaled matmul form of :meth:`log_partition`. Positions past a sentence's end
-        hold no meaning.
+        after t given tag k at t (end transition included, emission at t not). Computed
+        by the scaled passes of :class:`LogPartition` (float64), then taken to logs; a
+        tag no valid path reaches scores ``-inf``. Positions past a sentence's end hold
+        no meaning.
 
         emissions (Tensor): Float (batch, max_len, n_tags), e.g. constrained by :func:`constrain`.
         lengths (Tensor): Int (batch,).
         RETURNS (Tuple[Tensor, Tensor, Tensor]): alpha, beta (batch, max_len, n_tags) and
-            log Z (batch,), float32 (float64 for float64 emissions).
+            log Z (batch,), float64.
         """
         with _float32(emissions), torch.no_grad():
-            emissions = emissions.to(_compute_dtype(emissions))
             batch, max_len, n_tags = emissions.shape
-            trans, start, end = self._masked(BANNED, emissions.dtype)
-            alpha = emissions.new_zeros(batch, max_len, n_tags)
-            beta = emissions.new_zeros(batch, max_len, n_tags)
             if max_len == 0:
-                return alpha, beta, emissions.new_zeros(batch)
-            tiny = torch.finfo(emissions.dtype).tiny
-            col_max = trans.max(dim=0, keepdim=True).values
-            exp_cols = torch.exp(trans - col_max)
-            row_max = trans.max(dim=1).values
-            exp_rows_t = torch.exp(trans - row_max[:, None]).t()
-            alpha[:, 0] = start + emissions[:, 0]
-            for t in range(1, max_len):
-                prev = alpha[:, t - 1]
-                shift = prev.max(dim=1, keepdim=True).values
-                summed = torch.exp(prev - shift) @ exp_cols
-                alpha[:, t] = torch.log(summed.clamp_min(tiny)) + shift + col_max + emissions[:, t]
-            last = (lengths - 1).clamp_min(0)
-            beta[:, max_len - 1] = end
-            for t in range(max_len - 2, -1, -1):
-                after = emissions[:, t + 1] + beta[:, t + 1]
-                shift = after.max(dim=1, keepdim=True).values
-                summed = torch.exp(after - shift) @ exp_rows_t
-                inner = torch.log(summed.clamp_min(tiny)) + shift + row_max
-                # The last position of each sentence ends it: only the end transition follows.
-                beta[:, t] = torch.where((t >= last)[:, None], end.expand(batch, n_tags), inner)
-            final = alpha.gather(1, last[:, None, None].expand(batch, 1, n_tags)).squeeze(1)
-            log_z = torch.logsumexp(final + end, dim=1)
-            return alpha, beta, torch.where(lengths > 0, log_z, torch.zeros_like(log_z))
+                empty = emissions.new_zeros(batch, 0, n_tags, dtype=torch.float64)
+                return empty, empty.clone(), emissions.new_zeros(batch, dtype=torch.float64)
+            trans, start, end = self._masked(BANNED, torch.float64)
+            scaled = _Scaled(emissions, lengths, trans, start, end)
+            log_z = scaled.log_z()
+            prefix = scaled.prefix()[..., None]
+            beta_hat = scaled.backward()
+            alpha = torch.log(scaled.alpha) + prefix
+            beta = torch.log(beta_hat) + (log_z[None, :, None] - prefix)
+            return alpha.transpose(0, 1), beta.transpose(0, 1), log_z
 
     # -- inference ------------------------------------------------------------------
 
@@ -236,38 +210,50 @@ class LinearChainCRF(nn.Module):
         batch, max_len, n_tags = emissions.shape
         if max_len == 0:
             return torch.full((batch, 0), pad, dtype=torch.long, device=emissions.device)
-        mask = lengths_to_mask(lengths, max_len)
         trans, start, end = self._masked(float("-inf"), emissions.dtype)
-        # Batch-last layout, (n_tags, batch): the max over the previous tag then
-        # runs over the outermost dimension of a reused (from, to, batch) buffer,
-        # an elementwise max of contiguous slabs, several times faster than a max
-        # over a short innermost dimension. Values only: no argmax in the forward.
-        emit = emissions.permute(1, 2, 0)  # (max_len, n_tags, batch)
-        keep = mask.t().unsqueeze(1)  # (max_len, 1, batch)
+        # Batch-last layout, (n_tags, batch): the max over the previous tag runs over the
+        # outermost dimension of a (from, to, batch) buffer, an elementwise max of
+        # contiguous slabs, several times faster than a max over a short innermost
+        # dimension. The buffer is filled for at most _CHUNK sentences at a time, so it
+        # stays in cache. Values only: no argmax in the forward. Past a sentence's end
+        # the scores run on unused; backtracking starts at each sentence's own end.
+        emit = emissions.permute(1, 2, 0).contiguous()  # (max_len, n_tags, batch)
         trans_3d = trans.unsqueeze(2)  # (from, to, 1)
-        buffer = emissions.new_empty(n_tags, n_tags, batch)
-        scores = [start.unsqueeze(1) + emit[0]]
+        chunk = max(1, min(batch, self._chunk))
+        buffer = emissions.new_empty(n_tags, n_tags, chunk)
+        scores = emissions.new_empty(max_len, n_tags, batch)
+        torch.add(start.unsqueeze(1), emit[0], out=scores[0])
         for t in range(1, max_len):
-            torch.add(scores[-1].unsqueeze(1), trans_3d, out=buffer)
-            nxt = buffer.amax(dim=0) + emit[t]
-            scores.append(torch.where(keep[t], nxt, scores[-1]))
-        # Backtracking recomputes each step's argmax for the one chosen tag only,
-        # a (n_tags, batch) op per step instead of storing backpointers for every
-        # tag. The sums are the same floating-point ops as in the forward pass, so
-        # ties break the same way. Past a sentence's end the tag is carried through.
-        tag = (scores[-1] + end.unsqueeze(1)).argmax(dim=0, keepdim=True)  # (1, batch)
+            for lo in range(0, batch, chunk):
+                hi = min(lo + chunk, batch)
+                part = buffer[:, :, : hi - lo]
+                torch.add(scores[t - 1, :, lo:hi].unsqueeze(1), trans_3d, out=part)
+                torch.amax(part, dim=0, out=scores[t, :, lo:hi])
+            scores[t].add_(emit[t])
+        # Backtracking in (batch, n_tags) layout: each step recomputes the chosen tag's
+        # predecessor scores (the same float sums as the forward, so ties break the same
+        # way) and takes the max over the innermost dimension, with its index.
+        by_batch = scores.transpose(1, 2).contiguous()  # (max_len, batch, n_tags)
+        last = (lengths - 1).clamp_min(0)
+        final = by_batch.gather(0, last.view(1, -1, 1).expand(1, batch, n_tags))[0] + end
+        final_tag = final.max(dim=1)[1]
+        into = trans.t().contiguous()  # (to, from)
+        within = lengths_to_mask(lengths, max_len).t()  # (max_len, batch)
+        tag = final_tag
         path = [tag]
         for t in range(max_len - 1, 0, -1):
-            into_tag = trans.index_select(1, tag.squeeze(0))  # (from, batch)
-            prev = (scores[t - 1] + into_tag).argmax(dim=0, keepdim=True)
-            tag = torch.where(keep[t], prev, tag)
+            candidates = into.index_select(0, tag).add_(by_batch[t - 1])
+            prev = candidates.max(dim=1)[1]
+            # A sentence that ends at t - 1 starts from its own best final tag there.
+            tag = torch.where(within[t], prev, final_tag)
             path.append(tag)
         path.reverse()
-        tags = torch.cat(path, dim=0).t()
-        return torch.where(mask, tags, torch.full_like(tags, pad))
+        tags = torch.stack(path, dim=1)
+        return torch.where(within.t(), tags, torch.full_like(tags, pad))
 
     def marginals(self, emissions: Tensor, lengths: Tensor) -> Tensor:
-        """Per-token tag marginals P(y_t = k | x): the gradient of log Z w.r.t. the emissions.
+        """Per-token tag marginals P(y_t = k | x): the gradient of log Z w.r.t. the emissions
+        (the forward-backward pass of :class:`LogPartition`).
 
         RETURNS (Tensor): Float32 (batch, max_len, n_tags); rows sum to 1 inside
             sentences and are 0 at padded positions.
@@ -289,6 +275,130 @@ class LinearChainCRF(nn.Module):
         last = safe.gather(1, (lengths - 1).clamp_min(0).unsqueeze(1)).squeeze(1)
         ends_ok = self.allowed_start[safe[:, 0]] & self.allowed_end[last]
         return steps_ok.all(dim=1) & (ends_ok | (lengths == 0))
+
+
+class _Scaled:
+    """The scaled forward pass of one batch (Rabiner's scaling), in float64.
+
+    ``alpha[t]`` is the forward vector at t divided by its sum (``norm[t]`` is that sum,
+    in units where the emissions at t, the transitions and the start are divided by
+    their maxima), so every step is one matmul with ``exp(transitions)``, a product with
+    ``exp(emissions)`` and a normalization: four ops per step, no log or exp inside the
+    loop. float64 keeps every path within ``e^700`` of the best one (float32 would lose
+    paths, even every path through a forced tag, past ``e^87``). Past a sentence's end
+    the recursion runs on with finite, unused values: no step is masked, and the
+    normalizers and the end are read at each sentence's own length.
+    """
+
+    def __init__(self, emissions: Tensor, lengths: Tensor, trans: Tensor, start: Tensor, end: Tensor) -> None:
+        dtype = torch.float64
+        batch, max_len, n_tags = emissions.shape
+        self.lengths = lengths
+        # One copy makes the time-major float64 exp-emissions; the rest is in place.
+        exp_emit = emissions.new_empty(max_len, batch, n_tags, dtype=dtype)
+        exp_emit.copy_(emissions.detach().transpose(0, 1))
+        self.emit_max = exp_emit.amax(dim=2, keepdim=True)
+        self.exp_emit = exp_emit.sub_(self.emit_max).exp_()
+        trans, start, end = (x.detach().to(dtype) for x in (trans, start, end))
+        self.trans_max, self.start_max, self.end_max = trans.max(), start.max(), end.max()
+        self.exp_trans = torch.exp(trans - self.trans_max)  # banned transitions: exactly 0
+        self.exp_end = torch.exp(end - self.end_max)
+        alpha = exp_emit.new_empty(max_len, batch, n_tags)
+        norm = exp_emit.new_empty(max_len, batch, 1)
+        torch.mul(torch.exp(start - self.start_max), exp_emit[0], out=alpha[0])
+        torch.sum(alpha[0], 1, keepdim=True, out=norm[0])
+        alpha[0].div_(norm[0])
+        step = exp_emit.new_empty(batch, n_tags)
+        for t in range(1, max_len):
+            torch.mm(alpha[t - 1], self.exp_trans, out=step)
+            step.mul_(exp_emit[t])
+            torch.sum(step, 1, keepdim=True, out=norm[t])
+            torch.div(step, norm[t], out=alpha[t])
+        self.alpha, self.norm = alpha, norm
+        self.last = (lengths - 1).clamp_min(0)
+        self.within = lengths_to_mask(lengths, max_len).t()  # (max_len, batch)
+        alpha_last = alpha.gather(0, self.last[None, :, None].expand(1, batch, n_tags))[0]
+        self.z_end = (alpha_last * self.exp_end).sum(1)
+
+    def prefix(self) -> Tensor:
+        """RETURNS (Tensor): (max_len, batch) the log of what ``alpha[t]`` was divided by."""
+        steps = torch.arange(self.alpha.shape[0], device=self.alpha.device, dtype=self.alpha.dtype)
+        logs = torch.log(self.norm[..., 0]) + self.emit_max[..., 0]
+        return logs.cumsum(0) + self.start_max + steps[:, None] * self.trans_max
+
+    def log_z(self) -> Tensor:
+        """RETURNS (Tensor): Float64 (batch,) log Z; 0 for empty sentences."""
+        logs = torch.log(self.norm[..., 0]) + self.emit_max[..., 0]
+        log_z = torch.where(self.within, logs, torch.zeros_like(logs)).sum(0)
+        log_z = log_z + torch.log(self.z_end) + self.end_max + self.start_max + self.last.to(logs.dtype) * self.trans_max
+        return torch.where(self.lengths > 0, log_z, torch.zeros_like(log_z))
+
+    def backward(self, weight: Optional[Tensor] = None) -> Tensor:
+        """The scaled backward vectors: ``alpha[t] * beta[t]`` sums to 1 at each t of a
+        sentence (times its ``weight``), and is 0 past its end.
+
+        weight (Optional[Tensor]): Float64 (batch,) a factor per sentence (the gradient).
+        RETURNS (Tensor): Float64 (max_len, batch, n_tags).
+        """
+        max_len, batch, n_tags = self.exp_emit.shape
+        beta_last = self.exp_end / self.z_end[:, None]
+        if weight is not None:
+            beta_last = beta_last * weight[:, None]
+        beta = self.alpha.new_zeros(max_len, batch, n_tags)
+        beta.index_put_((self.last, torch.arange(batch, device=beta.device)), beta_last)
+        beta.mul_((self.lengths > 0).to(beta.dtype)[None, :, None])
+        exp_trans_t = self.exp_trans.t().contiguous()
+        step = self.alpha.new_empty(batch, n_tags)
+        carried = self.alpha.new_empty(batch, n_tags)
+        within = self.within.to(beta.dtype).unsqueeze(2)
+        for t in range(max_len - 1, 0, -1):
+            torch.mul(self.exp_emit[t], beta[t], out=step)
+            step.div_(self.norm[t])
+            torch.mm(step, exp_trans_t, out=carried)
+            # Only inside a sentence; its own end was set above.
+            beta[t - 1].addcmul_(carried, within[t])
+        return beta
+
+
+class LogPartition(torch.autograd.Function):
+    """log Z of a batch of linear-chain CRFs, with the forward-backward algorithm as backward.
+
+    The gradient of log Z is the marginals: per tag ``alpha * beta``, per transition the
+    sum over steps of ``alpha[t-1] exp(T) exp(emit[t]) beta[t]``, which is one matmul
+    over all steps at the end. Both passes are :class:`_Scaled`'s.
+    """
+
+    @staticmethod
+    def forward(ctx, emissions: Tensor, lengths: Tensor, trans: Tensor, start: Tensor, end: Tensor) -> Tensor:
+        scaled = _Scaled(emissions, lengths, trans, start, end)
+        ctx.scaled = scaled
+        ctx.dtypes = (emissions.dtype, trans.dtype)
+        return scaled.log_z().to(emissions.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        scaled: _Scaled = ctx.scaled
+        emissions_dtype, params_dtype = ctx.dtypes
+        max_len, batch, n_tags = scaled.exp_emit.shape
+        beta = scaled.backward(grad.detach().to(torch.float64))
+        alpha = scaled.alpha
+        if max_len > 1:
+            right = torch.mul(scaled.exp_emit[1:], beta[1:]).div_(scaled.norm[1:])
+            d_trans = scaled.exp_trans * (alpha[:-1].reshape(-1, n_tags).t() @ right.reshape(-1, n_tags))
+        else:
+            d_trans = torch.zeros_like(scaled.exp_trans)
+        # Written time-major and returned as a (batch, max_len, n_tags) view: no strided copy.
+        d_emissions = alpha.new_empty(max_len, batch, n_tags, dtype=emissions_dtype)
+        torch.mul(alpha, beta, out=d_emissions)
+        d_start = d_emissions[0].sum(0)
+        d_end = d_emissions.gather(0, scaled.last[None, :, None].expand(1, batch, n_tags))[0].sum(0)
+        return (
+            d_emissions.transpose(0, 1),
+            None,
+            d_trans.to(params_dtype),
+            d_start.to(params_dtype),
+            d_end.to(params_dtype),
+        )
 
 
 def _compute_dtype(emissions: Tensor) -> torch.dtype:

@@ -150,3 +150,51 @@ def test_constrained_viterbi_is_the_best_consistent_path(seed: int):
     best = max(paths, key=lambda p: _score(crf, emissions[0].double(), p))
     assert tags == list(best)
     assert tags[1:3] == [scheme.tag_id("B", 0), scheme.tag_id("E", 0)]
+
+
+def _scan_log_partition(crf: LinearChainCRF, emissions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The forward algorithm in log space, step by step, differentiated by autograd: the
+    reference for the hand-written backward."""
+    trans, start, end = crf._masked(BANNED, emissions.dtype)
+    alpha = start + emissions[:, 0]
+    for t in range(1, emissions.shape[1]):
+        nxt = torch.logsumexp(alpha[:, :, None] + trans[None], dim=1) + emissions[:, t]
+        alpha = torch.where((t < lengths)[:, None], nxt, alpha)
+    log_z = torch.logsumexp(alpha + end, dim=1)
+    return torch.where(lengths > 0, log_z, torch.zeros_like(log_z))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("forced", [False, True])
+def test_hand_written_backward_equals_autograd(seed: int, forced: bool):
+    scheme = TagScheme(["A", "B", "C"])
+    crf = _crf(scheme, seed)
+    gen = torch.Generator().manual_seed(seed)
+    emissions = (torch.randn(6, 9, len(scheme), generator=gen, dtype=torch.float64) * 4).requires_grad_(True)
+    lengths = torch.tensor([9, 1, 0, 5, 9, 2])
+    inputs = emissions
+    if forced:  # a partial-label lattice: banned emissions, as the NLL builds it
+        tags = torch.full((6, 9), -1)
+        tags[0, 3], tags[3, 0], tags[4, 8] = scheme.tag_id("S", 2), 0, scheme.tag_id("E", 1)
+        inputs = constrain(emissions, tags, BANNED)
+    weights = torch.randn(6, generator=gen, dtype=torch.float64)
+    params = [emissions, crf.transitions, crf.start_transitions, crf.end_transitions]
+    ours = crf.log_partition(inputs, lengths)
+    reference = _scan_log_partition(crf, inputs, lengths)
+    assert torch.allclose(ours, reference, atol=1e-9)
+    got = torch.autograd.grad((ours * weights).sum(), params, retain_graph=True)
+    expected = torch.autograd.grad((reference * weights).sum(), params)
+    for g, e in zip(got, expected):
+        assert torch.allclose(g.double(), e.double(), atol=1e-5)
+    assert emissions.grad is None
+
+
+def test_hand_written_backward_passes_gradcheck():
+    scheme = TagScheme(["A"])
+    crf = _crf(scheme, 4).double()
+    emissions = torch.randn(3, 4, len(scheme), dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([4, 2, 1])
+    trans, start, end = (x.detach().requires_grad_(True) for x in crf._masked(BANNED, torch.float64))
+    from spacy_bilstm_crf.crf import LogPartition
+
+    assert torch.autograd.gradcheck(lambda e, a, s, z: LogPartition.apply(e, lengths, a, s, z), (emissions, trans, start, end))
