@@ -95,7 +95,7 @@ def preset_tags(doc: Doc, chars: DocChars, scheme: TagScheme, outside: bool = Fa
     outside (bool): Fix the tokens marked ``O`` (``ent_iob == 2``) to ``O`` too.
     RETURNS (Optional[numpy.ndarray]): Int64 (n_chars,): a tag id, or -1 where free.
     """
-    if len(doc) == 0:
+    if len(doc) == 0 or not doc.has_annotation("ENT_IOB"):  # a fresh doc: nothing set
         return None
     iob_type = doc.to_array([ENT_IOB, ENT_TYPE])
     iob, ent_type = iob_type[:, 0], iob_type[:, 1]

@@ -175,12 +175,18 @@ class DocPrediction:
     scores (Optional[numpy.ndarray]): The probability of each entity, with confidence on.
     candidates (List[Tuple[int, int, int, float]]): Other spans above ``threshold``, with
         their probabilities.
+    chars (Optional[DocChars]): The doc's characters.
+    preset (bool): Whether the doc had annotation to keep (``preset_ents``).
     """
 
     tags: numpy.ndarray
     spans: List[Tuple[int, int, int]]
     scores: Optional[numpy.ndarray] = None
     candidates: Optional[List[Tuple[int, int, int, float]]] = None
+    # The doc's characters, and whether it had entities or blocked tokens set before
+    # prediction: set_annotations then knows whether it may take the plain path.
+    chars: Optional[DocChars] = None
+    preset: bool = False
 
 
 class BiLSTMCRFNER(TrainablePipe):
@@ -382,7 +388,7 @@ class BiLSTMCRFNER(TrainablePipe):
         scored = self.confidence or self.min_confidence > 0
         if not any(len(c.codepoints) for c in chars):
             empty = numpy.zeros(0, dtype="float64") if scored else None
-            return [DocPrediction(numpy.zeros(0, dtype="int64"), [], empty, []) for _ in chars]
+            return [DocPrediction(numpy.zeros(0, dtype="int64"), [], empty, [], c) for c in chars]
         keep = self.preset_ents != "overwrite"
         outside = self.preset_ents == "keep_outside"
         presets = [preset_tags(doc, c, self.scheme, outside) if keep else None for doc, c in zip(docs, chars)]
@@ -412,7 +418,7 @@ class BiLSTMCRFNER(TrainablePipe):
                 tags[i] = row[: len(sequences[i])]
         result = []
         offset = 0
-        for c, plan in zip(chars, plans):
+        for c, preset, plan in zip(chars, presets, plans):
             window_tags = tags[offset : offset + len(plan)]
             window_lattices = lattices[offset : offset + len(plan)]
             offset += len(plan)
@@ -422,7 +428,7 @@ class BiLSTMCRFNER(TrainablePipe):
                 found = [self.scheme.tags_to_spans(t) for t in window_tags]
                 spans = stitch_spans(plan, found, len(c.codepoints))
                 doc_tags = self.scheme.spans_to_tags(len(c.codepoints), spans)
-            prediction = DocPrediction(doc_tags, spans)
+            prediction = DocPrediction(doc_tags, spans, chars=c, preset=preset is not None)
             if scored:
                 self._score(prediction, plan, window_lattices)
             result.append(prediction)
@@ -515,8 +521,16 @@ class BiLSTMCRFNER(TrainablePipe):
         keep = self.preset_ents != "overwrite"
         for doc, prediction in zip(docs, predictions):
             if not isinstance(prediction, DocPrediction):
-                prediction = DocPrediction(prediction, scheme.tags_to_spans(prediction))
-            chars = doc_chars(doc)
+                prediction = DocPrediction(
+                    prediction, scheme.tags_to_spans(prediction), preset=doc.has_annotation("ENT_IOB")
+                )
+            chars = prediction.chars if prediction.chars is not None else doc_chars(doc)
+            if prediction.scores is None and chars.one_per_token and not (keep and prediction.preset):
+                # The plain path: one token per character, nothing to keep, no scores.
+                labels = scheme.labels
+                ents = [Span(doc, start, end, label=labels[label]) for start, end, label in prediction.spans]
+                doc.set_ents(ents, default="outside")
+                continue
             token_spans = chars_to_tokens(prediction.spans, chars, self.boundary, self.boundary_counts)
             taken = numpy.zeros(len(doc), dtype=bool)
             preset: List[Span] = []
