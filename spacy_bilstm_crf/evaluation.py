@@ -352,15 +352,19 @@ def evaluate_docs(
     return EvaluationResult(scores, report, seq_f1, predicted, gold)
 
 
-def evaluate_docbin(nlp: Language, path: Path, batch_size: int = 256) -> EvaluationResult:
+def evaluate_docbin(
+    nlp: Language, path: Path, batch_size: int = 256, calibration: bool = True
+) -> EvaluationResult:
     """:func:`evaluate_docs` on the docs of a ``.spacy`` file.
 
     nlp (Language): The loaded pipeline.
     path (Path): The DocBin with the gold docs.
     batch_size (int): Docs per ``nlp.pipe`` batch.
+    calibration (bool): Measure the calibration of entity confidences, if a
+        component provides them.
     RETURNS (EvaluationResult): Scores, reports and the predicted docs.
     """
-    return evaluate_docs(nlp, read_docs(path, nlp.vocab), batch_size=batch_size)
+    return evaluate_docs(nlp, read_docs(path, nlp.vocab), batch_size=batch_size, calibration=calibration)
 
 
 def report_labels(per_type: Mapping[str, Any]) -> List[str]:

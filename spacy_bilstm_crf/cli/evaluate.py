@@ -50,6 +50,11 @@ def evaluate_cli(
     ),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, -1 for the CPU"),
     batch_size: int = typer.Option(256, "--batch-size", "-b", help="Docs per nlp.pipe batch"),
+    calibration: bool = typer.Option(
+        True,
+        "--calibration/--no-calibration",
+        help="Score entity confidence too (its calibration); off: the speed is that of plain prediction",
+    ),
 ) -> None:
     """Score a pipeline's entities with spaCy and seqeval; write a report.
 
@@ -61,9 +66,10 @@ def evaluate_cli(
     disagree.
 
     If the pipeline scores its entities (the bilstm_crf_ner component), the
-    pass runs with confidence on; the JSON and the report then include the
-    calibration of the confidences (ECE, Brier score, reliability table) and,
-    when matplotlib is installed, OUTPUT/STEM_reliability.png.
+    pass runs with confidence on (unless --no-calibration); the JSON and the
+    report then include the calibration of the confidences (ECE, Brier score,
+    reliability table) and, when matplotlib is installed,
+    OUTPUT/STEM_reliability.png.
 
     Needs seqeval: `pip install "spacy-bilstm-crf[evaluate]"`.
     """
@@ -76,7 +82,7 @@ def evaluate_cli(
     nlp = load_pipeline(model, gpu_id)
     msg.info(f"Evaluating {model} on {data_path}")
     try:
-        result = evaluate_docbin(nlp, data_path, batch_size=batch_size)
+        result = evaluate_docbin(nlp, data_path, batch_size=batch_size, calibration=calibration)
     except ValueError as err:  # e.g. spaCy and seqeval disagree
         msg.fail("Evaluation failed", str(err), exits=1)
     output.mkdir(parents=True, exist_ok=True)
