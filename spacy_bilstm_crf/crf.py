@@ -3,7 +3,10 @@
 All operations run over the whole batch at once: sentences are padded to
 ``(batch, max_len, n_tags)`` and ``lengths`` says how many positions of each
 are real, any length from 0 up. The only Python loops run over time steps,
-never over sentences, and backtracking is a batched ``gather`` per step.
+never over sentences, and backtracking is one batched op group per step. The
+log-partition has a hand-written backward (:class:`LogPartition`: the
+forward-backward marginals), which also gives the span probabilities of
+``confidence.py`` and the partial-label loss.
 
 Invalid transitions (e.g. ``O → I-x``) are removed from the model: the
 partition function, the gold score and Viterbi all use the same masked
