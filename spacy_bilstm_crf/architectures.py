@@ -5,6 +5,7 @@ are only known at ``initialize`` (or when a saved pipeline is loaded), so the
 architecture returns a thin thinc ``Model`` whose torch layer is built by
 :func:`build_torch_layer`, called by the pipe at those two moments.
 """
+import inspect
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
@@ -19,7 +20,7 @@ from thinc.types import Floats2d
 from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.util import get_torch_default_device
 
-from .chars import doc_chars
+from .chars import DocChars, doc_chars
 from .lac import LACEncoder
 from .lac.encoder import OOV_ID
 from .model import BiLSTMCRF
@@ -155,57 +156,19 @@ def build_bilstm_crf_v2(
     )
 
 
-@registry.architectures("spacy-bilstm-crf.BiLSTMCRF.v1")
-def build_bilstm_crf(
-    char_dim: int = 128,
-    bigram_dim: int = 0,
-    bigram_buckets: int = 100003,
-    class_dim: int = 16,
-    hidden_size: int = 256,
-    depth: int = 1,
-    dropout: float = 0.3,
-    embed_dropout: float = 0.2,
-    unk_rate: float = 0.02,
-    layer_norm: bool = True,
-    lexicon: Optional[str] = "jieba",
-    lexicon_max_len: int = 6,
-    lexicon_dim: int = 0,
-    lexicon_pos: bool = False,
-    lac_embeddings: bool = False,
-    lac_features: bool = False,
-    lac_finetune: int = 0,
-    lac_layers: int = 1,
-    mixed_precision: bool = False,
-    grad_scaler: Optional[PyTorchGradScaler] = None,
-    quantize_int8: bool = False,
-) -> Model[TaggerInput, Any]:
+def build_bilstm_crf(**settings: Any) -> Model[TaggerInput, Any]:
     """``spacy-bilstm-crf.BiLSTMCRF.v2`` without an upstream encoder (its arguments but
     ``tok2vec``); kept so that configs and pipelines written with v1 load unchanged.
     """
-    return build_bilstm_crf_v2(
-        None,
-        char_dim=char_dim,
-        bigram_dim=bigram_dim,
-        bigram_buckets=bigram_buckets,
-        class_dim=class_dim,
-        hidden_size=hidden_size,
-        depth=depth,
-        dropout=dropout,
-        embed_dropout=embed_dropout,
-        unk_rate=unk_rate,
-        layer_norm=layer_norm,
-        lexicon=lexicon,
-        lexicon_max_len=lexicon_max_len,
-        lexicon_dim=lexicon_dim,
-        lexicon_pos=lexicon_pos,
-        lac_embeddings=lac_embeddings,
-        lac_features=lac_features,
-        lac_finetune=lac_finetune,
-        lac_layers=lac_layers,
-        mixed_precision=mixed_precision,
-        grad_scaler=grad_scaler,
-        quantize_int8=quantize_int8,
-    )
+    return build_bilstm_crf_v2(None, **settings)
+
+
+# spaCy validates and fills a config block from the registered function's signature:
+# v1's is v2's without ``tok2vec``, so the two cannot drift apart.
+build_bilstm_crf.__signature__ = inspect.signature(build_bilstm_crf_v2).replace(  # type: ignore[attr-defined]
+    parameters=list(inspect.signature(build_bilstm_crf_v2).parameters.values())[1:]
+)
+registry.architectures("spacy-bilstm-crf.BiLSTMCRF.v1")(build_bilstm_crf)
 
 
 def build_torch_layer(
@@ -318,21 +281,17 @@ def tok2vec_width(model: Model) -> int:
     return int(tok2vec.get_dim("nO"))
 
 
-def char_vectors(model: Model, docs: Sequence[Doc], token_vectors: Sequence[Any]) -> List[Any]:
+def char_vectors(model: Model, chars: Sequence[DocChars], token_vectors: Sequence[Any]) -> List[Any]:
     """Each token's vector given to each of its characters (see ``chars.py``).
 
+    chars (Sequence[DocChars]): The characters of each doc.
+    token_vectors (Sequence[Any]): Float (n_tokens, width) per doc.
     RETURNS (List[Any]): Float (n_chars, width) per doc, arrays of the model's ops.
     """
-    xp = model.ops.xp
-    out = []
-    for doc, vectors in zip(docs, token_vectors):
-        chars = doc_chars(doc)
-        if chars.one_per_token:
-            out.append(vectors)
-        else:
-            lengths = model.ops.asarray(chars.token_ends - chars.token_starts)
-            out.append(xp.repeat(vectors, lengths, axis=0))
-    return out
+    return [
+        vectors if c.one_per_token else model.ops.xp.repeat(vectors, model.ops.asarray(c.token_lengths), axis=0)
+        for c, vectors in zip(chars, token_vectors)
+    ]
 
 
 def init_from_lac(module: BiLSTMCRF, lac: LACEncoder, embeddings: bool) -> None:
@@ -425,24 +384,23 @@ def _forward(model: Model, X: TaggerInput, is_train: bool) -> Tuple[Any, Callabl
         get_torch_module(model)  # raises the not-initialized error
     tok2vec = tok2vec_layer(model)
     if tok2vec is None or vectors is not None:
-        Y, backprop_network = network(featurize(model, docs, gold, vectors), is_train)
-        return Y, lambda dY: (backprop_network(dY), [])[1]
+        return network(featurize(model, docs, gold, vectors), is_train)
     if not all(isinstance(doc, Doc) for doc in docs):
         raise ValueError("With a tok2vec layer, pass Docs or the vectors of each sequence.")
+    chars = [doc_chars(doc) for doc in docs]
     token_vectors, backprop_tok2vec = tok2vec(docs, is_train)
-    Y, backprop_network = network(featurize(model, docs, gold, char_vectors(model, docs, token_vectors)), is_train)
+    Y, backprop_network = network(featurize(model, docs, gold, char_vectors(model, chars, token_vectors)), is_train)
 
     def backprop(dY: Any) -> List[Any]:
+        # Each token's gradient is the sum of its characters'.
         d_vectors = backprop_network(dY)
         d_tokens = []
-        for row, doc in enumerate(docs):
-            chars = doc_chars(doc)
-            d_chars = d_vectors[row, : len(chars.codepoints)]
-            if chars.one_per_token:
-                d_tokens.append(d_chars)
-            else:
-                lengths = model.ops.asarray1i(chars.token_ends - chars.token_starts)
-                d_tokens.append(model.ops.reduce_sum(model.ops.xp.ascontiguousarray(d_chars), lengths))
+        for row, c in enumerate(chars):
+            d_chars = d_vectors[row, : len(c.codepoints)]
+            if not c.one_per_token:
+                lengths = model.ops.asarray1i(c.token_lengths)
+                d_chars = model.ops.reduce_sum(model.ops.xp.ascontiguousarray(d_chars), lengths)
+            d_tokens.append(d_chars)
         backprop_tok2vec(d_tokens)
         return []
 

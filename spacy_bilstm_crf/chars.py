@@ -21,7 +21,7 @@ from .tags import Span, TagScheme
 BOUNDARY_RULES = ("expand", "contract", "drop")
 
 # ent_iob values (spaCy): 0 missing, 1 inside, 2 outside, 3 begin.
-MISSING, INSIDE, OUTSIDE, BEGIN = 0, 1, 2, 3
+INSIDE, OUTSIDE, BEGIN = 1, 2, 3
 
 
 @dataclass
@@ -38,14 +38,18 @@ class DocChars:
     token_ends: numpy.ndarray
 
     @property
+    def token_lengths(self) -> numpy.ndarray:
+        """RETURNS (numpy.ndarray): Int64 (n_tokens,) the number of characters of each token."""
+        return self.token_ends - self.token_starts
+
+    @property
     def one_per_token(self) -> bool:
         """RETURNS (bool): Whether every token is one character (the identity mapping)."""
         return len(self.codepoints) == len(self.token_starts)
 
     def char_to_token(self) -> numpy.ndarray:
         """RETURNS (numpy.ndarray): Int64 (n_chars,) the token of each character."""
-        lengths = self.token_ends - self.token_starts
-        return numpy.repeat(numpy.arange(len(lengths), dtype="int64"), lengths)
+        return numpy.repeat(numpy.arange(len(self.token_starts), dtype="int64"), self.token_lengths)
 
     def token_spans_to_chars(self, spans: Sequence[Span]) -> List[Span]:
         """Token spans ``(start, end, label)`` → the same spans in characters."""
@@ -57,7 +61,7 @@ class DocChars:
         """A bool per token → a bool per character (each of its characters)."""
         if self.one_per_token:
             return mask
-        return numpy.repeat(mask, self.token_ends - self.token_starts)
+        return numpy.repeat(mask, self.token_lengths)
 
 
 def doc_chars(doc: Doc) -> DocChars:
@@ -80,6 +84,14 @@ def doc_chars(doc: Doc) -> DocChars:
     return DocChars(text[positions].astype("int64"), starts, ends)
 
 
+def blocked_tokens(doc: Doc) -> numpy.ndarray:
+    """RETURNS (numpy.ndarray): Bool per token, True where spaCy marks it blocked: outside
+        on purpose (``doc.set_ents(..., blocked=...)``: an entity tag with no label).
+    """
+    iob_type = doc.to_array([ENT_IOB, ENT_TYPE])
+    return numpy.isin(iob_type[:, 0], (BEGIN, INSIDE)) & (iob_type[:, 1] == 0)
+
+
 def preset_tags(doc: Doc, chars: DocChars, scheme: TagScheme, outside: bool = False) -> Optional[numpy.ndarray]:
     """The tags already fixed on a doc's characters, or None when nothing is fixed.
 
@@ -97,13 +109,11 @@ def preset_tags(doc: Doc, chars: DocChars, scheme: TagScheme, outside: bool = Fa
     """
     if len(doc) == 0 or not doc.has_annotation("ENT_IOB"):  # a fresh doc: nothing set
         return None
-    iob_type = doc.to_array([ENT_IOB, ENT_TYPE])
-    iob, ent_type = iob_type[:, 0], iob_type[:, 1]
-    entity = (iob == BEGIN) | (iob == INSIDE)
-    fixed_outside = entity & (ent_type == 0)  # blocked
+    iob = doc.to_array(ENT_IOB)
+    fixed_outside = blocked_tokens(doc)
     if outside:
         fixed_outside |= iob == OUTSIDE
-    if not entity.any() and not fixed_outside.any():
+    if not ((iob == BEGIN) | (iob == INSIDE)).any() and not fixed_outside.any():
         return None
     forced = numpy.full(len(chars.codepoints), -1, dtype="int64")
     forced[chars.token_mask_to_chars(fixed_outside)] = 0
@@ -115,13 +125,6 @@ def preset_tags(doc: Doc, chars: DocChars, scheme: TagScheme, outside: bool = Fa
         else:
             forced[start:end] = scheme.spans_to_tags(end - start, [(0, end - start, label)])
     return forced
-
-
-def missing_chars(iob_per_token: numpy.ndarray, chars: DocChars) -> numpy.ndarray:
-    """RETURNS (numpy.ndarray): Bool (n_chars,), True on the characters of tokens whose
-        entity annotation is missing (``ent_iob == 0``).
-    """
-    return chars.token_mask_to_chars(iob_per_token == MISSING)
 
 
 def chars_to_tokens(

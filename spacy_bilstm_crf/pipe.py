@@ -11,10 +11,10 @@ import numpy
 import srsly
 import torch
 from spacy import util
+from spacy.attrs import ENT_IOB, IDX
 from spacy.errors import Errors
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.attrs import ENT_IOB, ENT_TYPE, IDX
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
@@ -31,7 +31,7 @@ from .architectures import (
     tok2vec_layer,
     torch_layer,
 )
-from .chars import BOUNDARY_RULES, DocChars, chars_to_tokens, doc_chars, preset_tags
+from .chars import BOUNDARY_RULES, DocChars, blocked_tokens, chars_to_tokens, doc_chars, preset_tags
 from .confidence import Lattice, candidate_spans, span_probabilities
 from .crf import BANNED, constrain
 from .integrity import CHECKSUM_KEY, check_weights, parse_cfg, weights_checksum
@@ -40,7 +40,7 @@ from .lexicon import load_lexicon
 from .lexicon_table import build_lexicon_table
 from .model import normalize_codepoints
 from .tags import SCHEMES, TagScheme
-from .windows import length_batches, plan_windows, stitch_spans
+from .windows import Window, length_batches, plan_windows, stitch_spans
 
 DEFAULT_MODEL_CONFIG = """
 [model]
@@ -394,12 +394,12 @@ class BiLSTMCRFNER(TrainablePipe):
         presets = [preset_tags(doc, c, self.scheme, outside) if keep else None for doc, c in zip(docs, chars)]
         # Every doc as windows (one, for all but long docs), every window as a sequence.
         plans = [plan_windows(c.codepoints, self.window_size, self.window_overlap) for c in chars]
-        doc_vectors = self._char_vectors(docs)
+        doc_vectors = self._char_vectors(docs, chars)
         sequences, forced, vectors = [], [], []
         for k, (c, preset, plan) in enumerate(zip(chars, presets, plans)):
             for w in plan:
                 sequences.append(c.codepoints[w.start : w.end])
-                forced.append(None if preset is None else window_presets(preset, w, len(preset), self.scheme))
+                forced.append(None if preset is None else window_presets(preset, w, self.scheme))
                 vectors.append(None if doc_vectors is None else doc_vectors[k][w.start : w.end])
         tags: List[numpy.ndarray] = [numpy.zeros(0, dtype="int64")] * len(sequences)
         lattices: List[Optional[Lattice]] = [None] * len(sequences)
@@ -434,12 +434,12 @@ class BiLSTMCRFNER(TrainablePipe):
             result.append(prediction)
         return result
 
-    def _char_vectors(self, docs: List[Doc]) -> Optional[List[object]]:
+    def _char_vectors(self, docs: List[Doc], chars: List[DocChars]) -> Optional[List[object]]:
         """The upstream encoder's vectors per character of each doc; None without one."""
         tok2vec = tok2vec_layer(self.model)
         if tok2vec is None:
             return None
-        return char_vectors(self.model, docs, tok2vec.predict(docs))
+        return char_vectors(self.model, chars, tok2vec.predict(docs))
 
     def _decode_lattice(
         self,
@@ -665,7 +665,8 @@ class BiLSTMCRFNER(TrainablePipe):
         docs = list(docs)
         module = get_torch_module(self.model)
         device = next(module.parameters()).device
-        batch = featurize(self.model, docs, None, self._char_vectors(docs))
+        chars = [doc_chars(doc) for doc in docs]
+        batch = featurize(self.model, [c.codepoints for c in chars], None, self._char_vectors(docs, chars))
         padded = xp2torch(batch.codepoints, device=device)
         lengths = xp2torch(batch.lengths, device=device)
         extra = None if batch.vectors is None else xp2torch(batch.vectors, device=device)
@@ -818,7 +819,7 @@ def warn_about_training_settings(training: Dict[str, object], name: str) -> None
     )
 
 
-def window_presets(preset: numpy.ndarray, window, length: int, scheme: TagScheme) -> numpy.ndarray:
+def window_presets(preset: numpy.ndarray, window: Window, scheme: TagScheme) -> numpy.ndarray:
     """A doc's fixed tags (see ``chars.preset_tags``) on one window.
 
     A pre-set entity cut by the window's edge cannot be decoded as a valid part of
@@ -833,7 +834,7 @@ def window_presets(preset: numpy.ndarray, window, length: int, scheme: TagScheme
         while k < len(fixed) and fixed[k] > 0 and prefix[fixed[k]] in ("I", "E"):
             fixed[k] = 0
             k += 1
-    if window.end < length:
+    if window.end < len(preset):
         k = len(fixed) - 1
         while k >= 0 and fixed[k] > 0 and prefix[fixed[k]] in ("B", "I"):
             fixed[k] = 0
@@ -842,11 +843,8 @@ def window_presets(preset: numpy.ndarray, window, length: int, scheme: TagScheme
 
 
 def blocked_spans(doc: Doc) -> List[Span]:
-    """The runs of tokens spaCy marks as blocked (outside on purpose, ``ent_iob`` set with
-    no label), e.g. by ``doc.set_ents([], blocked=spans)``.
-    """
-    iob_type = doc.to_array([ENT_IOB, ENT_TYPE])
-    blocked = numpy.isin(iob_type[:, 0], (1, 3)) & (iob_type[:, 1] == 0)
+    """The runs of tokens spaCy marks as blocked (see ``chars.blocked_tokens``)."""
+    blocked = blocked_tokens(doc)
     if not blocked.any():
         return []
     edges = numpy.diff(numpy.concatenate([[0], blocked.astype("int8"), [0]]))

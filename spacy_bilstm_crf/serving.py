@@ -133,10 +133,13 @@ class Tagger:
         run can be longer than one character here) covers the whole token, and one that
         overlaps an earlier entity after that is dropped.
         """
+        spans = self.tags_to_spans(tags)
+        if len(tokens) == len(tags):  # one character per token: the identity, no overlaps
+            return [(tokens[start][0], tokens[end - 1][1], self.labels[label]) for start, end, label in spans]
         owner = [k for k, (start, end) in enumerate(tokens) for _ in range(end - start)]
         taken = [False] * len(tokens)
         found = []
-        for start, end, label in self.tags_to_spans(tags):
+        for start, end, label in spans:
             first, last = owner[start], owner[end - 1]
             if any(taken[first : last + 1]):
                 continue

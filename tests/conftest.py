@@ -5,6 +5,7 @@ from typing import List, Optional, Tuple
 import pytest
 import spacy
 from spacy.language import Language
+from spacy.tokens import Doc
 from spacy.training import Example
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +63,17 @@ def train_small(scheme: str = "BIOES", steps: int = 150, seed: int = 0, model: O
 @pytest.fixture(scope="session")
 def trained_nlp() -> Language:
     return train_small()
+
+
+def docs_with_ents(nlp: Language, data: List[Tuple[str, List[Tuple[int, int, str]]]]) -> List[Doc]:
+    """Docs of ``(text, [(start_char, end_char, label)])``, every other token annotated O
+    (setting ents, even to [], marks the doc annotated)."""
+    docs = []
+    for text, spans in data:
+        doc = nlp.make_doc(text)
+        doc.ents = [doc.char_span(start, end, label=label) for start, end, label in spans]
+        docs.append(doc)
+    return docs
 
 
 def ents_of(doc) -> List[Tuple[int, int, str]]:

@@ -37,6 +37,8 @@ from spacy_bilstm_crf.calibration import (
 from spacy_bilstm_crf.cli import app
 from spacy_bilstm_crf.evaluation import evaluate_docs, render_report
 
+from .conftest import docs_with_ents
+
 KEY = "bilstm_crf_ner"
 GOLD: List[Tuple[str, List[Tuple[int, int, str]]]] = [
     ("张三在北京工作", [(0, 2, "name"), (3, 5, "address")]),
@@ -55,12 +57,7 @@ MATPLOTLIB = ("matplotlib", "matplotlib.figure", "matplotlib.backends", "matplot
 
 
 def _gold_docs(nlp: Language) -> List[Doc]:
-    docs = []
-    for text, spans in GOLD:
-        doc = nlp.make_doc(text)
-        doc.ents = [doc.char_span(start, end, label=label) for start, end, label in spans]
-        docs.append(doc)
-    return docs
+    return docs_with_ents(nlp, GOLD)
 
 
 def _annotate(doc: Doc, confidence: bool) -> Doc:

@@ -39,6 +39,8 @@ from spacy_bilstm_crf.evaluation import (
     render_report,
 )
 
+from .conftest import docs_with_ents
+
 GOLD: List[Tuple[str, List[Tuple[int, int, str]]]] = [
     ("张三在北京工作", [(0, 2, "name"), (3, 5, "address")]),
     ("李四去上海", [(0, 2, "name"), (3, 5, "address")]),
@@ -65,13 +67,7 @@ def _ruler_nlp() -> Language:
 
 
 def _gold_docs(nlp: Language) -> List[Doc]:
-    docs = []
-    for text, spans in GOLD:
-        doc = nlp.make_doc(text)
-        # Setting ents (even to []) marks every other token O, i.e. annotated.
-        doc.ents = [doc.char_span(start, end, label=label) for start, end, label in spans]
-        docs.append(doc)
-    return docs
+    return docs_with_ents(nlp, GOLD)
 
 
 @pytest.fixture(scope="module")
