@@ -10,10 +10,10 @@ back to token spans by a boundary rule.
 """
 from collections import Counter
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy
-from spacy.attrs import ENT_IOB, ENT_TYPE, IDX, LENGTH
+from spacy.attrs import ENT_IOB, ENT_TYPE, LENGTH, ORTH
 from spacy.tokens import Doc
 
 from .tags import Span, TagScheme
@@ -64,24 +64,41 @@ class DocChars:
         return numpy.repeat(mask, self.token_lengths)
 
 
+# Token text by ORTH hash, shared by all docs: a doc's text is its tokens' texts, and
+# ``doc.text`` would build a Token object per character to join them. Entries never go
+# stale (a hash names one string); the cache is emptied when it grows past its bound.
+_TOKEN_TEXT: Dict[int, str] = {}
+_TOKEN_TEXT_MAX = 2**20
+
+
+def _token_texts(doc: Doc) -> List[str]:
+    """RETURNS (List[str]): The verbatim text of each token, without its whitespace."""
+    orths = doc.to_array(ORTH).tolist()
+    try:
+        return [_TOKEN_TEXT[orth] for orth in orths]
+    except KeyError:
+        if len(_TOKEN_TEXT) > _TOKEN_TEXT_MAX:
+            _TOKEN_TEXT.clear()
+        strings = doc.vocab.strings
+        for orth in orths:
+            if orth not in _TOKEN_TEXT:
+                _TOKEN_TEXT[orth] = strings[orth]
+        return [_TOKEN_TEXT[orth] for orth in orths]
+
+
 def doc_chars(doc: Doc) -> DocChars:
-    """The characters of a doc's tokens, without a per-token loop.
+    """The characters of a doc's tokens, without a per-token Python object.
 
     RETURNS (DocChars): The code points and the token offsets among them.
     """
     if len(doc) == 0:
         empty = numpy.zeros(0, dtype="int64")
         return DocChars(empty, empty, empty)
-    text = numpy.frombuffer(doc.text.encode("utf-32-le"), dtype="<u4")
-    offsets = doc.to_array([IDX, LENGTH]).astype("int64")
-    idx, lengths = offsets[:, 0], offsets[:, 1]
+    text = "".join(_token_texts(doc))
+    codepoints = numpy.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype("int64")
+    lengths = doc.to_array(LENGTH).astype("int64")
     ends = numpy.cumsum(lengths)
-    starts = ends - lengths
-    if len(text) == len(doc) or (lengths == 1).all():
-        return DocChars(text[idx].astype("int64"), starts, ends)
-    # Position in the text of each character: its token's offset plus its rank in the token.
-    positions = numpy.repeat(idx - starts, lengths) + numpy.arange(int(ends[-1]), dtype="int64")
-    return DocChars(text[positions].astype("int64"), starts, ends)
+    return DocChars(codepoints, ends - lengths, ends)
 
 
 def blocked_tokens(doc: Doc) -> numpy.ndarray:

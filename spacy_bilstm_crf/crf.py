@@ -18,6 +18,7 @@ never win however large the emissions are.
 """
 from typing import Final, Optional, Tuple
 
+import numpy
 import torch
 from torch import Tensor, nn
 
@@ -204,12 +205,13 @@ class LinearChainCRF(nn.Module):
         # only this first branch; a scripted copy never runs under autocast.
         if torch.jit.is_scripting():
             with torch.no_grad():
-                return self._viterbi(emissions.to(_compute_dtype(emissions)), lengths, pad)
+                return self._viterbi(emissions.to(_compute_dtype(emissions)), lengths, pad, False)
         else:
+            on_cpu = emissions.device.type == "cpu"
             with _float32(emissions), torch.no_grad():
-                return self._viterbi(emissions.to(_compute_dtype(emissions)), lengths, pad)
+                return self._viterbi(emissions.to(_compute_dtype(emissions)), lengths, pad, on_cpu)
 
-    def _viterbi(self, emissions: Tensor, lengths: Tensor, pad: int) -> Tensor:
+    def _viterbi(self, emissions: Tensor, lengths: Tensor, pad: int, numpy_backtrack: bool) -> Tensor:
         batch, max_len, n_tags = emissions.shape
         if max_len == 0:
             return torch.full((batch, 0), pad, dtype=torch.long, device=emissions.device)
@@ -226,13 +228,22 @@ class LinearChainCRF(nn.Module):
         buffer = emissions.new_empty(n_tags, n_tags, chunk)
         scores = emissions.new_empty(max_len, n_tags, batch)
         torch.add(start.unsqueeze(1), emit[0], out=scores[0])
-        for t in range(1, max_len):
-            for lo in range(0, batch, chunk):
-                hi = min(lo + chunk, batch)
-                part = buffer[:, :, : hi - lo]
-                torch.add(scores[t - 1, :, lo:hi].unsqueeze(1), trans_3d, out=part)
-                torch.amax(part, dim=0, out=scores[t, :, lo:hi])
-            scores[t].add_(emit[t])
+        # Chunks are independent, so each runs its whole time loop; the per-step views
+        # are made up front (unbind), as indexing inside the loop costs as much
+        # Python time as the arithmetic at small batch sizes.
+        for lo in range(0, batch, chunk):
+            hi = min(lo + chunk, batch)
+            part = buffer[:, :, : hi - lo]
+            block = scores[:, :, lo:hi]
+            previous = block[:-1].unsqueeze(2).unbind(0)  # (n_tags, 1, chunk) each
+            following = block[1:].unbind(0)
+            emitted = emit[1:, :, lo:hi].unbind(0)
+            for prev, nxt, emit_t in zip(previous, following, emitted):
+                torch.add(prev, trans_3d, out=part)
+                torch.amax(part, dim=0, out=nxt)
+                nxt.add_(emit_t)
+        if numpy_backtrack:
+            return self._backtrack_numpy(scores, lengths, trans, end, pad)
         # Backtracking in (batch, n_tags) layout: each step recomputes the chosen tag's
         # predecessor scores (the same float sums as the forward, so ties break the same
         # way) and takes the max over the innermost dimension, with its index.
@@ -253,6 +264,43 @@ class LinearChainCRF(nn.Module):
         path.reverse()
         tags = torch.stack(path, dim=1)
         return torch.where(within.t(), tags, torch.full_like(tags, pad))
+
+    @torch.jit.unused
+    def _backtrack_numpy(self, scores: Tensor, lengths: Tensor, trans: Tensor, end: Tensor, pad: int) -> Tensor:
+        """Viterbi backtracking on the CPU, in numpy.
+
+        The same float sums and tie-breaking (first maximum) as the torch
+        backtracking, at about a third of its per-step cost: each step is three
+        small numpy operations, where torch pays several microseconds of dispatch
+        per operation. Sentences are right-aligned first, so that all of them end
+        at the last position and no step needs a per-sentence branch.
+
+        scores (Tensor): Float (max_len, n_tags, batch), the Viterbi forward scores.
+        RETURNS (Tensor): Long (batch, max_len), ``pad`` past each sentence's end.
+        """
+        max_len, n_tags, batch = scores.shape
+        n = lengths.cpu().numpy().astype(numpy.int64)
+        shift = max_len - n  # how far each sentence moves right
+        rows = numpy.arange(batch)[None, :]
+        steps = numpy.arange(max_len)[:, None]
+        # aligned[t, b] = scores[t - shift[b], :, b]; positions before a sentence's
+        # start hold another position's scores, and their tags are dropped below.
+        source = numpy.clip(steps - shift[None, :], 0, max_len - 1)
+        aligned = scores.numpy().transpose(0, 2, 1)[source, rows]  # (max_len, batch, n_tags)
+        into = trans.t().contiguous().numpy()  # (to, from)
+        tag = (aligned[max_len - 1] + end.numpy()).argmax(axis=1)
+        path = numpy.empty((max_len, batch), dtype=numpy.int64)
+        path[max_len - 1] = tag
+        for t in range(max_len - 1, 0, -1):
+            candidates = into[tag]
+            candidates += aligned[t - 1]
+            tag = candidates.argmax(axis=1)
+            path[t - 1] = tag
+        # Back to left alignment: tags[b, p] = path[p + shift[b], b].
+        target = numpy.clip(steps + shift[None, :], 0, max_len - 1)
+        tags = torch.from_numpy(path[target, rows].T.copy())
+        inside = lengths_to_mask(lengths.cpu(), max_len)
+        return torch.where(inside, tags, torch.full_like(tags, pad))
 
     def marginals(self, emissions: Tensor, lengths: Tensor) -> Tensor:
         """Per-token tag marginals P(y_t = k | x): the gradient of log Z w.r.t. the emissions

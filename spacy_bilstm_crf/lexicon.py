@@ -16,8 +16,16 @@ character is a Single-character word: 9 flags, the B/M/E/S sets of Zhang & Yang
 Matching is vectorized and lives inside the torch module: each lexicon word is
 stored as a 62-bit key (two polynomial hashes mod 2^31-1) in a sorted buffer,
 and each window of a sentence is hashed incrementally and looked up with
-``searchsorted``, one tensor op per window length. The lexicon therefore travels
-with the model's weights, and an exported model needs no word list file.
+``searchsorted``. The lexicon therefore travels with the model's weights, and an
+exported model needs no word list file.
+
+Most windows spell no word (in CLUENER text about 85% of them), and each
+``searchsorted`` query costs a binary search through a buffer of megabytes, so a
+bit filter (one bit per hash bucket, 1 MB, derived from the keys and rebuilt
+whenever they change) sends only the windows that may be words to the search,
+and single characters of the Basic Multilingual Plane, most of them words, are
+looked up in a table indexed by code point: in CLUENER text, one window in
+twenty is searched.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +36,16 @@ import numpy
 import torch
 from torch import Tensor, nn
 
+from .crf import lengths_to_mask
+
 _MOD = 2**31 - 1
 _BASE1, _BASE2 = 1_000_003, 911_382_323
 _SHIFT = 2**31
+# The bit filter has 2^_FILTER_BITS bits, indexed by a key's low bits (those of its
+# second hash, uniform mod a prime): 8M bits for ~350k words pass ~4% of non-words.
+_FILTER_BITS = 23
+# Single-character words below this code point are found by direct indexing.
+_DIRECT_CHARS = 2**16
 N_LEXICON_FLAGS = 9  # B2 B3 B4+ M3 M4+ E2 E3 E4+ S
 # Word types with a channel of their own; POS tags are grouped by prefix (nrt, nrfg → nr).
 POS_GROUPS = ("nr", "ns", "nt", "nz")
@@ -99,6 +114,8 @@ class LexiconFeatures(nn.Module):
     _shift: Final[int] = _SHIFT
     _n_flags: Final[int] = N_LEXICON_FLAGS
     _n_pos_flags: Final[int] = N_POS_FLAGS
+    _filter_mask: Final[int] = 2**_FILTER_BITS - 1
+    _direct_chars: Final[int] = _DIRECT_CHARS
 
     def __init__(self, n_keys: int, max_len: int = 6, weighted: bool = False, with_pos: bool = False) -> None:
         super().__init__()
@@ -117,6 +134,27 @@ class LexiconFeatures(nn.Module):
             self.register_buffer("pos", torch.zeros(n_keys + 1, dtype=torch.long))
         else:
             self.pos = torch.zeros(1, dtype=torch.long)
+        # Derived from ``keys``: not saved, rebuilt by ``set_keys`` and after a state dict
+        # load. ``filter``: a bit per hash bucket; ``char_rows``: the row of each
+        # single-character word by code point (0: not a word).
+        self.register_buffer("filter", torch.zeros(2**_FILTER_BITS // 64, dtype=torch.long), persistent=False)
+        self.register_buffer("char_rows", torch.zeros(_DIRECT_CHARS, dtype=torch.long), persistent=False)
+        self.register_load_state_dict_post_hook(_rebuild_index_after_load)
+        self.rebuild_index()
+
+    def rebuild_index(self) -> None:
+        """Rebuild ``filter`` and ``char_rows`` from ``keys``."""
+        keys = self.keys[1:].cpu().numpy()
+        bits = (keys & self._filter_mask).astype(numpy.uint64)
+        words = numpy.zeros(len(self.filter), dtype=numpy.uint64)
+        numpy.bitwise_or.at(words, bits >> 6, numpy.left_shift(1, bits & 63, dtype=numpy.uint64))
+        self.filter.copy_(torch.from_numpy(words.view(numpy.int64)))
+        # A one-character word's key is cp * 2^31 + cp (both hashes of one code point).
+        high, low = keys >> 31, keys & (_SHIFT - 1)
+        single = numpy.flatnonzero((high == low) & (low < _DIRECT_CHARS))
+        char_rows = numpy.zeros(_DIRECT_CHARS, dtype=numpy.int64)
+        char_rows[low[single]] = single + 1  # + 1: row 0 is the sentinel
+        self.char_rows.copy_(torch.from_numpy(char_rows))
 
     def set_keys(self, keys: Tensor, weights: Optional[Tensor] = None, pos: Optional[Tensor] = None) -> None:
         """keys (Tensor): Sorted unique keys; weights, pos (Optional[Tensor]): one per key."""
@@ -131,11 +169,12 @@ class LexiconFeatures(nn.Module):
             if pos is None or len(pos) != len(keys):
                 raise ValueError("A lexicon with word types needs one type per key.")
             self.pos[1:] = pos
+        self.rebuild_index()
 
     def _lookup(self, key: Tensor) -> Tensor:
         """RETURNS (Tensor): The row of each key in ``keys``; 0 (the sentinel) where absent."""
         index = torch.searchsorted(self.keys, key).clamp_max(len(self.keys) - 1)
-        return torch.where(self.keys[index] == key, index, torch.zeros_like(index))
+        return torch.where(self.keys.index_select(0, index) == key, index, torch.zeros_like(index))
 
     def matches(self, cp: Tensor, lengths: Tensor) -> List[Tensor]:
         """The lexicon row of every window: item ``L - 1`` is Long (batch, seq_len - L + 1),
@@ -144,7 +183,7 @@ class LexiconFeatures(nn.Module):
         cp (Tensor): Long (batch, seq_len) normalized code points; lengths (Tensor): Long (batch,).
         """
         seq_len = cp.shape[1]
-        rows: List[Tensor] = []
+        keys: List[Tensor] = []
         h1 = torch.zeros_like(cp)
         h2 = torch.zeros_like(cp)
         # Window hashes for length L at start s, built from length L-1: one op per length.
@@ -155,8 +194,32 @@ class LexiconFeatures(nn.Module):
             h2 = (h2[:, :n_starts] * self._base2 + last) % self._mod
             starts = torch.arange(n_starts, device=cp.device)
             inside = starts[None, :] + length <= lengths[:, None]
-            row = self._lookup(h1 * self._shift + h2)
-            rows.append(torch.where(inside, row, torch.zeros_like(row)))
+            if length == 1:
+                # Characters of the direct table need no search: key -1 skips them.
+                inside = inside & (cp >= self._direct_chars)
+            # -1 also outside the sentence.
+            keys.append(torch.where(inside, h1 * self._shift + h2, torch.full_like(h1, -1)))
+        if len(keys) == 0:
+            return keys
+        # All lengths at once: filter, then search only the windows that may be words.
+        flat = torch.cat([key.reshape(-1) for key in keys])
+        # (index_select rather than indexing with a tensor: the same gather, twice as fast.)
+        bit = flat & self._filter_mask
+        word = self.filter.index_select(0, bit >> 6)
+        maybe = (((word >> (bit & 63)) & 1) == 1) & (flat >= 0)
+        candidates = maybe.nonzero().squeeze(1)
+        found = torch.zeros_like(flat)
+        found.index_copy_(0, candidates, self._lookup(flat.index_select(0, candidates)))
+        rows: List[Tensor] = []
+        offset = 0
+        for key in keys:
+            size = key.numel()
+            rows.append(found[offset : offset + size].view(key.shape))
+            offset += size
+        direct = (cp < self._direct_chars) & lengths_to_mask(lengths, seq_len)
+        by_char = self.char_rows.index_select(0, cp.clamp(0, self._direct_chars - 1).reshape(-1))
+        by_char = by_char.view(cp.shape)
+        rows[0] = torch.where(direct, by_char, rows[0])
         return rows
 
     def forward(self, cp: Tensor, lengths: Tensor) -> Tensor:
@@ -244,6 +307,13 @@ class LexiconFeatures(nn.Module):
                 totals[which] = totals[which] + nn.functional.pad(weight, pad)
         means = [s / t.clamp_min(1e-6) for s, t in zip(sums, totals)]
         return torch.cat(means, dim=-1)
+
+
+def _rebuild_index_after_load(module: nn.Module, incompatible_keys: object) -> None:
+    """``load_state_dict`` post-hook: the filter and direct table follow the keys just loaded."""
+    assert isinstance(module, LexiconFeatures)
+    with torch.no_grad():
+        module.rebuild_index()
 
 
 @dataclass

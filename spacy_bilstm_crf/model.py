@@ -5,7 +5,7 @@ between a string and its tags (normalization, the character table, hashed
 bigrams, character classes) lives inside it, travels with its ``state_dict``
 and is part of any scripted/exported copy.
 """
-from typing import Final, Optional, Tuple
+from typing import Final, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +15,7 @@ from .codepoints import normalize_codepoints
 from .crf import LinearChainCRF, lengths_to_mask
 from .lac import LACEncoder
 from .lexicon import N_LEXICON_FLAGS, N_POS_FLAGS, N_SETS, LexiconFeatures
+from .recurrence import Lookup, bilstm_rows
 from .tags import TagScheme
 
 PAD_ID, UNK_ID = 0, 1
@@ -55,6 +56,16 @@ def char_classes(cp: Tensor) -> Tensor:
     classes = torch.where(digit, torch.full_like(cp, 3), classes)
     classes = torch.where(latin, torch.full_like(cp, 2), classes)
     return torch.where(cjk, torch.full_like(cp, 1), classes)
+
+
+# Largest projected embedding table (rows × 8 × hidden floats) folded into the LSTM.
+_MAX_FOLDED_FLOATS = 2**24
+
+
+def _foldable(lookup: Lookup, lstm: nn.LSTM) -> bool:
+    """Whether a lookup's projected table is small enough to keep (64 MB in float32):
+    a character table is; a hashed bigram table is not."""
+    return lookup.embedding.num_embeddings * 8 * lstm.hidden_size <= _MAX_FOLDED_FLOATS
 
 
 class BiLSTMCRF(nn.Module):
@@ -242,11 +253,13 @@ class BiLSTMCRF(nn.Module):
         """
         mask = lengths_to_mask(lengths, codepoints.shape[1])
         cp = normalize_codepoints(codepoints)
-        chars = self.char_embed(self.char_ids(cp, mask, noise))
+        char_ids = self.char_ids(cp, mask, noise)
+        chars = self.char_embed(char_ids)
         features = [chars]
         if self.bigram_embed is not None:
             left, right = self.bigram_ids(cp, mask)
             features += [self.bigram_embed(left), self.bigram_embed(right)]
+        classes: Optional[Tensor] = None
         if self.class_embed is not None:
             classes = torch.where(mask, char_classes(cp), torch.zeros_like(cp))
             features.append(self.class_embed(classes))
@@ -265,18 +278,62 @@ class BiLSTMCRF(nn.Module):
                 raise ValueError("This network reads an upstream encoder's vectors: pass vectors.")
             features.append(vectors.to(chars.dtype))
         x = nn.functional.dropout(torch.cat(features, dim=-1), self.embed_dropout_rate, noise)
-        # Packing keeps padding out of the backward direction; empty sentences are
-        # given length 1 here and masked out by the CRF.
-        packed = pack_padded_sequence(
-            x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
-        )
+        # Empty sentences are given length 1 here and masked out by the CRF.
+        lengths_1 = lengths.clamp_min(1)
         if torch.jit.is_scripting():  # a scripted copy only predicts
+            hidden = self._packed_lstm(x, lengths_1)
+        elif self._ragged_inference(x, noise):
+            return self._ragged_emissions(features, char_ids, classes, lengths_1)
+        else:
+            hidden = self._packed_lstm(x, lengths_1, noise)
+        hidden = nn.functional.dropout(self.norm(hidden), self.dropout_rate, noise)
+        return self.project(hidden)
+
+    def _packed_lstm(self, x: Tensor, lengths: Tensor, noise: bool = False) -> Tensor:
+        """The LSTM over the packed batch: packing keeps padding out of the backward direction."""
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        if torch.jit.is_scripting():
             output, _ = self.lstm(packed)
         else:
             output = self._run_lstm(packed, noise)
         hidden, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
-        hidden = nn.functional.dropout(self.norm(hidden), self.dropout_rate, noise)
-        return self.project(hidden)
+        return hidden
+
+    @torch.jit.unused
+    def _ragged_emissions(
+        self, features: List[Tensor], char_ids: Tensor, classes: Optional[Tensor], lengths: Tensor
+    ) -> Tensor:
+        """Emissions through :func:`bilstm_rows`: the real characters only, through the
+        LSTM and the output layer, with the character and class embeddings folded into
+        the LSTM's input projection (see ``recurrence.Lookup``)."""
+        widths = [feature.shape[-1] for feature in features]
+        offsets = [sum(widths[:i]) for i in range(len(widths))]
+        lookups = [Lookup(char_ids, self.char_embed, (0, widths[0]))]
+        folded = {0}
+        if classes is not None and self.class_embed is not None:
+            index = 3 if self.bigram_embed is not None else 1
+            lookups.append(Lookup(classes, self.class_embed, (offsets[index], offsets[index] + widths[index])))
+            folded.add(index)
+        lookups = [lookup for lookup in lookups if _foldable(lookup, self.lstm)]
+        folded = {i for i in folded if any(lookup.columns[0] == offsets[i] for lookup in lookups)}
+        dense = [feature for i, feature in enumerate(features) if i not in folded]
+        x = torch.cat(dense, dim=-1) if dense else features[0].new_zeros(features[0].shape[:2] + (0,))
+        rows, layout = bilstm_rows(self.lstm, x, lengths, lookups)
+        return layout.to_padded(self.project(self.norm(rows)), x.shape[0], x.shape[1])
+
+    @torch.jit.unused
+    def _ragged_inference(self, x: Tensor, noise: bool) -> bool:
+        """Whether the LSTM runs as :func:`bilstm_states`: a float32 or float64
+        prediction on the CPU, with no gradient (``nn.LSTM`` keeps training, the
+        GPU's cuDNN kernels, autocast and INT8 layers)."""
+        return (
+            not noise
+            and not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and type(self.lstm) is nn.LSTM
+            and x.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled("cpu")
+        )
 
     def _lac_states(self, codepoints: Tensor, lengths: Tensor) -> Tensor:
         """LAC's contextual states, zero at padding."""

@@ -7,6 +7,7 @@ character text took 25 s to tokenize, longer than tagging it. This subclass
 makes the same Docs (same words, same whitespace tokens and trailing spaces) in
 linear time, and keeps everything else of spaCy's (settings, serialization).
 """
+import re
 from typing import Iterable, List, Tuple
 
 from spacy.errors import Errors
@@ -14,6 +15,9 @@ from spacy.lang.zh import ChineseTokenizer as SpacyChineseTokenizer
 from spacy.lang.zh import Segmenter
 from spacy.tokens import Doc
 from spacy.util import registry
+
+# What str.isspace() and str.split() treat as whitespace.
+_WHITESPACE = re.compile(r"\s")
 
 
 def words_and_spaces(words: Iterable[str], text: str) -> Tuple[List[str], List[bool]]:
@@ -64,6 +68,8 @@ class ChineseTokenizer(SpacyChineseTokenizer):
                 raise ValueError(Errors.E1000)
             words = self.pkuseg_seg.cut(text)
         elif self.segmenter == Segmenter.char:
+            if not _WHITESPACE.search(text):  # the common case: one token per character
+                return Doc(self.vocab, words=list(text), spaces=[False] * len(text))
             words = list(text)
         else:  # spaCy warns and falls back to characters
             return super().__call__(text)

@@ -61,13 +61,17 @@ def test_against_brute_force(constrained: bool, n_tags: int, seed: int):
     with torch.no_grad():
         log_z = crf.log_partition(emissions, lengths)
         decoded = crf.decode(emissions, lengths)
+        # Both backtracking implementations: numpy (eager, CPU) and torch (scripted, GPU).
+        by_torch = crf._viterbi(emissions, lengths, -1, False)
+        by_numpy = crf._viterbi(emissions, lengths, -1, True)
     marginals = crf.marginals(emissions, lengths)
     for b in range(4):
         length = int(lengths[b])
         ref_z, ref_path, ref_marg = _brute_force(crf, emissions[b], length)
         assert log_z[b].item() == pytest.approx(ref_z.item(), abs=1e-4)
-        assert decoded[b, :length].tolist() == list(ref_path)
-        assert (decoded[b, length:] == -1).all()
+        for paths in (decoded, by_torch, by_numpy):
+            assert paths[b, :length].tolist() == list(ref_path)
+            assert (paths[b, length:] == -1).all()
         torch.testing.assert_close(marginals[b, :length].double(), ref_marg, atol=1e-4, rtol=1e-4)
         assert (marginals[b, length:] == 0).all()
 
@@ -115,6 +119,8 @@ def test_zero_lengths_and_empty_batch():
     assert nll[0].item() == 0 and nll[2].item() == 0 and nll[1].item() > 0
     decoded = crf.decode(emissions, lengths)
     assert (decoded[0] == -1).all() and (decoded[2] == -1).all() and (decoded[1] >= 0).all()
+    with torch.no_grad():
+        assert torch.equal(crf._viterbi(emissions, lengths, -1, False), decoded)
     # A batch whose longest sentence is empty, and an empty batch.
     assert crf.decode(torch.randn(2, 0, 5), torch.tensor([0, 0])).shape == (2, 0)
     assert crf.log_partition(torch.randn(2, 0, 5), torch.tensor([0, 0])).tolist() == [0, 0]
@@ -140,3 +146,17 @@ def test_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         log_z = crf.log_partition(emissions, torch.tensor([6, 3]))
     assert log_z.dtype == torch.float32
+
+
+def test_numpy_and_torch_backtracking_agree_on_ragged_batches():
+    """The two backtracking implementations give the same paths on many random batches."""
+    crf = _random_crf(41, True, 9)
+    gen = torch.Generator().manual_seed(9)
+    for _ in range(5):
+        lengths = torch.randint(0, 31, (40,), generator=gen)
+        emissions = torch.randn(40, int(lengths.max()), 41, generator=gen) * 3
+        with torch.no_grad():
+            by_torch = crf._viterbi(emissions, lengths, -7, False)
+            by_numpy = crf._viterbi(emissions, lengths, -7, True)
+        assert torch.equal(by_torch, by_numpy)
+        assert crf.is_valid(by_numpy.clamp_min(0), lengths).all()

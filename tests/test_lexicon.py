@@ -35,9 +35,11 @@ def _brute_force(text: str, words: set, max_len: int) -> torch.Tensor:
 @pytest.mark.parametrize("seed", range(5))
 def test_matches_brute_force(seed):
     rng = random.Random(seed)
-    alphabet = "北京大学生活动中心人民银行"
+    # Two characters beyond the Basic Multilingual Plane: single-character words
+    # there are searched, not looked up in the direct table.
+    alphabet = "北京大学生活动中心人民银行𠀀𠮷"
     words = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 7))) for _ in range(60)}
-    words |= {"北京", "北京大学", "大学生", "学生", "人民银行", "中心"}
+    words |= {"北京", "北京大学", "大学生", "学生", "人民银行", "中心", "𠮷", "北", "𠀀京"}
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 15))) for _ in range(6)]
     texts[0] = "北京大学生活动中心"
     lexicon = LexiconFeatures(len(word_keys([_encode(w) for w in words], 6)), max_len=6)
@@ -57,6 +59,24 @@ def test_matches_brute_force(seed):
         assert (flags[row, len(text) :] == 0).all()
     # 北 begins 北京 (2) and 北京大学 (4+); 学 ends 大学 only if listed; 大 is inside 北京大学.
     assert flags[0, 0, 0] == 1 and flags[0, 0, 2] == 1 and flags[0, 2, 4] == 1
+
+
+def test_index_follows_keys_through_a_state_dict_load():
+    """The filter and the direct character table are not saved: a module that gets
+    its keys from a state dict rebuilds them, and finds the same words."""
+    words = ["北", "京", "北京", "大学", "𠮷", "北京大学"]
+    keys = word_keys([_encode(w) for w in words], 6)
+    trained = LexiconFeatures(len(keys))
+    trained.set_keys(keys)
+    assert set(trained.state_dict()) == {"keys"}
+    loaded = LexiconFeatures(len(keys))
+    loaded.load_state_dict(trained.state_dict())
+    text = torch.stack([_encode("北京大学𠮷京"), _encode("学大京北𠮷𠮷")])
+    lengths = torch.tensor([6, 6])
+    flags = loaded(text, lengths)
+    assert torch.equal(flags, trained(text, lengths))
+    assert flags[:, :, 8].tolist() == [[1, 1, 0, 0, 1, 1], [0, 0, 1, 1, 1, 1]]  # single characters
+    assert flags[0, 0, 0] == 1 and flags[0, 0, 2] == 1 and flags[1].sum() == 4
 
 
 def test_empty_lexicon_and_empty_batch():
@@ -136,7 +156,9 @@ def _pos_brute_force(text, words, max_len):
 @pytest.mark.parametrize("seed", range(4))
 def test_soft_lexicon_and_word_types_match_brute_force(seed):
     rng = random.Random(seed)
-    alphabet = "北京大学生活动中心人民银行"
+    # Two characters beyond the Basic Multilingual Plane: single-character words
+    # there are searched, not looked up in the direct table.
+    alphabet = "北京大学生活动中心人民银行𠀀𠮷"
     words = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))): None for _ in range(50)}
     words.update({"北京": None, "北京大学": None, "大学生": None, "学": None})
     words = {w: (rng.choice([0.0, 0.5, 1.0, 7.0]), rng.randint(0, 4)) for w in words}
