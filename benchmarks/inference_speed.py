@@ -1,6 +1,7 @@
 """End-to-end CPU inference speed on the CLUENER dev texts: fp32, INT8, exported, spaCy ner.
 
     python benchmarks/inference_speed.py MODEL_DIR [--fast-model DIR] [--spacy-ner DIR] [--dev DEV_JSON]
+        [--baseline-src DIR]
 
 MODEL_DIR is a trained bilstm_crf_ner pipeline (float32), from the default config. Variants:
 
@@ -17,13 +18,17 @@ one ``nlp(text)`` call per text, with 1 torch thread and with all cores; dev F1
 (spaCy's scorer through ``nlp.evaluate`` for the spaCy pipelines, exact span
 matching for all, the two must agree); size on disk. Then a profile of where
 the CPU goes in our pipeline: tokenizer, featurization, features/LSTM/head inside
-the network (forward hooks), CRF decode, set_annotations. Prints a table and
+the network (forward hooks), CRF decode, set_annotations, and the lexicon's share
+(matching and flags). With ``--baseline-src DIR`` (an older checkout of the
+package) the fast model's ``nlp.pipe`` is also timed under that revision and this
+one, alternately, in fresh processes (``pipe_timer.py``). Prints a table and
 writes ``benchmarks/results/inference.json`` (``--out``).
 """
 import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +40,7 @@ import torch
 from spacy.language import Language
 from spacy.training import Example
 
+from spacy_bilstm_crf import model as model_module
 from spacy_bilstm_crf.architectures import featurize, get_torch_module
 from spacy_bilstm_crf.corpus import CorpusStats, read_clue
 from spacy_bilstm_crf.deploy import export_pipeline, find_pipe, quantize_pipeline
@@ -126,7 +132,9 @@ def profile(nlp: Language, texts: Sequence[str], repeats: int) -> Dict[str, floa
     """Seconds per stage for the whole dev set in batches of 256 (best of ``repeats``).
 
     The network's share is split with forward hooks on its LSTM and its head
-    (LayerNorm + output layer); "features" is the rest of the emissions: code point
+    (LayerNorm + output layer; on the CPU the LSTM is ``recurrence.bilstm_rows``, which
+    includes the character and class lookups folded into its input projection);
+    "lexicon" is matching and flags; "features" is the rest of the emissions: code point
     normalization, character table lookup, bigram hashing, classes, lexicon.
     """
     pipe = find_pipe(nlp)
@@ -146,6 +154,27 @@ def profile(nlp: Language, texts: Sequence[str], repeats: int) -> Dict[str, floa
     timed("lstm", module.lstm)
     timed("head", module.project)
     timed("head", module.norm)
+
+    def timed_call(key: str, owner: object, name: str, attribute: object) -> None:
+        """Time every call of ``owner.name`` (a function or a bound method) under ``key``."""
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            start = time.perf_counter()
+            try:
+                return attribute(*args, **kwargs)  # type: ignore[operator]
+            finally:
+                spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, wrapper)
+
+    # Predictions on the CPU run the LSTM as recurrence.bilstm_rows, not module.lstm.
+    restore_rows = model_module.bilstm_rows
+    timed_call("lstm", model_module, "bilstm_rows", restore_rows)
+    if module.lexicon is not None:
+        # Lexicon matching and its B/M/E/S flags (word types, when used): the share
+        # the lexicon costs (SoftLexicon pooling counts as features).
+        for name in ("matches", "flags", "pos_flags"):
+            timed_call("lexicon", module.lexicon, name, getattr(module.lexicon, name))
     if module.lac is not None:
         # The network calls LAC's layers directly (no module forward to hook): time
         # its whole step through an instance attribute that shadows the method.
@@ -182,15 +211,52 @@ def profile(nlp: Language, texts: Sequence[str], repeats: int) -> Dict[str, floa
         out["lstm"] = spent.get("lstm", 0.0)
         out["head"] = spent.get("head", 0.0)
         out["lac"] = spent.get("lac", 0.0)
+        out["lexicon"] = spent.get("lexicon", 0.0)
         out["features"] = out["emissions"] - out["lstm"] - out["head"] - out["lac"]
         return out
 
-    runs = [stages() for _ in range(repeats + 1)][1:]  # the first is a warm-up
+    try:
+        runs = [stages() for _ in range(repeats + 1)][1:]  # the first is a warm-up
+    finally:
+        model_module.bilstm_rows = restore_rows
+        if module.lexicon is not None:
+            for name in ("matches", "flags", "pos_flags"):
+                delattr(module.lexicon, name)  # the instance's wrapper: back to the method
     best = min(runs, key=lambda run: sum(run[k] for k in ("tokenizer", "featurize", "emissions", "crf_decode", "set_annotations")))
     start = time.perf_counter()
     list(nlp.pipe(texts, batch_size=BATCH_SIZE))
     best["end_to_end_pipe"] = time.perf_counter() - start
+    total = sum(best[k] for k in ("tokenizer", "featurize", "emissions", "crf_decode", "set_annotations"))
+    best["lexicon_share"] = best["lexicon"] / total
     return best
+
+
+def compare_with_baseline(model_dir: Path, baseline_src: Path, dev: Path, rounds: int, repeats: int) -> Dict[str, object]:
+    """``nlp.pipe`` of one pipeline under an older checkout of the package and under
+    this one, alternately (``rounds`` times each, best kept), one thread, each in a
+    fresh process (``pipe_timer.py``)."""
+    timer = Path(__file__).with_name("pipe_timer.py")
+    best = {"baseline": 0.0, "current": 0.0}
+    found: Dict[str, List[List[Entity]]] = {}
+    for _ in range(rounds):
+        for which, src in (("baseline", baseline_src), ("current", REPO)):
+            env = dict(os.environ, PYTHONPATH=str(src.resolve()))
+            command = [sys.executable, str(timer), str(model_dir), "--dev", str(dev), "--repeats", str(repeats)]
+            out = json.loads(subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout)
+            best[which] = max(best[which], out["chars_per_second_pipe"])
+            found[which] = [[tuple(e) for e in doc] for doc in out["entities"]]
+            print(f"  {which:8s} {out['chars_per_second_pipe']:9.0f} chars/s", file=sys.stderr)
+    revision = subprocess.run(
+        ["git", "-C", str(baseline_src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "baseline_revision": revision or None,
+        "chars_per_second_pipe_baseline": best["baseline"],
+        "chars_per_second_pipe_current": best["current"],
+        "speedup": best["current"] / best["baseline"],
+        "texts_differing": sum(a != b for a, b in zip(found["baseline"], found["current"])),
+        "rounds": rounds,
+    }
 
 
 def main() -> None:
@@ -203,6 +269,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="Use the first N dev texts (0: all)")
     parser.add_argument("--threads", default="1,all", help="Torch thread counts to time, comma-separated; 'all' is every core")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference.json")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="An older checkout of the package (e.g. git worktree add ../baseline REV): "
+                             "the fast model's nlp.pipe is timed under it and under this one, alternately")  # fmt: skip
+    parser.add_argument("--baseline-rounds", type=int, default=3, help="Alternating rounds for --baseline-src")
     args = parser.parse_args()
 
     texts, gold_docs = load_dev(args.dev)
@@ -247,6 +317,11 @@ def main() -> None:
             "exported_int8_vs_int8_texts_differing": sum(a != b for a, b in zip(predictions["exported_int8"], predictions["int8"])),
         }  # fmt: skip
 
+    baseline = None
+    if args.baseline_src is not None and args.fast_model is not None:
+        print(f"fast model under {args.baseline_src} and under this checkout:", file=sys.stderr)
+        baseline = compare_with_baseline(args.fast_model, args.baseline_src, args.dev, args.baseline_rounds, args.repeats)
+
     fp32, int8 = results["fp32"], results["int8"]
     summary = {
         "int8_speedup_pipe": int8["chars_per_second_pipe"] / fp32["chars_per_second_pipe"],
@@ -260,6 +335,9 @@ def main() -> None:
                 summary[f"{name}_vs_spacy_ner_pipe"] = ratio
     if "fast_fp32" in results:
         summary["fp32_vs_fast_fp32_pipe"] = fp32["chars_per_second_pipe"] / results["fast_fp32"]["chars_per_second_pipe"]
+        summary["fast_fp32_lexicon_share"] = profiles["fast_fp32"]["lexicon_share"]
+    if baseline is not None:
+        summary["fast_fp32_vs_baseline_pipe"] = baseline["speedup"]
     report = {
         "dev": {"n_texts": len(texts), "n_chars": n_chars},
         "machine": {"cpu_count": all_threads, "platform": platform.platform(), "load_average_1min": os.getloadavg()[0]},
@@ -269,6 +347,7 @@ def main() -> None:
         "summary": summary,
         "agreement": agreement,
         "profile_seconds_1_thread": profiles,
+        "fast_fp32_vs_baseline": baseline,
     }  # fmt: skip
     print_table(results, profiles, summary, agreement, n_chars)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -293,7 +372,7 @@ def print_table(results, profiles, summary, agreement, n_chars: int) -> None:
         total = sum(stages[k] for k in ("tokenizer", "featurize", "emissions", "crf_decode", "set_annotations"))
         parts = ", ".join(
             f"{k} {1000 * stages[k]:.0f} ms ({100 * stages[k] / total:.0f}%)"
-            for k in ("tokenizer", "featurize", "features", "lac", "lstm", "head", "crf_decode", "set_annotations")
+            for k in ("tokenizer", "featurize", "features", "lexicon", "lac", "lstm", "head", "crf_decode", "set_annotations")
         )
         print(f"profile {name} (1 thread, {n_chars} chars): {parts}; stages {1000 * total:.0f} ms, "
               f"nlp.pipe {1000 * stages['end_to_end_pipe']:.0f} ms")  # fmt: skip

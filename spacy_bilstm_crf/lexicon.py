@@ -285,6 +285,8 @@ class LexiconFeatures(nn.Module):
         prefix = torch.cat([vectors.new_zeros(batch, 1, dim), vectors.cumsum(dim=1)], dim=1)
         sums = [vectors.new_zeros(batch, seq_len, dim) for _ in range(4)]
         totals = [vectors.new_zeros(batch, seq_len, 1) for _ in range(4)]
+        # With no gradient to take, add into slices (a padded copy per place costs more).
+        in_place = not torch.is_grad_enabled()
         for index, row in enumerate(rows):
             length = index + 1
             n_starts = seq_len - length + 1
@@ -301,10 +303,14 @@ class LexiconFeatures(nn.Module):
                 for offset in range(1, length - 1):
                     places.append((1, offset))
             for which, offset in places:
-                # Pad instead of writing into a slice: no in-place op on the autograd path.
-                pad = [0, 0, offset, seq_len - n_starts - offset]
-                sums[which] = sums[which] + nn.functional.pad(weighted, pad)
-                totals[which] = totals[which] + nn.functional.pad(weight, pad)
+                if in_place:
+                    sums[which][:, offset : offset + n_starts].add_(weighted)
+                    totals[which][:, offset : offset + n_starts].add_(weight)
+                else:
+                    # Pad instead of writing into a slice: no in-place op on the autograd path.
+                    pad = [0, 0, offset, seq_len - n_starts - offset]
+                    sums[which] = sums[which] + nn.functional.pad(weighted, pad)
+                    totals[which] = totals[which] + nn.functional.pad(weight, pad)
         means = [s / t.clamp_min(1e-6) for s, t in zip(sums, totals)]
         return torch.cat(means, dim=-1)
 

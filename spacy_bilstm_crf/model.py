@@ -322,6 +322,19 @@ class BiLSTMCRF(nn.Module):
         return layout.to_padded(self.project(self.norm(rows)), x.shape[0], x.shape[1])
 
     @torch.jit.unused
+    def _ragged_lac(self, codepoints: Tensor) -> bool:
+        """Whether LAC runs over the real characters only (``encode_layers_ragged``): a
+        float32 prediction on the CPU, with no gradient."""
+        lac = self.lac
+        assert lac is not None
+        return (
+            not torch.is_grad_enabled()
+            and codepoints.device.type == "cpu"
+            and lac.embed.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+        )
+
+    @torch.jit.unused
     def _ragged_inference(self, x: Tensor, noise: bool) -> bool:
         """Whether the LSTM runs as :func:`bilstm_states`: a float32 or float64
         prediction on the CPU, with no gradient (``nn.LSTM`` keeps training, the
@@ -342,7 +355,12 @@ class BiLSTMCRF(nn.Module):
         mask = lengths_to_mask(lengths, codepoints.shape[1])[:, :, None]
         # Frozen layers' parameters do not require gradients, so autograd records
         # nothing for them: only the fine-tuned top layers build a graph.
-        first, second = lac.encode_layers(lac.char_ids(codepoints), lengths)
+        if torch.jit.is_scripting():
+            first, second = lac.encode_layers(lac.char_ids(codepoints), lengths)
+        elif self._ragged_lac(codepoints):
+            first, second = lac.encode_layers_ragged(lac.char_ids(codepoints), lengths.clamp_min(1))
+        else:
+            first, second = lac.encode_layers(lac.char_ids(codepoints), lengths)
         states = second if self.lac_layers == 1 else torch.cat([first, second], dim=-1)
         return torch.where(mask, states, torch.zeros_like(states))
 

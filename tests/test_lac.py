@@ -137,3 +137,17 @@ def test_folding_maps_full_width_to_half_width(encoder):
     half = torch.tensor([ord(c) for c in "abc123"])
     assert encoder.char_ids(full, fold=False).ne(encoder.char_ids(half, fold=False)).all()
     assert encoder.char_ids(full).eq(encoder.char_ids(half, fold=False)).all()
+
+
+def test_ragged_layers_equal_the_padded_ones(encoder):
+    """Predictions run LAC over the real characters only (``encode_layers_ragged``)."""
+    gen = torch.Generator().manual_seed(5)
+    lengths = torch.tensor([5, 1, 12, 0, 7, 12])
+    ids = torch.randint(0, 20000, (6, 12), generator=gen)
+    with torch.no_grad():
+        padded = encoder.encode_layers(ids, lengths)
+        ragged = encoder.encode_layers_ragged(ids, lengths.clamp_min(1))
+    inside = (torch.arange(12)[None, :] < lengths[:, None])[:, :, None]
+    for expected, got in zip(padded, ragged):
+        torch.testing.assert_close(got * inside, expected * inside, atol=1e-6, rtol=0)
+        assert (got[1, 1:] == 0).all()  # zero at padding

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..codepoints import normalize_codepoints
+from ..recurrence import RaggedLayout
 
 VOCAB_SIZE = 20941  # LAC's word.dic ids 0..20940
 OOV_ID = 20940
@@ -103,6 +104,52 @@ class PaddleBiGRU(nn.Module):
         return torch.cat([out[:, 0], out[:, 1].flip(0)], dim=-1)
 
 
+@torch.no_grad()
+def bigru_rows(layer: PaddleBiGRU, rows: Tensor, reverse: Tensor, layout: RaggedLayout) -> Tensor:
+    """``PaddleBiGRU.time_major`` over the real characters only, for predictions on
+    the CPU (see ``recurrence.py``: sentences sorted by length, so the ones still
+    running are a prefix at every step, for both directions).
+
+    rows, reverse (Tensor): Float (n_rows, input_dim), the inputs in the order of the
+        forward and of the reverse direction's steps (``layout``).
+    RETURNS (Tensor): Float (2, n_rows, H), each direction's states in its reading order.
+    """
+    hidden = layer.hidden
+    n_rows = rows.shape[0]
+    states = rows.new_empty(2, n_rows, hidden)
+    width = layout.step_sizes[0] if layout.step_sizes else 0
+    previous = rows.new_zeros(2, width, hidden)
+    block = max(1, ROWS_PER_BLOCK // max(width, 1))
+    sizes_all = layout.step_sizes
+    start = 0
+    for first in range(0, len(sizes_all), block):
+        sizes = sizes_all[first : first + block]
+        n_block = sum(sizes)
+        projected = torch.stack(
+            [
+                torch.addmm(layer.in_bias[0], rows[start : start + n_block], layer.in_weight[0]),
+                torch.addmm(layer.in_bias[1], reverse[start : start + n_block], layer.in_weight[1]),
+            ]
+        )  # (2, n_block, 3H): update, reset, candidate
+        offset = 0
+        for size in sizes:
+            step = projected[:, offset : offset + size]
+            h = previous[:, :size]
+            gates = torch.sigmoid(torch.baddbmm(step[:, :, : 2 * hidden], h, layer.gate_weight))
+            update, reset = gates[:, :, :hidden], gates[:, :, hidden:]
+            candidate = torch.tanh(torch.baddbmm(step[:, :, 2 * hidden :], reset * h, layer.cand_weight))
+            out = states[:, start + offset : start + offset + size]
+            torch.lerp(h, candidate, update, out=out)
+            previous = out
+            offset += size
+        start += n_block
+    return states
+
+
+# Rows of input projection computed at once in ``bigru_rows``.
+ROWS_PER_BLOCK = 1024
+
+
 class LACEncoder(nn.Module):
     """Baidu's LAC-small lexical analyser: POS tags and PER/LOC/ORG/TIME, as B/I tags.
 
@@ -157,6 +204,25 @@ class LACEncoder(nn.Module):
         first = self.layer1.time_major(self.embed(ids.t()), lengths)
         second = self.layer2.time_major(first, lengths)
         return first.transpose(0, 1), second.transpose(0, 1)
+
+    @torch.jit.unused
+    def encode_layers_ragged(self, ids: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """``encode_layers`` for predictions on the CPU: the real characters only
+        (:func:`bigru_rows`); zero at padding. The same states up to float rounding.
+
+        lengths (Tensor): Long (batch,), each at least 1.
+        """
+        batch, seq_len = ids.shape
+        layout = RaggedLayout(lengths, seq_len)
+        padded_rows = layout.padded_rows.to(ids.device)
+        reverse_rows = layout.reverse_rows.to(ids.device)
+        rows = self.embed(ids.reshape(-1).index_select(0, padded_rows))
+        states = bigru_rows(self.layer1, rows, rows.index_select(0, reverse_rows), layout)
+        first = torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
+        reverse = torch.cat([states[0].index_select(0, reverse_rows), states[1]], dim=1)
+        states = bigru_rows(self.layer2, first, reverse, layout)
+        second = torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
+        return layout.to_padded(first, batch, seq_len), layout.to_padded(second, batch, seq_len)
 
     def forward(self, codepoints: Tensor, lengths: Tensor, fold: bool = True) -> Tensor:
         """codepoints (Tensor): Long (batch, seq_len) raw code points.
