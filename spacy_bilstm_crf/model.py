@@ -195,6 +195,9 @@ class BiLSTMCRF(nn.Module):
             torch.as_tensor(scheme.allowed_start()),
             torch.as_tensor(scheme.allowed_end()),
         )
+        # Predictions on the CPU multiply in bfloat16 (see ``recurrence.bilstm_rows``);
+        # set from the architecture's ``bf16_inference``, not a hyperparameter.
+        self.bf16_inference = False
         self.train(False)
 
     def train(self, mode: bool = True) -> "BiLSTMCRF":
@@ -318,8 +321,12 @@ class BiLSTMCRF(nn.Module):
         folded = {i for i in folded if any(lookup.columns[0] == offsets[i] for lookup in lookups)}
         dense = [feature for i, feature in enumerate(features) if i not in folded]
         x = torch.cat(dense, dim=-1) if dense else features[0].new_zeros(features[0].shape[:2] + (0,))
-        rows, layout = bilstm_rows(self.lstm, x, lengths, lookups)
+        rows, layout = bilstm_rows(self.lstm, x, lengths, lookups, self._matmul_dtype())
         return layout.to_padded(self.project(self.norm(rows)), x.shape[0], x.shape[1])
+
+    @torch.jit.unused
+    def _matmul_dtype(self) -> Optional[torch.dtype]:
+        return torch.bfloat16 if self.bf16_inference else None
 
     @torch.jit.unused
     def _ragged_lac(self, codepoints: Tensor) -> bool:
@@ -358,7 +365,9 @@ class BiLSTMCRF(nn.Module):
         if torch.jit.is_scripting():
             first, second = lac.encode_layers(lac.char_ids(codepoints), lengths)
         elif self._ragged_lac(codepoints):
-            first, second = lac.encode_layers_ragged(lac.char_ids(codepoints), lengths.clamp_min(1))
+            first, second = lac.encode_layers_ragged(
+                lac.char_ids(codepoints), lengths.clamp_min(1), self._matmul_dtype()
+            )
         else:
             first, second = lac.encode_layers(lac.char_ids(codepoints), lengths)
         states = second if self.lac_layers == 1 else torch.cat([first, second], dim=-1)

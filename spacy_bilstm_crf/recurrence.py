@@ -19,7 +19,7 @@ follows the LSTM (normalization, output layer) skips the padding too. The result
 equals ``nn.LSTM`` on the packed batch up to float rounding (tests compare them). It takes no gradient: training keeps ``nn.LSTM``, whose backward
 is fused.
 """
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -104,7 +104,11 @@ class Lookup:
 
 @torch.no_grad()
 def bilstm_rows(
-    lstm: nn.LSTM, x: Tensor, lengths: Tensor, lookups: Sequence[Lookup] = ()
+    lstm: nn.LSTM,
+    x: Tensor,
+    lengths: Tensor,
+    lookups: Sequence[Lookup] = (),
+    matmul_dtype: Optional[torch.dtype] = None,
 ) -> Tuple[Tensor, RaggedLayout]:
     """The outputs of a bidirectional, batch-first ``lstm`` over a padded batch, for
     the real characters only, in packed order (no padding rows: what comes after the
@@ -115,6 +119,9 @@ def bilstm_rows(
         ``lookups``' columns, in order (n may be 0).
     lengths (Tensor): Long (batch,), each at least 1.
     lookups (Sequence[Lookup]): Embedding lookups among the first layer's inputs.
+    matmul_dtype (Optional[torch.dtype]): Run the matrix products in this dtype (e.g.
+        ``torch.bfloat16``, which CPUs with AMX multiply many times faster), with
+        states, gates and sums in float32. None: the input's dtype.
     RETURNS (Tuple[Tensor, RaggedLayout]): Float (n_rows, 2 * hidden), forward states
         then reverse ones as ``nn.LSTM`` returns them, and where each row belongs.
     """
@@ -142,19 +149,34 @@ def bilstm_rows(
         weights = torch.cat([weight[start:stop], reverse_weight[start:stop]])
         gates = nn.functional.embedding_bag(bags, first.table, per_sample_weights=weights, mode="sum")
         gates = gates.view(2, stop - start, -1)
-        if first.w_dense is not None:
-            gates[0].addmm_(rows[start:stop], first.w_dense[0])
-            gates[1].addmm_(reverse[start:stop], first.w_dense[1])
+        if w_dense is not None:
+            _add_product(gates[0], rows[start:stop], w_dense[0])
+            _add_product(gates[1], reverse[start:stop], w_dense[1])
         return gates
 
-    states = _run_layer(project_first, first.w_hh, layout.step_sizes, layout.n_rows, hidden, x)
+    w_dense = None if first.w_dense is None else [_cast(w, matmul_dtype) for w in first.w_dense]
+    w_hh = _cast(first.w_hh, matmul_dtype)
+    states = _run_layer(project_first, w_hh, layout.step_sizes, layout.n_rows, hidden, x)
     for layer in range(1, lstm.num_layers):
         rows = torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
         reverse = torch.cat([states[0].index_select(0, reverse_rows), states[1]], dim=1)
         w_ih, bias, w_hh = _directions(lstm, layer)
+        w_ih = [_cast(w, matmul_dtype) for w in w_ih]
         project = _dense_projection(rows, reverse, w_ih, bias)
-        states = _run_layer(project, w_hh, layout.step_sizes, layout.n_rows, hidden, x)
+        states = _run_layer(project, _cast(w_hh, matmul_dtype), layout.step_sizes, layout.n_rows, hidden, x)
     return torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1), layout
+
+
+def _cast(weight: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
+    return weight if dtype is None else weight.to(dtype)
+
+
+def _add_product(out: Tensor, inputs: Tensor, weight: Tensor) -> None:
+    """``out += inputs @ weight``, the product in ``weight``'s dtype."""
+    if weight.dtype == out.dtype:
+        out.addmm_(inputs, weight)
+    else:
+        out.add_(torch.mm(inputs.to(weight.dtype), weight).to(out.dtype))
 
 
 def bilstm_states(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
@@ -173,8 +195,12 @@ def _dense_projection(rows: Tensor, reverse: Tensor, w_ih: List[Tensor], bias: L
         if stop - start > buffer.shape[1]:
             buffer = rows.new_empty(2, stop - start, w_ih[0].shape[1])
         gates = buffer[:, : stop - start]
-        torch.addmm(bias[0], rows[start:stop], w_ih[0], out=gates[0])
-        torch.addmm(bias[1], reverse[start:stop], w_ih[1], out=gates[1])
+        for direction, inputs in enumerate((rows, reverse)):
+            if w_ih[direction].dtype == inputs.dtype:
+                torch.addmm(bias[direction], inputs[start:stop], w_ih[direction], out=gates[direction])
+            else:
+                gates[direction].copy_(bias[direction].expand_as(gates[direction]))
+                _add_product(gates[direction], inputs[start:stop], w_ih[direction])
         return gates
 
     return project
@@ -273,7 +299,12 @@ def _run_layer(project: Projection, w_hh: Tensor, step_sizes: List[int], n_rows:
         offset = 0
         for size in sizes:
             # Gates in torch's order: input, forget, cell, output.
-            step = gates[:, offset : offset + size].baddbmm_(previous[:, :size], w_hh)
+            step = gates[:, offset : offset + size]
+            if w_hh.dtype == step.dtype:
+                step.baddbmm_(previous[:, :size], w_hh)
+            else:
+                # (A mixed-dtype add is not vectorized: convert the product first.)
+                step.add_(torch.bmm(previous[:, :size].to(w_hh.dtype), w_hh).to(step.dtype))
             sig = torch.sigmoid(step)
             c = cell[:, :size]
             c.mul_(sig[:, :, hidden : 2 * hidden])

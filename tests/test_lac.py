@@ -151,3 +151,13 @@ def test_ragged_layers_equal_the_padded_ones(encoder):
     for expected, got in zip(padded, ragged):
         torch.testing.assert_close(got * inside, expected * inside, atol=1e-6, rtol=0)
         assert (got[1, 1:] == 0).all()  # zero at padding
+
+
+def test_ragged_layers_in_bfloat16(encoder):
+    gen = torch.Generator().manual_seed(6)
+    lengths = torch.tensor([9, 3, 12])
+    ids = torch.randint(0, 20000, (3, 12), generator=gen)
+    exact = encoder.encode_layers_ragged(ids, lengths)
+    low = encoder.encode_layers_ragged(ids, lengths, torch.bfloat16)
+    for a, b in zip(exact, low):
+        assert b.dtype == torch.float32 and 0 < (a - b).abs().max().item() < 0.1

@@ -5,7 +5,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from spacy_bilstm_crf import recurrence
-from spacy_bilstm_crf.recurrence import RaggedLayout, bilstm_states
+from spacy_bilstm_crf.recurrence import RaggedLayout, bilstm_rows, bilstm_states
 
 
 def _packed_reference(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -89,3 +89,24 @@ def test_model_predictions_use_it_and_agree_with_training_path(monkeypatch, bigr
     with torch.enable_grad():
         packed = model.emissions(codepoints, lengths)
     torch.testing.assert_close(ragged[inside], packed.detach()[inside], atol=1e-5, rtol=0)
+
+
+def test_bfloat16_products_stay_close_to_float32():
+    """``matmul_dtype=torch.bfloat16``: the products in bfloat16, states and sums in float32."""
+    torch.manual_seed(6)
+    lstm = nn.LSTM(40, 32, num_layers=2, bidirectional=True, batch_first=True)
+    lengths = torch.randint(1, 30, (16,))
+    x = torch.randn(16, int(lengths.max()), 40)
+    exact, _ = bilstm_rows(lstm, x, lengths)
+    low, _ = bilstm_rows(lstm, x, lengths, matmul_dtype=torch.bfloat16)
+    assert low.dtype == torch.float32
+    error = (low - exact).abs().max().item()
+    assert 0 < error < 0.05  # bfloat16 keeps 8 bits of mantissa
+
+
+def test_bf16_inference_setting():
+    from spacy_bilstm_crf.architectures import build_bilstm_crf
+
+    with pytest.raises(ValueError, match="exclude each other"):
+        build_bilstm_crf(quantize_int8=True, bf16_inference=True)
+    assert build_bilstm_crf(bf16_inference=True).attrs["bf16_inference"] is True

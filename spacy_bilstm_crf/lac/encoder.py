@@ -5,7 +5,7 @@ state *before* the recurrent matmul, ``c = tanh(x_c + (r ⊙ h) W_c)``, while to
 applies it after (``r ⊙ (h W_c + b)``). So the cell is written out here, both
 directions of a layer run as one batched matmul per time step.
 """
-from typing import Final, List, Tuple
+from typing import Final, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -105,16 +105,27 @@ class PaddleBiGRU(nn.Module):
 
 
 @torch.no_grad()
-def bigru_rows(layer: PaddleBiGRU, rows: Tensor, reverse: Tensor, layout: RaggedLayout) -> Tensor:
+def bigru_rows(
+    layer: PaddleBiGRU,
+    rows: Tensor,
+    reverse: Tensor,
+    layout: RaggedLayout,
+    matmul_dtype: Optional[torch.dtype] = None,
+) -> Tensor:
     """``PaddleBiGRU.time_major`` over the real characters only, for predictions on
     the CPU (see ``recurrence.py``: sentences sorted by length, so the ones still
     running are a prefix at every step, for both directions).
 
     rows, reverse (Tensor): Float (n_rows, input_dim), the inputs in the order of the
         forward and of the reverse direction's steps (``layout``).
+    matmul_dtype (Optional[torch.dtype]): Run the matrix products in this dtype (states
+        and gates stay float32). None: the inputs' dtype.
     RETURNS (Tensor): Float (2, n_rows, H), each direction's states in its reading order.
     """
     hidden = layer.hidden
+    low = matmul_dtype if matmul_dtype is not None else rows.dtype
+    in_weight, in_bias = layer.in_weight.to(low), layer.in_bias.to(low)
+    gate_weight, cand_weight = layer.gate_weight.to(low), layer.cand_weight.to(low)
     n_rows = rows.shape[0]
     states = rows.new_empty(2, n_rows, hidden)
     width = layout.step_sizes[0] if layout.step_sizes else 0
@@ -127,23 +138,31 @@ def bigru_rows(layer: PaddleBiGRU, rows: Tensor, reverse: Tensor, layout: Ragged
         n_block = sum(sizes)
         projected = torch.stack(
             [
-                torch.addmm(layer.in_bias[0], rows[start : start + n_block], layer.in_weight[0]),
-                torch.addmm(layer.in_bias[1], reverse[start : start + n_block], layer.in_weight[1]),
+                torch.addmm(in_bias[0], rows[start : start + n_block].to(low), in_weight[0]),
+                torch.addmm(in_bias[1], reverse[start : start + n_block].to(low), in_weight[1]),
             ]
-        )  # (2, n_block, 3H): update, reset, candidate
+        ).to(rows.dtype)  # (2, n_block, 3H): update, reset, candidate
         offset = 0
         for size in sizes:
             step = projected[:, offset : offset + size]
             h = previous[:, :size]
-            gates = torch.sigmoid(torch.baddbmm(step[:, :, : 2 * hidden], h, layer.gate_weight))
+            gates = torch.sigmoid(_plus_product(step[:, :, : 2 * hidden], h, gate_weight))
             update, reset = gates[:, :, :hidden], gates[:, :, hidden:]
-            candidate = torch.tanh(torch.baddbmm(step[:, :, 2 * hidden :], reset * h, layer.cand_weight))
+            candidate = torch.tanh(_plus_product(step[:, :, 2 * hidden :], reset * h, cand_weight))
             out = states[:, start + offset : start + offset + size]
             torch.lerp(h, candidate, update, out=out)
             previous = out
             offset += size
         start += n_block
     return states
+
+
+def _plus_product(base: Tensor, h: Tensor, weight: Tensor) -> Tensor:
+    """``base + h @ weight`` (batched), the product in ``weight``'s dtype."""
+    if weight.dtype == base.dtype:
+        return torch.baddbmm(base, h, weight)
+    # (A mixed-dtype add is not vectorized: convert the product first.)
+    return base + torch.bmm(h.to(weight.dtype), weight).to(base.dtype)
 
 
 # Rows of input projection computed at once in ``bigru_rows``.
@@ -206,7 +225,9 @@ class LACEncoder(nn.Module):
         return first.transpose(0, 1), second.transpose(0, 1)
 
     @torch.jit.unused
-    def encode_layers_ragged(self, ids: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+    def encode_layers_ragged(
+        self, ids: Tensor, lengths: Tensor, matmul_dtype: Optional[torch.dtype] = None
+    ) -> Tuple[Tensor, Tensor]:
         """``encode_layers`` for predictions on the CPU: the real characters only
         (:func:`bigru_rows`); zero at padding. The same states up to float rounding.
 
@@ -217,10 +238,10 @@ class LACEncoder(nn.Module):
         padded_rows = layout.padded_rows.to(ids.device)
         reverse_rows = layout.reverse_rows.to(ids.device)
         rows = self.embed(ids.reshape(-1).index_select(0, padded_rows))
-        states = bigru_rows(self.layer1, rows, rows.index_select(0, reverse_rows), layout)
+        states = bigru_rows(self.layer1, rows, rows.index_select(0, reverse_rows), layout, matmul_dtype)
         first = torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
         reverse = torch.cat([states[0].index_select(0, reverse_rows), states[1]], dim=1)
-        states = bigru_rows(self.layer2, first, reverse, layout)
+        states = bigru_rows(self.layer2, first, reverse, layout, matmul_dtype)
         second = torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
         return layout.to_padded(first, batch, seq_len), layout.to_padded(second, batch, seq_len)
 
