@@ -8,6 +8,8 @@ MODEL_DIR is a trained bilstm_crf_ner pipeline (float32), from the default confi
 - ``fp32``: ``spacy.load(MODEL_DIR)``
 - ``int8``: the same, quantized in memory (``quantize_pipeline``; what the
   ``quantize`` command saves)
+- ``bf16``: the same weights with ``bf16_inference = true`` (matrix products in
+  bfloat16; fast on CPUs with AMX)
 - ``exported``: the float32 network exported as TorchScript, run by ``serving.Tagger``
   (no spaCy); ``exported_int8`` likewise from the INT8 pipeline
 - ``fast_fp32``: a pipeline trained with ``configs/bilstm_crf_fast.cfg`` (``--fast-model``)
@@ -115,6 +117,10 @@ def build_variants(model_dir: Path, fast_model: Optional[Path], spacy_ner: Optio
     quantize_pipeline(int8)
     int8.to_disk(work / "int8")
     variants.append(Variant("int8", dir_size(work / "int8"), nlp=int8))
+    # The same weights, products in bfloat16 (bf16_inference, set at load).
+    name = find_pipe(variants[0].nlp).name
+    bf16 = spacy.load(model_dir, config={"components": {name: {"model": {"bf16_inference": True}}}})
+    variants.append(Variant("bf16", dir_size(model_dir), nlp=bf16))
     export_pipeline(variants[0].nlp, work / "exported")
     variants.append(Variant("exported", dir_size(work / "exported"), tagger=Tagger.load(work / "exported")))
     export_pipeline(int8, work / "exported_int8")
@@ -311,7 +317,7 @@ def main() -> None:
             results[v.name] = row
         torch.set_num_threads(1)
         profiles = {name: profile(v.nlp, texts, args.repeats) for name, v in
-                    ((v.name, v) for v in variants) if name in ("fp32", "int8", "fast_fp32")}  # fmt: skip
+                    ((v.name, v) for v in variants) if name in ("fp32", "int8", "bf16", "fast_fp32")}  # fmt: skip
         agreement = {
             "exported_vs_fp32_texts_differing": sum(a != b for a, b in zip(predictions["exported"], predictions["fp32"])),
             "exported_int8_vs_int8_texts_differing": sum(a != b for a, b in zip(predictions["exported_int8"], predictions["int8"])),
@@ -327,6 +333,8 @@ def main() -> None:
         "int8_speedup_pipe": int8["chars_per_second_pipe"] / fp32["chars_per_second_pipe"],
         "int8_speedup_single": int8["chars_per_second_single"] / fp32["chars_per_second_single"],
         "int8_f1_loss_points": 100 * (fp32["dev_f1"] - int8["dev_f1"]),
+        "bf16_speedup_pipe": results["bf16"]["chars_per_second_pipe"] / fp32["chars_per_second_pipe"],
+        "bf16_f1_loss_points": 100 * (fp32["dev_f1"] - results["bf16"]["dev_f1"]),
     }
     if "spacy_ner" in results:
         for name in ("fp32", "fast_fp32"):

@@ -77,13 +77,12 @@ def _token_texts(doc: Doc) -> List[str]:
     try:
         return [_TOKEN_TEXT[orth] for orth in orths]
     except KeyError:
+        strings = doc.vocab.strings
+        texts = [strings[orth] for orth in orths]
         if len(_TOKEN_TEXT) > _TOKEN_TEXT_MAX:
             _TOKEN_TEXT.clear()
-        strings = doc.vocab.strings
-        for orth in orths:
-            if orth not in _TOKEN_TEXT:
-                _TOKEN_TEXT[orth] = strings[orth]
-        return [_TOKEN_TEXT[orth] for orth in orths]
+        _TOKEN_TEXT.update(zip(orths, texts))
+        return texts
 
 
 def doc_chars(doc: Doc) -> DocChars:

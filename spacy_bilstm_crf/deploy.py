@@ -1,8 +1,11 @@
-"""Deployment: INT8 quantization of a trained pipeline, and a TorchScript export.
+"""Deployment: INT8 quantization of a trained pipeline, and an export for serving.
 
 Both work on a loaded ``Language``; the ``quantize`` and ``export`` commands
 (``cli/deploy.py``) wrap them. The export is served by ``serving.py``, which
-needs torch only.
+needs torch only. A float32 network is exported with ``torch.export`` (format
+version 2: code points → emissions, the Viterbi runs in ``serving.py``); an INT8
+one as TorchScript (version 1: code points → tags), as torch.export cannot take
+its dynamically quantized LSTM.
 """
 import copy
 import json
@@ -80,25 +83,82 @@ def script_module(module: torch.nn.Module) -> torch.jit.ScriptModule:
     """The network as TorchScript, in eval mode: ``(codepoints, lengths) → tags``.
 
     Scripted, not traced: tracing would freeze the LSTM's, the CRF's and the
-    lexicon's loops over time steps at the length of the example input.
+    lexicon's loops over time steps at the length of the example input. Format
+    version 1 (``export_pipeline(version=1)``), and the INT8 networks' export.
     """
     # No mode switch needed: the module's predictions never depend on its mode.
     with warnings.catch_warnings():
-        # torch.jit is deprecated in favour of torch.export, which cannot keep the
-        # data-dependent time loops; TorchScript still works.
+        # torch.jit is deprecated in favour of torch.export (format version 2), which
+        # cannot take the INT8 LSTM; TorchScript still works.
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.jit.script(module)
 
 
+class _Emissions(torch.nn.Module):
+    """The network's ``emissions`` as a ``forward``, the function ``torch.export`` traces."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, codepoints: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.network.emissions(codepoints, lengths)
+
+
+def min_width(module: torch.nn.Module) -> int:
+    """The exported program's smallest input width: the lexicon's window loop runs
+    ``max_len`` steps, and each must keep at least two starts (a dimension of size
+    1 would be specialized), so widths start at ``max_len + 1``; at least
+    ``serving.MIN_WIDTH``."""
+    lexicon = getattr(module, "lexicon", None)
+    return max(serving.MIN_WIDTH, lexicon.max_len + 1 if lexicon is not None else 0)
+
+
+def export_module(module: torch.nn.Module) -> torch.export.ExportedProgram:
+    """The network's emissions as a ``torch.export`` program: ``(codepoints, lengths) →
+    emissions``, any batch size and any width from :func:`min_width` (CPU, float32).
+
+    The network takes its export branches under ``torch.compiler.is_exporting()``:
+    each LSTM direction as one ``aten.mkldnn_rnn_layer`` over the padded batch
+    (``model.padded_bilstm``), LAC's BiGRU inside ``scan``, the lexicon searched
+    window by window.
+
+    RAISES (NotImplementedError): The network cannot be exported (an INT8 LSTM).
+    """
+    if is_quantized(module):
+        raise NotImplementedError("torch.export cannot take the INT8 (dynamically quantized) LSTM")
+    if getattr(module, "vector_dim", 0):
+        raise NotImplementedError("The network reads an upstream encoder's vectors: it cannot be exported alone.")
+    width = min_width(module)
+    generator = torch.Generator().manual_seed(0)
+    codepoints = torch.randint(0x4E00, 0x9FA5, (3, width + 2), generator=generator)
+    lengths = torch.tensor([width + 2, width, 1])
+    batch = torch.export.Dim("batch", min=1)
+    seq = torch.export.Dim("width", min=width)
+    shapes = {"codepoints": {0: batch, 1: seq}, "lengths": {0: batch}}
+    with torch.no_grad():
+        return torch.export.export(_Emissions(module), (codepoints, lengths), dynamic_shapes=shapes)
+
+
 def export_pipeline(
-    nlp: Language, output_dir: Union[str, Path], name: Optional[str] = None
+    nlp: Language,
+    output_dir: Union[str, Path],
+    name: Optional[str] = None,
+    version: Optional[int] = None,
 ) -> Path:
-    """Write the network as TorchScript plus its labels and tags, for ``serving.Tagger``.
+    """Write the network, its labels and tags, for ``serving.Tagger``.
+
+    Format version 2 (float32 networks): ``model.pt2``, the emissions as a
+    ``torch.export`` program; ``crf.pt``, the CRF's masked scores for the Viterbi
+    in ``serving.py``. Version 1 (INT8 networks, which torch.export cannot take):
+    ``model.pt``, the whole network as TorchScript. Both with ``tagger.json``.
 
     nlp (Language): A ``zh`` pipeline (character segmenter) with a trained
         ``bilstm_crf_ner``, float32 or INT8.
-    output_dir (Union[str, Path]): Where ``model.pt`` and ``tagger.json`` go (created).
+    output_dir (Union[str, Path]): Where the files go (created).
     name (Optional[str]): The component's name, if there are several.
+    version (Optional[int]): The format: 2, 1 (TorchScript, deprecated), or None:
+        2 where the network allows it, else 1.
     RETURNS (Path): The output directory.
     """
     pipe = find_pipe(nlp, name)
@@ -106,17 +166,17 @@ def export_pipeline(
     module = get_torch_module(pipe.model)
     if next(module.parameters()).device.type != "cpu":
         # Export a CPU copy (``.cpu()`` alone would move the live pipeline's module);
-        # Tagger.load(device=...) puts it where it runs.
+        # Tagger.load(device=...) puts a version 1 export where it runs.
         module = copy.deepcopy(module).cpu()
-    scripted = script_module(module)
+    if version is None:
+        version = serving.TORCHSCRIPT_VERSION if is_quantized(module) else serving.FORMAT_VERSION
+    if version not in (serving.FORMAT_VERSION, serving.TORCHSCRIPT_VERSION):
+        raise ValueError(f"Unknown export format version {version}: 1 or 2.")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(scripted, str(output_dir / serving.MODEL_FILE))
     meta = {
-        "format": serving.FORMAT,
-        "version": serving.FORMAT_VERSION,
+        "format": serving.FORMAT if version == serving.FORMAT_VERSION else serving.TORCHSCRIPT_FORMAT,
+        "version": version,
         "labels": list(pipe.labels),
         "scheme": pipe.scheme.scheme,
         "tags": pipe.scheme.tags,
@@ -126,6 +186,24 @@ def export_pipeline(
         "spacy_bilstm_crf_version": __version__,
         "torch_version": torch.__version__,
     }
+    if version == serving.FORMAT_VERSION:
+        program = export_module(module)
+        trans, start, end = module.crf.masked_scores(float("-inf"))
+        torch.export.save(program, str(output_dir / serving.PROGRAM_FILE))
+        torch.save(
+            {"transitions": trans.contiguous(), "start": start.contiguous(), "end": end.contiguous()},
+            str(output_dir / serving.CRF_FILE),
+        )
+        meta["min_width"] = min_width(module)
+        stale = [serving.MODEL_FILE]
+    else:
+        scripted = script_module(module)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(scripted, str(output_dir / serving.MODEL_FILE))
+        stale = [serving.PROGRAM_FILE, serving.CRF_FILE]
+    for file_name in stale:  # another format's files from an earlier export
+        (output_dir / file_name).unlink(missing_ok=True)
     (output_dir / serving.META_FILE).write_text(
         json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf8"
     )

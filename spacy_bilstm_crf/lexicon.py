@@ -182,6 +182,10 @@ class LexiconFeatures(nn.Module):
 
         cp (Tensor): Long (batch, seq_len) normalized code points; lengths (Tensor): Long (batch,).
         """
+        if torch.jit.is_scripting():
+            pass  # a scripted copy keeps the filtered search below
+        elif torch.compiler.is_exporting():  # torch.export: no data-dependent shapes
+            return self._matches_searched(cp, lengths)
         seq_len = cp.shape[1]
         keys: List[Tensor] = []
         h1 = torch.zeros_like(cp)
@@ -220,6 +224,27 @@ class LexiconFeatures(nn.Module):
         by_char = self.char_rows.index_select(0, cp.clamp(0, self._direct_chars - 1).reshape(-1))
         by_char = by_char.view(cp.shape)
         rows[0] = torch.where(direct, by_char, rows[0])
+        return rows
+
+    @torch.jit.unused
+    def _matches_searched(self, cp: Tensor, lengths: Tensor) -> List[Tensor]:
+        """``matches`` for ``torch.export``: every window searched, no bit filter or direct
+        table (their ``nonzero`` has a data-dependent size). The same rows.
+        """
+        seq_len = cp.shape[1]
+        rows: List[Tensor] = []
+        h1 = torch.zeros_like(cp)
+        h2 = torch.zeros_like(cp)
+        for length in range(1, min(self.max_len, seq_len) + 1):
+            n_starts = seq_len - length + 1
+            last = cp[:, length - 1 :]
+            h1 = (h1[:, :n_starts] * self._base1 + last) % self._mod
+            h2 = (h2[:, :n_starts] * self._base2 + last) % self._mod
+            starts = torch.arange(n_starts, device=cp.device)
+            inside = starts[None, :] + length <= lengths[:, None]
+            key = h1 * self._shift + h2
+            row = self._lookup(key.reshape(-1)).view(key.shape)
+            rows.append(torch.where(inside, row, torch.zeros_like(row)))
         return rows
 
     def forward(self, cp: Tensor, lengths: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from .codepoints import normalize_codepoints
 from .crf import LinearChainCRF, lengths_to_mask
 from .lac import LACEncoder
+from .lac.encoder import reverse_index
 from .lexicon import N_LEXICON_FLAGS, N_POS_FLAGS, N_SETS, LexiconFeatures
 from .recurrence import Lookup, bilstm_rows
 from .tags import TagScheme
@@ -66,6 +67,52 @@ def _foldable(lookup: Lookup, lstm: nn.LSTM) -> bool:
     """Whether a lookup's projected table is small enough to keep (64 MB in float32):
     a character table is; a hashed bigram table is not."""
     return lookup.embedding.num_embeddings * 8 * lstm.hidden_size <= _MAX_FOLDED_FLOATS
+
+
+def padded_bilstm(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
+    """A bidirectional, batch-first ``nn.LSTM`` over a padded batch, for ``torch.export``
+    (CPU): the outputs of the packed LSTM at positions inside each sentence.
+
+    Packing has a data-dependent shape and ``nn.LSTM`` on a padded batch fixes the
+    length of the example input, so each direction of each layer is one
+    ``aten.mkldnn_rnn_layer`` over the time-major batch. The reverse direction runs
+    forward over each sentence reversed within its length (padding stays at the end,
+    where it cannot reach the real positions), and its outputs are reversed back.
+
+    x (Tensor): Float (batch, seq_len, input_dim); lengths (Tensor): Long (batch,), >= 1.
+    RETURNS (Tensor): Float (batch, seq_len, 2 * hidden_size).
+    """
+    if not lstm.bidirectional or not lstm.batch_first or lstm.proj_size or not lstm.bias:
+        raise NotImplementedError("padded_bilstm: a batch-first bidirectional LSTM with biases")
+    if x.device.type != "cpu":
+        raise NotImplementedError("padded_bilstm runs on the CPU (aten.mkldnn_rnn_layer)")
+    hidden_size = lstm.hidden_size
+    batch, seq_len = x.shape[0], x.shape[1]
+    # Rows of the time-major (seq_len * batch, ·) layout that reverse each sentence: an
+    # involution (whole rows are copied, faster than a gather over every element).
+    batch_ids = torch.arange(batch, device=x.device)[None, :]
+    reverse = (reverse_index(lengths, seq_len).t() * batch + batch_ids).reshape(-1)
+
+    def reversed_rows(t: Tensor) -> Tensor:
+        return t.reshape(seq_len * batch, -1).index_select(0, reverse).view(seq_len, batch, -1)
+
+    h = x.transpose(0, 1).contiguous()
+    for layer in range(lstm.num_layers):
+        outputs: List[Tensor] = []
+        for suffix, inputs in (("", h), ("_reverse", reversed_rows(h))):
+            weights = [
+                getattr(lstm, f"{name}_l{layer}{suffix}")
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+            zeros = inputs.new_zeros(1, inputs.shape[1], hidden_size)
+            outputs.append(
+                torch.ops.aten.mkldnn_rnn_layer.default(
+                    inputs.contiguous(), *weights, zeros, zeros,
+                    False, [], 2, hidden_size, 1, True, False, False, False,
+                )[0]
+            )  # fmt: skip
+        h = torch.cat([outputs[0], reversed_rows(outputs[1])], dim=-1)
+    return h.transpose(0, 1)
 
 
 class BiLSTMCRF(nn.Module):
@@ -285,6 +332,8 @@ class BiLSTMCRF(nn.Module):
         lengths_1 = lengths.clamp_min(1)
         if torch.jit.is_scripting():  # a scripted copy only predicts
             hidden = self._packed_lstm(x, lengths_1)
+        elif torch.compiler.is_exporting():  # an exported copy only predicts, too
+            hidden = self._padded_lstm(x, lengths_1)
         elif self._ragged_inference(x, noise):
             return self._ragged_emissions(features, char_ids, classes, lengths_1)
         else:
@@ -301,6 +350,15 @@ class BiLSTMCRF(nn.Module):
             output = self._run_lstm(packed, noise)
         hidden, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
         return hidden
+
+    @torch.jit.unused
+    def _padded_lstm(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """The LSTM for ``torch.export`` (see :func:`padded_bilstm`)."""
+        if type(self.lstm) is not nn.LSTM:
+            raise NotImplementedError(
+                f"torch.export of a {type(self.lstm).__name__} (an INT8 LSTM) is not supported"
+            )
+        return padded_bilstm(self.lstm, x, lengths)
 
     @torch.jit.unused
     def _ragged_emissions(
@@ -364,6 +422,8 @@ class BiLSTMCRF(nn.Module):
         # nothing for them: only the fine-tuned top layers build a graph.
         if torch.jit.is_scripting():
             first, second = lac.encode_layers(lac.char_ids(codepoints), lengths)
+        elif torch.compiler.is_exporting():
+            first, second = lac.encode_layers_scan(lac.char_ids(codepoints), lengths)
         elif self._ragged_lac(codepoints):
             first, second = lac.encode_layers_ragged(
                 lac.char_ids(codepoints), lengths.clamp_min(1), self._matmul_dtype()

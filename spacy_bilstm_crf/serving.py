@@ -11,24 +11,40 @@ where the package is not installed::
     # [(0, 2, 'name'), (3, 7, 'company'), (7, 9, 'address')]
     tagger.batch(["李明去北京大学读书", ""])
 
-The export holds the whole network as TorchScript, from raw code points to
-constrained Viterbi tags: normalization, character table, bigram hashing,
-character classes and the lexicon are all inside it. What is left here is
-spaCy's tokenization (see :func:`char_tokens`) and tags → character spans.
+An export holds the network as a ``torch.export`` program from raw code points
+to tag scores (emissions): normalization, character table, bigram hashing,
+character classes, the lexicon and LAC are all inside it. The CRF's transition
+scores are saved next to it, and the constrained Viterbi runs here, in plain
+torch. What else is left here is spaCy's tokenization (see :func:`char_tokens`)
+and tags → character spans.
+
+Exports written before (format version 1) hold the whole network, Viterbi
+included, as TorchScript; they still load (``torch.jit``, deprecated in torch).
+INT8 pipelines are still exported that way (see ``deploy.export_pipeline``).
 """
 import json
 import re
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, List, Sequence, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-MODEL_FILE = "model.pt"
 META_FILE = "tagger.json"
-FORMAT = "spacy-bilstm-crf.torchscript"
-FORMAT_VERSION = 1
+# Version 2: the emissions as a torch.export program, the CRF's scores, Viterbi here.
+FORMAT = "spacy-bilstm-crf.export"
+FORMAT_VERSION = 2
+PROGRAM_FILE = "model.pt2"
+CRF_FILE = "crf.pt"  # the CRF's masked (transitions, start, end): banned entries -inf
+# The program's smallest input width (the lexicon's longest word + 1); narrower
+# batches are padded, which changes no result.
+MIN_WIDTH = 7
+# Version 1: the whole network, Viterbi included, as TorchScript.
+TORCHSCRIPT_FORMAT = "spacy-bilstm-crf.torchscript"
+TORCHSCRIPT_VERSION = 1
+MODEL_FILE = "model.pt"
+FORMATS = {FORMAT: FORMAT_VERSION, TORCHSCRIPT_FORMAT: TORCHSCRIPT_VERSION}
 
 # (start_char, end_char_exclusive, label)
 Entity = Tuple[int, int, str]
@@ -67,20 +83,30 @@ def char_tokens(text: str) -> List[Tuple[int, int]]:
 class Tagger:
     """An exported BiLSTM-CRF: texts → entities as character offsets.
 
-    module (torch.jit.ScriptModule): The scripted network: ``(codepoints, lengths) → tags``.
+    module (torch.nn.Module): Version 2: the exported program's module,
+        ``(codepoints, lengths) → emissions``. Version 1: the scripted network,
+        ``(codepoints, lengths) → tags``.
     meta (dict): The export's ``tagger.json`` (labels, tags, scheme).
     device (str): Where the network runs.
+    crf (Optional[Tuple[Tensor, Tensor, Tensor]]): Version 2: the CRF's masked
+        (transitions, start, end) scores.
     """
 
-    def __init__(self, module: torch.jit.ScriptModule, meta: dict, device: str = "cpu") -> None:
-        if meta.get("format") != FORMAT or meta.get("version", 0) > FORMAT_VERSION:
-            raise ValueError(
-                f"Not a {FORMAT} export (version <= {FORMAT_VERSION}): "
-                f"format {meta.get('format')!r}, version {meta.get('version')!r}"
-            )
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        meta: dict,
+        device: str = "cpu",
+        crf: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
+    ) -> None:
+        self.version = _format_version(meta)
+        if self.version == FORMAT_VERSION and crf is None:
+            raise ValueError(f"A version {FORMAT_VERSION} export needs the CRF's scores ({CRF_FILE}).")
         self.module = module
         self.meta = meta
         self.device = torch.device(device)
+        self.crf = crf
+        self.min_width = int(meta.get("min_width", MIN_WIDTH)) if self.version == FORMAT_VERSION else 1
         self.labels: List[str] = list(meta["labels"])
         self.scheme: str = meta["scheme"]
         tags: List[str] = meta["tags"]
@@ -92,19 +118,27 @@ class Tagger:
 
     @classmethod
     def load(cls, path: Union[str, Path], device: str = "cpu") -> "Tagger":
-        """Load an export directory (``model.pt`` and ``tagger.json``).
+        """Load an export directory: ``tagger.json`` with ``model.pt2`` and ``crf.pt``
+        (version 2), or with ``model.pt`` (version 1, TorchScript).
 
         path (Union[str, Path]): The directory written by ``export``.
-        device (str): ``"cpu"`` or e.g. ``"cuda:0"`` (float32 exports only: INT8 is CPU-only).
+        device (str): ``"cpu"``; version 1 float32 exports also run on e.g. ``"cuda:0"``.
         RETURNS (Tagger): The loaded tagger.
         """
         path = Path(path)
         meta = json.loads((path / META_FILE).read_text(encoding="utf8"))
+        version = _format_version(meta)
+        if version == FORMAT_VERSION:
+            if torch.device(device).type != "cpu":
+                raise ValueError(f"A version {version} export runs on the CPU only, not on {device}.")
+            program = torch.export.load(str(path / PROGRAM_FILE))
+            scores = torch.load(str(path / CRF_FILE), map_location="cpu", weights_only=True)
+            crf = (scores["transitions"], scores["start"], scores["end"])
+            return cls(program.module(), meta, device, crf)
         if meta.get("quantized") and torch.device(device).type != "cpu":
             raise ValueError(f"An INT8 export runs on the CPU only, not on {device}.")
         with warnings.catch_warnings():
-            # torch.jit is deprecated in favour of torch.export, which cannot keep the
-            # network's data-dependent time loops; TorchScript still works.
+            # torch.jit is deprecated in favour of torch.export: version 1 exports still load.
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(path / MODEL_FILE), map_location=device)
         return cls(module.eval(), meta, device)
@@ -173,10 +207,15 @@ class Tagger:
         flat = bytearray("".join(firsts).encode("utf-32-le"))
         codes = torch.frombuffer(flat, dtype=torch.int32).long() if flat else lengths[:0]
         width = max(int(lengths.max()), 1)  # as the pipeline pads: empty texts still fit
-        padded = torch.zeros(len(texts), width, dtype=torch.long)
-        padded[torch.arange(width)[None, :] < lengths[:, None]] = codes
+        padded = torch.zeros(len(texts), max(width, self.min_width), dtype=torch.long)
+        padded[:, :width][torch.arange(width)[None, :] < lengths[:, None]] = codes
         with torch.inference_mode():
-            tags: Tensor = self.module(padded.to(self.device), lengths.to(self.device))
+            if self.crf is None:  # version 1: the scripted network decodes
+                tags: Tensor = self.module(padded.to(self.device), lengths.to(self.device))
+            else:
+                emissions: Tensor = self.module(padded, lengths)
+                # Empty texts are given length 1, as in the network; their tags are dropped.
+                tags = viterbi(emissions[:, :width].float(), lengths.clamp_min(1), *self.crf)
         return [row[:n] for row, n in zip(tags.cpu().tolist(), lengths.tolist())]
 
     def tags_to_spans(self, tags: List[int]) -> List[Tuple[int, int, int]]:
@@ -194,3 +233,67 @@ class Tagger:
         if len(starts) != len(ends):
             raise ValueError(f"Invalid {self.scheme} tag sequence: {tags}")
         return [(s, e + 1, self._label[tags[s]]) for s, e in zip(starts, ends)]
+
+
+def _format_version(meta: dict) -> int:
+    """RETURNS (int): The export's format version. RAISES (ValueError): an unknown format."""
+    fmt, version = meta.get("format"), meta.get("version")
+    if fmt not in FORMATS or version != FORMATS[fmt]:
+        known = ", ".join(f"{name} version {number}" for name, number in FORMATS.items())
+        raise ValueError(f"Not a known export ({known}): format {fmt!r}, version {version!r}")
+    return int(version)
+
+
+# Sentences whose Viterbi buffer is filled at once (as ``crf.LinearChainCRF``).
+_VITERBI_CHUNK = 128
+
+
+def viterbi(emissions: Tensor, lengths: Tensor, trans: Tensor, start: Tensor, end: Tensor) -> Tensor:
+    """The best path of each sentence under the CRF's masked scores (``-inf`` where banned):
+    a copy of ``LinearChainCRF._viterbi`` with its torch backtracking, so the same tags.
+
+    emissions (Tensor): Float (batch, max_len, n_tags), max_len >= 1.
+    lengths (Tensor): Long (batch,), each in [1, max_len].
+    trans, start, end (Tensor): Float (n_tags, n_tags), (n_tags,), (n_tags,).
+    RETURNS (Tensor): Long (batch, max_len); -1 past each sentence's end.
+    """
+    batch, max_len, n_tags = emissions.shape
+    trans, start, end = trans.to(emissions.dtype), start.to(emissions.dtype), end.to(emissions.dtype)
+    # Batch-last layout (n_tags, batch): the max over the previous tag is an elementwise
+    # max of contiguous slabs; values only, the back-pointers are recomputed below.
+    emit = emissions.permute(1, 2, 0).contiguous()  # (max_len, n_tags, batch)
+    trans_3d = trans.unsqueeze(2)  # (from, to, 1)
+    chunk = max(1, min(batch, _VITERBI_CHUNK))
+    buffer = emissions.new_empty(n_tags, n_tags, chunk)
+    scores = emissions.new_empty(max_len, n_tags, batch)
+    torch.add(start.unsqueeze(1), emit[0], out=scores[0])
+    for lo in range(0, batch, chunk):
+        hi = min(lo + chunk, batch)
+        part = buffer[:, :, : hi - lo]
+        block = scores[:, :, lo:hi]
+        previous = block[:-1].unsqueeze(2).unbind(0)  # (n_tags, 1, chunk) each
+        following = block[1:].unbind(0)
+        emitted = emit[1:, :, lo:hi].unbind(0)
+        for prev, nxt, emit_t in zip(previous, following, emitted):
+            torch.add(prev, trans_3d, out=part)
+            torch.amax(part, dim=0, out=nxt)
+            nxt.add_(emit_t)
+    # Backtracking: each step recomputes the chosen tag's predecessor scores (the same
+    # float sums as the forward, so ties break the same way).
+    by_batch = scores.transpose(1, 2).contiguous()  # (max_len, batch, n_tags)
+    last = (lengths - 1).clamp_min(0)
+    final = by_batch.gather(0, last.view(1, -1, 1).expand(1, batch, n_tags))[0] + end
+    final_tag = final.max(dim=1)[1]
+    into = trans.t().contiguous()  # (to, from)
+    within = (torch.arange(max_len)[None, :] < lengths[:, None]).t()  # (max_len, batch)
+    tag = final_tag
+    path = [tag]
+    for t in range(max_len - 1, 0, -1):
+        candidates = into.index_select(0, tag).add_(by_batch[t - 1])
+        prev = candidates.max(dim=1)[1]
+        # A sentence that ends at t - 1 starts from its own best final tag there.
+        tag = torch.where(within[t], prev, final_tag)
+        path.append(tag)
+    path.reverse()
+    tags = torch.stack(path, dim=1)
+    return torch.where(within.t(), tags, torch.full_like(tags, -1))

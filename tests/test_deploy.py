@@ -1,8 +1,11 @@
-"""Deployment: INT8 pipelines, the TorchScript export and its spaCy-free loader,
-and the mixed-precision code paths that run without a GPU."""
+"""Deployment: INT8 pipelines, the exports (torch.export, and TorchScript for INT8 and
+older exports) and their spaCy-free loader, and the mixed-precision code paths that
+run without a GPU."""
+import json
 import random
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,14 @@ import torch
 
 from spacy_bilstm_crf import serving
 from spacy_bilstm_crf.architectures import get_torch_module
-from spacy_bilstm_crf.deploy import export_pipeline, quantize_pipeline, script_module
+from spacy_bilstm_crf.deploy import (
+    SELF_CHECK_TEXTS,
+    compare_with_pipeline,
+    export_module,
+    export_pipeline,
+    quantize_pipeline,
+    script_module,
+)
 from spacy_bilstm_crf.model import BiLSTMCRF
 from spacy_bilstm_crf.quantize import is_quantized, quantize_module, quantized_submodules
 from spacy_bilstm_crf.serving import Tagger, char_tokens
@@ -100,21 +110,138 @@ def test_quantizing_twice_is_an_error(int8_model):
 # -- export and serving ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["fp32", "int8"])
+@pytest.mark.parametrize("variant", ["fp32", "int8", "fp32-torchscript"])
 def test_exported_entities_equal_the_pipeline(saved_model, int8_model, tmp_path, variant):
-    nlp = spacy.load(saved_model if variant == "fp32" else int8_model)
-    export_pipeline(nlp, tmp_path / "export")
+    nlp = spacy.load(int8_model if variant == "int8" else saved_model)
+    # float32: torch.export (version 2) by default; INT8: TorchScript (version 1), as
+    # torch.export cannot take its quantized LSTM; version 1 on request.
+    export_pipeline(nlp, tmp_path / "export", version=1 if variant == "fp32-torchscript" else None)
+    version = 2 if variant == "fp32" else 1
+    files = {"tagger.json", "model.pt2", "crf.pt"} if version == 2 else {"tagger.json", "model.pt"}
+    assert {f.name for f in (tmp_path / "export").iterdir()} == files
     tagger = Tagger.load(tmp_path / "export")
+    assert tagger.version == tagger.meta["version"] == version
+    assert tagger.meta["format"] == (serving.FORMAT if version == 2 else serving.TORCHSCRIPT_FORMAT)
     assert tagger.meta["quantized"] is (variant == "int8")
     expected = [ents_of(doc) for doc in nlp.pipe(TEXTS, batch_size=256)]
     assert tagger.batch(TEXTS) == expected
-    if variant == "fp32":
+    if variant != "int8":
         # INT8 activations are quantized with one scale per batch, so only the same
         # batches give the same entities; float32 results do not depend on the batch.
         assert list(tagger.pipe(TEXTS, batch_size=5)) == expected
     assert [tagger(text) for text in TEXTS] == [ents_of(nlp(text)) for text in TEXTS]
     assert tagger.batch([]) == [] and tagger("") == []
     assert sum(len(ents) for ents in expected) > 20  # the comparison is not vacuous
+
+
+def test_version_1_export_from_the_old_writer_still_loads(saved_model, tmp_path):
+    """A TorchScript export as the earlier code wrote it (model.pt and tagger.json of
+    format version 1, nothing else) loads and finds the pipeline's entities."""
+    nlp = spacy.load(saved_model)
+    module = get_torch_module(nlp.get_pipe("bilstm_crf_ner").model)
+    out = tmp_path / "v1"
+    out.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit
+        torch.jit.save(script_module(module), str(out / "model.pt"))
+    pipe = nlp.get_pipe("bilstm_crf_ner")
+    meta = {
+        "format": "spacy-bilstm-crf.torchscript",
+        "version": 1,
+        "labels": list(pipe.labels),
+        "scheme": pipe.scheme.scheme,
+        "tags": pipe.scheme.tags,
+        "quantized": False,
+        "tokenizer": "spacy.zh.ChineseTokenizer (segmenter = char)",
+        "component": pipe.name,
+        "spacy_bilstm_crf_version": "0.1.0",
+        "torch_version": "2.5.1",
+    }
+    (out / "tagger.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf8")
+    tagger = Tagger.load(out)
+    assert tagger.version == 1 and tagger.crf is None
+    assert tagger.batch(TEXTS) == [ents_of(doc) for doc in nlp.pipe(TEXTS, batch_size=256)]
+    assert compare_with_pipeline(nlp, tagger, SELF_CHECK_TEXTS)["n_different"] == 0
+
+
+def test_int8_export_is_torchscript_and_torch_export_refuses_it(int8_model, tmp_path):
+    nlp = spacy.load(int8_model)
+    with pytest.raises(NotImplementedError, match="INT8"):
+        export_pipeline(nlp, tmp_path / "v2", version=2)
+    export_pipeline(nlp, tmp_path / "v1")
+    tagger = Tagger.load(tmp_path / "v1")
+    assert tagger.meta["quantized"] and tagger.version == 1
+    assert compare_with_pipeline(nlp, tagger, SELF_CHECK_TEXTS)["n_different"] == 0
+    with pytest.raises(ValueError, match="CPU only"):
+        Tagger.load(tmp_path / "v1", device="cuda:0")
+
+
+def test_reexport_replaces_the_other_formats_files_and_unknown_formats_are_refused(
+    saved_model, tmp_path
+):
+    nlp = spacy.load(saved_model)
+    out = tmp_path / "export"
+    export_pipeline(nlp, out, version=1)
+    export_pipeline(nlp, out)
+    assert not (out / "model.pt").exists() and Tagger.load(out).version == 2
+    with pytest.raises(ValueError, match="CPU only"):
+        Tagger.load(out, device="cuda:0")
+    export_pipeline(nlp, out, version=1)
+    assert not (out / "model.pt2").exists() and not (out / "crf.pt").exists()
+    with pytest.raises(ValueError, match="format version 3"):
+        export_pipeline(nlp, out, version=3)
+    meta = json.loads((out / "tagger.json").read_text(encoding="utf8"))
+    for fmt, version in [("spacy-bilstm-crf.torchscript", 2), ("spacy-bilstm-crf.export", 1), ("other", 2)]:
+        (out / "tagger.json").write_text(json.dumps({**meta, "format": fmt, "version": version}))
+        with pytest.raises(ValueError, match="Not a known export"):
+            Tagger.load(out)
+
+
+def test_exported_emissions_equal_eager_for_any_batch_and_width():
+    """The exported program (lexicon flags, word types and SoftLexicon, two LSTM layers,
+    LAC states) gives the eager emissions for batch sizes and widths other than the
+    example's, and extra padding changes nothing."""
+    torch.manual_seed(0)
+    scheme = TagScheme(["name", "company"], "BIOES")
+    module = BiLSTMCRF(
+        50, scheme, bigram_buckets=101, hidden_size=16, depth=2, lexicon_size=4,
+        lexicon_dim=8, lexicon_pos=True, lac_features=True, lac_layers=2,
+    )  # fmt: skip
+    module.set_char_table(torch.arange(0x4E00, 0x4E00 + 50))
+    words = [[0x4E00, 0x4E01], [0x4E02], [0x4E03, 0x4E04, 0x4E05, 0x4E06, 0x4E07], [0x4E08, 0x4E09, 0x4E0A]]
+    from spacy_bilstm_crf.lexicon import word_keys
+
+    keys = word_keys([torch.tensor(w) for w in words], 6)
+    module.lexicon.set_keys(keys, torch.rand(len(keys)) + 0.5, torch.tensor([1, 2, 3, 4]))
+    with torch.no_grad():
+        for param in module.lac.parameters():
+            param.normal_(0, 0.1)
+        module.lac.vocab_codepoints.copy_(torch.arange(0x4E00, 0x4E00 + len(module.lac.vocab_codepoints)))
+        module.lac.vocab_ids.copy_(torch.arange(len(module.lac.vocab_ids)))
+    program = export_module(module).module()
+    for batch, width in [(1, 7), (5, 23), (2, 9), (9, 40)]:
+        codepoints = torch.randint(0x4E00, 0x4E00 + 12, (batch, width))
+        lengths = torch.randint(0, width + 1, (batch,))
+        lengths[0] = width
+        mask = (torch.arange(width)[None, :] < lengths[:, None])[:, :, None]
+        with torch.no_grad():
+            expected = module.emissions(codepoints, lengths)
+            actual = program(codepoints, lengths)
+            wider = program(torch.nn.functional.pad(codepoints, (0, 5)), lengths)[:, :width]
+        assert actual.shape == expected.shape
+        assert torch.allclose(actual * mask, expected * mask, atol=1e-5), (batch, width)
+        assert torch.allclose(wider * mask, expected * mask, atol=1e-5), (batch, width)
+    assert module.lexicon(codepoints, lengths).sum() > 0  # the lexicon matched something
+
+
+def test_viterbi_in_serving_equals_the_crf():
+    torch.manual_seed(0)
+    module = BiLSTMCRF(10, TagScheme(["a", "b", "c"], "BIOES"), hidden_size=8)
+    crf = module.crf.masked_scores(float("-inf"))
+    for batch, width in [(1, 1), (3, 17), (300, 12)]:
+        emissions = torch.randn(batch, width, len(module.crf.allowed)) * 3
+        lengths = torch.randint(1, width + 1, (batch,))
+        assert torch.equal(serving.viterbi(emissions, lengths, *crf), module.crf.decode(emissions, lengths))
 
 
 def test_char_tokens_match_spacy_zh_tokenizer():

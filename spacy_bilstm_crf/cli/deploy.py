@@ -1,4 +1,4 @@
-"""Deployment commands: ``quantize`` (an INT8 pipeline) and ``export`` (TorchScript for serving)."""
+"""Deployment commands: ``quantize`` (an INT8 pipeline) and ``export`` (for serving with torch only)."""
 from pathlib import Path
 from typing import Optional
 
@@ -46,18 +46,20 @@ def quantize_cli(
 def export_cli(
     # fmt: off
     input_path: str = typer.Argument(..., help="Trained pipeline directory or installed package (float32 or INT8)"),
-    output_dir: Path = typer.Argument(..., help="Where model.pt and tagger.json are written", file_okay=False),
+    output_dir: Path = typer.Argument(..., help="Where the exported network and tagger.json are written", file_okay=False),
     component: Optional[str] = typer.Option(None, "--component", "-c", help="Name of the bilstm_crf_ner component, if there are several"),
     int8: bool = typer.Option(False, "--int8", help="Quantize (INT8, CPU only) before exporting"),
     # fmt: on
 ) -> None:
-    """Export the network as TorchScript, for serving without spaCy.
+    """Export the network, for serving without spaCy.
 
-    The network (code points → constrained Viterbi tags) is written as
-    OUTPUT_DIR/model.pt, with its labels, tags and scheme in tagger.json. Load
-    it with `spacy_bilstm_crf.serving.Tagger.load(OUTPUT_DIR)` (serving.py also
-    works as a copy on its own) and call the tagger on a text. The export is
-    checked against the pipeline on a few texts.
+    A float32 network (code points → emissions) is written with torch.export as
+    OUTPUT_DIR/model.pt2, with the CRF's scores for the Viterbi in crf.pt; an INT8
+    one (code points → tags) as TorchScript, OUTPUT_DIR/model.pt. Its labels, tags
+    and scheme go to tagger.json. Load it with
+    `spacy_bilstm_crf.serving.Tagger.load(OUTPUT_DIR)` (serving.py also works as a
+    copy on its own) and call the tagger on a text. The export is checked against
+    the pipeline on a few texts.
     """
     nlp = load_pipeline(input_path, gpu_id=-1)
     try:

@@ -103,6 +103,42 @@ class PaddleBiGRU(nn.Module):
         out = torch.stack(states, dim=0)  # (seq_len, 2, batch, H)
         return torch.cat([out[:, 0], out[:, 1].flip(0)], dim=-1)
 
+    @torch.jit.unused
+    def time_major_scan(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """``time_major`` for ``torch.export``: the same step inside ``scan`` (the Python
+        loop over time would be unrolled at the example's length). Inference only.
+        """
+        from torch._higher_order_ops.scan import scan
+
+        seq_len, batch, input_dim = x.shape
+        hidden = self.hidden
+        weight = torch.cat(
+            [self.in_weight[0, :, : 2 * hidden], self.in_weight[1, :, : 2 * hidden],
+             self.in_weight[0, :, 2 * hidden :], self.in_weight[1, :, 2 * hidden :]], dim=1
+        )  # fmt: skip
+        bias = torch.cat(
+            [self.in_bias[0, : 2 * hidden], self.in_bias[1, : 2 * hidden],
+             self.in_bias[0, 2 * hidden :], self.in_bias[1, 2 * hidden :]]
+        )  # fmt: skip
+        proj = torch.addmm(bias, x.reshape(-1, input_dim), weight).reshape(seq_len, batch, 6 * hidden)
+        gates_in = torch.stack([proj[:, :, : 2 * hidden], proj[:, :, 2 * hidden : 4 * hidden].flip(0)], dim=1)
+        cand_in = torch.stack([proj[:, :, 4 * hidden : 5 * hidden], proj[:, :, 5 * hidden :].flip(0)], dim=1)
+        positions = torch.arange(seq_len, device=x.device)
+        inside = (positions[:, None] < lengths[None, :]).to(x.dtype)[:, :, None]
+        keep = torch.stack([torch.ones_like(inside), inside.flip(0)], dim=1)
+        gate_weight, cand_weight = self.gate_weight, self.cand_weight
+
+        def step(h: Tensor, xs: Tuple[Tensor, Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
+            gate_step, cand_step, keep_step = xs
+            gates = torch.sigmoid(torch.baddbmm(gate_step, h, gate_weight))
+            update, reset = gates[:, :, :hidden], gates[:, :, hidden:]
+            candidate = torch.tanh(torch.baddbmm(cand_step, reset * h, cand_weight))
+            h = torch.lerp(h, candidate, update) * keep_step
+            return h, h.clone()
+
+        _, out = scan(step, x.new_zeros(2, batch, hidden), (gates_in, cand_in, keep), dim=0)
+        return torch.cat([out[:, 0], out[:, 1].flip(0)], dim=-1)
+
 
 @torch.no_grad()
 def bigru_rows(
@@ -222,6 +258,13 @@ class LACEncoder(nn.Module):
         """
         first = self.layer1.time_major(self.embed(ids.t()), lengths)
         second = self.layer2.time_major(first, lengths)
+        return first.transpose(0, 1), second.transpose(0, 1)
+
+    @torch.jit.unused
+    def encode_layers_scan(self, ids: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """``encode_layers`` for ``torch.export`` (``PaddleBiGRU.time_major_scan``)."""
+        first = self.layer1.time_major_scan(self.embed(ids.t()), lengths)
+        second = self.layer2.time_major_scan(first, lengths)
         return first.transpose(0, 1), second.transpose(0, 1)
 
     @torch.jit.unused
