@@ -21,7 +21,7 @@ exported model needs no word list file.
 
 Most windows spell no word (in CLUENER text about 85% of them), and each
 ``searchsorted`` query costs a binary search through a buffer of megabytes, so a
-bit filter (one bit per hash bucket, 1 MB, derived from the keys and rebuilt
+bit filter (one bit per hash bucket, 2 MB, derived from the keys and rebuilt
 whenever they change) sends only the windows that may be words to the search,
 and single characters of the Basic Multilingual Plane, most of them words, are
 looked up in a table indexed by code point: in CLUENER text, one window in
@@ -42,8 +42,8 @@ _MOD = 2**31 - 1
 _BASE1, _BASE2 = 1_000_003, 911_382_323
 _SHIFT = 2**31
 # The bit filter has 2^_FILTER_BITS bits, indexed by a key's low bits (those of its
-# second hash, uniform mod a prime): 8M bits for ~350k words pass ~4% of non-words.
-_FILTER_BITS = 23
+# second hash, uniform mod a prime): 16M bits for ~350k words pass ~2% of non-words.
+_FILTER_BITS = 24
 # Single-character words below this code point are found by direct indexing.
 _DIRECT_CHARS = 2**16
 N_LEXICON_FLAGS = 9  # B2 B3 B4+ M3 M4+ E2 E3 E4+ S
@@ -187,22 +187,8 @@ class LexiconFeatures(nn.Module):
         elif torch.compiler.is_exporting():  # torch.export: no data-dependent shapes
             return self._matches_searched(cp, lengths)
         seq_len = cp.shape[1]
-        keys: List[Tensor] = []
-        h1 = torch.zeros_like(cp)
-        h2 = torch.zeros_like(cp)
-        # Window hashes for length L at start s, built from length L-1: one op per length.
-        for length in range(1, min(self.max_len, seq_len) + 1):
-            n_starts = seq_len - length + 1
-            last = cp[:, length - 1 :]
-            h1 = (h1[:, :n_starts] * self._base1 + last) % self._mod
-            h2 = (h2[:, :n_starts] * self._base2 + last) % self._mod
-            starts = torch.arange(n_starts, device=cp.device)
-            inside = starts[None, :] + length <= lengths[:, None]
-            if length == 1:
-                # Characters of the direct table need no search: key -1 skips them.
-                inside = inside & (cp >= self._direct_chars)
-            # -1 also outside the sentence.
-            keys.append(torch.where(inside, h1 * self._shift + h2, torch.full_like(h1, -1)))
+        # Characters of the direct table need no search: key -1 (no word) skips them.
+        keys = self._window_keys(cp, lengths, skip_direct=True)
         if len(keys) == 0:
             return keys
         # All lengths at once: filter, then search only the windows that may be words.
@@ -226,15 +212,16 @@ class LexiconFeatures(nn.Module):
         rows[0] = torch.where(direct, by_char, rows[0])
         return rows
 
-    @torch.jit.unused
-    def _matches_searched(self, cp: Tensor, lengths: Tensor) -> List[Tensor]:
-        """``matches`` for ``torch.export``: every window searched, no bit filter or direct
-        table (their ``nonzero`` has a data-dependent size). The same rows.
+    def _window_keys(self, cp: Tensor, lengths: Tensor, skip_direct: bool) -> List[Tensor]:
+        """The key of every window: item ``L - 1`` is Long (batch, seq_len - L + 1); -1 (the
+        sentinel's key: no word) past a sentence's end and, with ``skip_direct``, for the
+        single characters that the direct table covers.
         """
         seq_len = cp.shape[1]
-        rows: List[Tensor] = []
+        keys: List[Tensor] = []
         h1 = torch.zeros_like(cp)
         h2 = torch.zeros_like(cp)
+        # Window hashes for length L at start s, built from length L-1: one op per length.
         for length in range(1, min(self.max_len, seq_len) + 1):
             n_starts = seq_len - length + 1
             last = cp[:, length - 1 :]
@@ -242,10 +229,18 @@ class LexiconFeatures(nn.Module):
             h2 = (h2[:, :n_starts] * self._base2 + last) % self._mod
             starts = torch.arange(n_starts, device=cp.device)
             inside = starts[None, :] + length <= lengths[:, None]
-            key = h1 * self._shift + h2
-            row = self._lookup(key.reshape(-1)).view(key.shape)
-            rows.append(torch.where(inside, row, torch.zeros_like(row)))
-        return rows
+            if length == 1 and skip_direct:
+                inside = inside & (cp >= self._direct_chars)
+            keys.append(torch.where(inside, h1 * self._shift + h2, torch.full_like(h1, -1)))
+        return keys
+
+    @torch.jit.unused
+    def _matches_searched(self, cp: Tensor, lengths: Tensor) -> List[Tensor]:
+        """``matches`` for ``torch.export``: every window searched, no bit filter or direct
+        table (their ``nonzero`` has a data-dependent size). The same rows.
+        """
+        keys = self._window_keys(cp, lengths, skip_direct=False)
+        return [self._lookup(key.reshape(-1)).view(key.shape) for key in keys]
 
     def forward(self, cp: Tensor, lengths: Tensor) -> Tensor:
         """cp (Tensor): Long (batch, max_len) normalized code points; lengths (Tensor): Long (batch,).

@@ -59,6 +59,9 @@ def char_classes(cp: Tensor) -> Tensor:
     return torch.where(cjk, torch.full_like(cp, 1), classes)
 
 
+# Batches of fewer sentences run nn.LSTM and LAC's padded loop: at 1 to 4 sentences
+# their fewer, fused steps beat the ragged layout's bookkeeping (measured crossover ~8).
+_RAGGED_MIN_BATCH = 8
 # Largest projected embedding table (rows × 8 × hidden floats) folded into the LSTM.
 _MAX_FOLDED_FLOATS = 2**24
 
@@ -394,6 +397,7 @@ class BiLSTMCRF(nn.Module):
         assert lac is not None
         return (
             not torch.is_grad_enabled()
+            and codepoints.shape[0] >= _RAGGED_MIN_BATCH
             and codepoints.device.type == "cpu"
             and lac.embed.weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu")
@@ -401,12 +405,14 @@ class BiLSTMCRF(nn.Module):
 
     @torch.jit.unused
     def _ragged_inference(self, x: Tensor, noise: bool) -> bool:
-        """Whether the LSTM runs as :func:`bilstm_states`: a float32 or float64
-        prediction on the CPU, with no gradient (``nn.LSTM`` keeps training, the
-        GPU's cuDNN kernels, autocast and INT8 layers)."""
+        """Whether the LSTM runs as ``recurrence.bilstm_rows``: a float32 or float64
+        prediction on the CPU for a batch of a few sentences or more, with no gradient
+        (``nn.LSTM`` keeps training, the GPU's cuDNN kernels, autocast, INT8 layers,
+        and single sentences, where its fused kernel wins)."""
         return (
             not noise
             and not torch.is_grad_enabled()
+            and x.shape[0] >= _RAGGED_MIN_BATCH
             and x.device.type == "cpu"
             and type(self.lstm) is nn.LSTM
             and x.dtype in (torch.float32, torch.float64)

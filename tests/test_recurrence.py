@@ -71,13 +71,16 @@ def test_model_predictions_use_it_and_agree_with_training_path(monkeypatch, bigr
     torch.manual_seed(4)
     model = BiLSTMCRF(50, TagScheme(["PER", "LOC"], "BIOES"), depth=2, bigram_dim=bigram_dim, bigram_buckets=101)
     model.set_char_table(torch.arange(0x4E00, 0x4E00 + 50))
-    lengths = torch.tensor([5, 0, 12, 1])
-    codepoints = torch.randint(0x4E00, 0x4E00 + 60, (4, 12))
+    lengths = torch.tensor([5, 0, 12, 1, 7, 12, 3, 9, 2])  # 9 sentences: the ragged path
+    codepoints = torch.randint(0x4E00, 0x4E00 + 60, (9, 12))
     with torch.enable_grad():
         packed = model.emissions(codepoints, lengths)  # gradients on: nn.LSTM
     assert not calls
     with torch.no_grad():
         ragged = model.emissions(codepoints, lengths)
+    assert len(calls) == 1
+    with torch.no_grad():  # a single sentence: nn.LSTM
+        model.emissions(codepoints[:1], lengths[:1])
     assert len(calls) == 1
     inside = torch.arange(12)[None, :] < lengths[:, None]
     torch.testing.assert_close(ragged[inside], packed.detach()[inside], atol=1e-5, rtol=0)

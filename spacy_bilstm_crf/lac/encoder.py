@@ -67,6 +67,30 @@ class PaddleBiGRU(nn.Module):
 
         RETURNS (Tensor): Float (seq_len, batch, 2 * hidden).
         """
+        seq_len, batch, _ = x.shape
+        hidden = self.hidden
+        gates_in, cand_in, keep = self._step_inputs(x, lengths)
+        h = x.new_zeros(2, batch, hidden)
+        states: List[Tensor] = []
+        for t in range(seq_len):
+            gates = torch.sigmoid(torch.baddbmm(gates_in[t], h, self.gate_weight))
+            update, reset = gates[:, :, :hidden], gates[:, :, hidden:]
+            candidate = torch.tanh(torch.baddbmm(cand_in[t], reset * h, self.cand_weight))
+            # (1 - u) h + u c, as Paddle's origin_mode False.
+            h = torch.lerp(h, candidate, update) * keep[t]
+            states.append(h)
+        # No writes into a preallocated output: on the fine-tuning path each would
+        # copy the whole gradient in the backward pass.
+        out = torch.stack(states, dim=0)  # (seq_len, 2, batch, H)
+        return torch.cat([out[:, 0], out[:, 1].flip(0)], dim=-1)
+
+    def _step_inputs(self, x: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Each step's projected inputs and state mask, both directions stacked.
+
+        x (Tensor): Float (seq_len, batch, input_dim).
+        RETURNS (Tuple[Tensor, Tensor, Tensor]): gate inputs (seq_len, 2, batch, 2H),
+            candidate inputs (seq_len, 2, batch, H), keep (seq_len, 2, batch, 1).
+        """
         seq_len, batch, input_dim = x.shape
         hidden = self.hidden
         # Both directions' input projections (and biases) in one matmul over all
@@ -89,19 +113,7 @@ class PaddleBiGRU(nn.Module):
         positions = torch.arange(seq_len, device=x.device)
         inside = (positions[:, None] < lengths[None, :]).to(x.dtype)[:, :, None]  # (seq_len, batch, 1)
         keep = torch.stack([torch.ones_like(inside), inside.flip(0)], dim=1)  # (seq_len, 2, batch, 1)
-        h = x.new_zeros(2, batch, hidden)
-        states: List[Tensor] = []
-        for t in range(seq_len):
-            gates = torch.sigmoid(torch.baddbmm(gates_in[t], h, self.gate_weight))
-            update, reset = gates[:, :, :hidden], gates[:, :, hidden:]
-            candidate = torch.tanh(torch.baddbmm(cand_in[t], reset * h, self.cand_weight))
-            # (1 - u) h + u c, as Paddle's origin_mode False.
-            h = torch.lerp(h, candidate, update) * keep[t]
-            states.append(h)
-        # No writes into a preallocated output: on the fine-tuning path each would
-        # copy the whole gradient in the backward pass.
-        out = torch.stack(states, dim=0)  # (seq_len, 2, batch, H)
-        return torch.cat([out[:, 0], out[:, 1].flip(0)], dim=-1)
+        return gates_in, cand_in, keep
 
     @torch.jit.unused
     def time_major_scan(self, x: Tensor, lengths: Tensor) -> Tensor:
@@ -110,22 +122,8 @@ class PaddleBiGRU(nn.Module):
         """
         from torch._higher_order_ops.scan import scan
 
-        seq_len, batch, input_dim = x.shape
-        hidden = self.hidden
-        weight = torch.cat(
-            [self.in_weight[0, :, : 2 * hidden], self.in_weight[1, :, : 2 * hidden],
-             self.in_weight[0, :, 2 * hidden :], self.in_weight[1, :, 2 * hidden :]], dim=1
-        )  # fmt: skip
-        bias = torch.cat(
-            [self.in_bias[0, : 2 * hidden], self.in_bias[1, : 2 * hidden],
-             self.in_bias[0, 2 * hidden :], self.in_bias[1, 2 * hidden :]]
-        )  # fmt: skip
-        proj = torch.addmm(bias, x.reshape(-1, input_dim), weight).reshape(seq_len, batch, 6 * hidden)
-        gates_in = torch.stack([proj[:, :, : 2 * hidden], proj[:, :, 2 * hidden : 4 * hidden].flip(0)], dim=1)
-        cand_in = torch.stack([proj[:, :, 4 * hidden : 5 * hidden], proj[:, :, 5 * hidden :].flip(0)], dim=1)
-        positions = torch.arange(seq_len, device=x.device)
-        inside = (positions[:, None] < lengths[None, :]).to(x.dtype)[:, :, None]
-        keep = torch.stack([torch.ones_like(inside), inside.flip(0)], dim=1)
+        batch, hidden = x.shape[1], self.hidden
+        gates_in, cand_in, keep = self._step_inputs(x, lengths)
         gate_weight, cand_weight = self.gate_weight, self.cand_weight
 
         def step(h: Tensor, xs: Tuple[Tensor, Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
