@@ -317,6 +317,13 @@ def test_quantize_and_export_commands(saved_model, tmp_path):
         (0, 2, "name"),
         (3, 7, "organization"),
     ]
+    # A float32 pipeline, as TorchScript on request.
+    result = subprocess.run(
+        run + ["export", str(saved_model), str(tmp_path / "ts"), "--torchscript"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "ts" / "model.pt").exists() and not (tmp_path / "ts" / "model.pt2").exists()
+    assert Tagger.load(tmp_path / "ts")("李明去北京大学读书") == [(0, 2, "name"), (3, 7, "organization")]
 
 
 # -- mixed precision without a GPU ---------------------------------------------------

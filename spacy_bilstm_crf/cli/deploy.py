@@ -49,13 +49,15 @@ def export_cli(
     output_dir: Path = typer.Argument(..., help="Where the exported network and tagger.json are written", file_okay=False),
     component: Optional[str] = typer.Option(None, "--component", "-c", help="Name of the bilstm_crf_ner component, if there are several"),
     int8: bool = typer.Option(False, "--int8", help="Quantize (INT8, CPU only) before exporting"),
+    torchscript: bool = typer.Option(False, "--torchscript", help="Write TorchScript (format 1; torch.jit is deprecated, but its single-text calls are faster)"),
     # fmt: on
 ) -> None:
     """Export the network, for serving without spaCy.
 
     A float32 network (code points → emissions) is written with torch.export as
     OUTPUT_DIR/model.pt2, with the CRF's scores for the Viterbi in crf.pt; an INT8
-    one (code points → tags) as TorchScript, OUTPUT_DIR/model.pt. Its labels, tags
+    one (code points → tags) as TorchScript, OUTPUT_DIR/model.pt, as is any with
+    --torchscript. Its labels, tags
     and scheme go to tagger.json. Load it with
     `spacy_bilstm_crf.serving.Tagger.load(OUTPUT_DIR)` (serving.py also works as a
     copy on its own) and call the tagger on a text. The export is checked against
@@ -65,7 +67,7 @@ def export_cli(
     try:
         if int8:
             quantize_pipeline(nlp, component)
-        export_pipeline(nlp, output_dir, component)
+        export_pipeline(nlp, output_dir, component, version=serving.TORCHSCRIPT_VERSION if torchscript else None)
     except (ValueError, RuntimeError) as err:
         fail("Cannot export the pipeline", str(err))
     tagger = serving.Tagger.load(output_dir)
