@@ -221,10 +221,17 @@ class LinearChainCRF(nn.Module):
         # contiguous slabs, several times faster than a max over a short innermost
         # dimension. The buffer is filled for at most _CHUNK sentences at a time, so it
         # stays in cache. Values only: no argmax in the forward. Past a sentence's end
-        # the scores run on unused; backtracking starts at each sentence's own end.
+        # the scores run on unused (up to the longest sentence of its chunk), and
+        # backtracking starts at each sentence's own end. With several chunks, the
+        # sentences are sorted by length first, so that each chunk stops at its own
+        # longest sentence; the tags are put back in order at the end.
+        chunk = max(1, min(batch, self._chunk))
+        order = torch.argsort(lengths, descending=True) if batch > chunk else lengths[:0]
+        if batch > chunk:
+            emissions = emissions.index_select(0, order)
+            lengths = lengths.index_select(0, order)
         emit = emissions.permute(1, 2, 0).contiguous()  # (max_len, n_tags, batch)
         trans_3d = trans.unsqueeze(2)  # (from, to, 1)
-        chunk = max(1, min(batch, self._chunk))
         buffer = emissions.new_empty(n_tags, n_tags, chunk)
         scores = emissions.new_empty(max_len, n_tags, batch)
         torch.add(start.unsqueeze(1), emit[0], out=scores[0])
@@ -235,15 +242,29 @@ class LinearChainCRF(nn.Module):
             hi = min(lo + chunk, batch)
             part = buffer[:, :, : hi - lo]
             block = scores[:, :, lo:hi]
-            previous = block[:-1].unsqueeze(2).unbind(0)  # (n_tags, 1, chunk) each
-            following = block[1:].unbind(0)
-            emitted = emit[1:, :, lo:hi].unbind(0)
+            stop = max(1, int(lengths[lo:hi].max())) if batch > chunk else max_len
+            previous = block[: stop - 1].unsqueeze(2).unbind(0)  # (n_tags, 1, chunk) each
+            following = block[1:stop].unbind(0)
+            emitted = emit[1:stop, :, lo:hi].unbind(0)
             for prev, nxt, emit_t in zip(previous, following, emitted):
                 torch.add(prev, trans_3d, out=part)
                 torch.amax(part, dim=0, out=nxt)
                 nxt.add_(emit_t)
         if numpy_backtrack:
-            return self._backtrack_numpy(scores, lengths, trans, end, pad)
+            tags = self._backtrack_numpy(scores, lengths, trans, end, pad)
+        else:
+            tags = self._backtrack(scores, lengths, trans, end, pad)
+        if batch > chunk:  # back to the callers' order
+            tags = tags.index_select(0, torch.argsort(order))
+        return tags
+
+    def _backtrack(self, scores: Tensor, lengths: Tensor, trans: Tensor, end: Tensor, pad: int) -> Tensor:
+        """Viterbi backtracking in torch (scripted copies and GPUs).
+
+        scores (Tensor): Float (max_len, n_tags, batch), the Viterbi forward scores.
+        RETURNS (Tensor): Long (batch, max_len), ``pad`` past each sentence's end.
+        """
+        max_len, n_tags, batch = scores.shape
         # Backtracking in (batch, n_tags) layout: each step recomputes the chosen tag's
         # predecessor scores (the same float sums as the forward, so ties break the same
         # way) and takes the max over the innermost dimension, with its index.

@@ -160,3 +160,20 @@ def test_numpy_and_torch_backtracking_agree_on_ragged_batches():
             by_numpy = crf._viterbi(emissions, lengths, -7, True)
         assert torch.equal(by_torch, by_numpy)
         assert crf.is_valid(by_numpy.clamp_min(0), lengths).all()
+
+
+@pytest.mark.parametrize("numpy_backtrack", [True, False])
+def test_sorted_chunks_give_the_same_paths(monkeypatch, numpy_backtrack):
+    """With several chunks the sentences are sorted by length and each chunk stops at its
+    longest sentence: the paths are those of one unsorted chunk, in the callers' order."""
+    crf = _random_crf(41, True, 10)
+    gen = torch.Generator().manual_seed(10)
+    lengths = torch.randint(0, 25, (13,), generator=gen)
+    lengths[3] = 24
+    emissions = torch.randn(13, 24, 41, generator=gen) * 3
+    with torch.no_grad():
+        expected = crf._viterbi(emissions, lengths, -1, numpy_backtrack)
+        monkeypatch.setattr(LinearChainCRF, "_chunk", 4)
+        got = crf._viterbi(emissions, lengths, -1, numpy_backtrack)
+    assert torch.equal(got, expected)
+    assert crf.is_valid(got.clamp_min(0), lengths).all()
