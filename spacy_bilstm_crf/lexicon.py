@@ -252,7 +252,9 @@ class LexiconFeatures(nn.Module):
     def flags(self, rows: List[Tensor], shape: List[int]) -> Tensor:
         """RETURNS (Tensor): Float (batch, seq_len, 9) B/M/E/S flags of ``matches``' rows."""
         batch, seq_len = shape[0], shape[1]
-        flags = torch.zeros(batch, seq_len, self._n_flags, dtype=torch.bool, device=self.keys.device)
+        # One (batch, seq_len) plane per flag, stacked at the end: the ORs below then
+        # run over contiguous rows, not over every ninth byte.
+        planes = torch.zeros(self._n_flags, batch, seq_len, dtype=torch.bool, device=self.keys.device)
         for index, row in enumerate(rows):
             length = index + 1
             n_starts = seq_len - length + 1
@@ -260,17 +262,17 @@ class LexiconFeatures(nn.Module):
             # Explicit ``a[i] = a[i] | b``: TorchScript compiles ``a[i] |= b`` on a
             # slice into an op that does not write back.
             if length == 1:
-                flags[:, :, 8] = flags[:, :, 8] | match
+                planes[8] = planes[8] | match
                 continue
             bucket = _bucket(length)
-            flags[:, :n_starts, bucket] = flags[:, :n_starts, bucket] | match  # B
+            planes[bucket, :, :n_starts] = planes[bucket, :, :n_starts] | match  # B
             end = 5 + bucket
-            flags[:, length - 1 :, end] = flags[:, length - 1 :, end] | match  # E
+            planes[end, :, length - 1 :] = planes[end, :, length - 1 :] | match  # E
             middle = 3 + bucket - 1
             for offset in range(1, length - 1):  # M (lengths >= 3)
-                inner = flags[:, offset : offset + n_starts, middle] | match
-                flags[:, offset : offset + n_starts, middle] = inner
-        return flags.to(torch.float32)
+                inner = planes[middle, :, offset : offset + n_starts] | match
+                planes[middle, :, offset : offset + n_starts] = inner
+        return planes.permute(1, 2, 0).to(torch.float32)
 
     def pos_flags(self, rows: List[Tensor], shape: List[int]) -> Tensor:
         """RETURNS (Tensor): Float (batch, seq_len, 8): for each word type of ``POS_GROUPS``,
