@@ -219,19 +219,20 @@ class LexiconFeatures(nn.Module):
         """
         seq_len = cp.shape[1]
         keys: List[Tensor] = []
-        h1 = torch.zeros_like(cp)
-        h2 = torch.zeros_like(cp)
+        # Both hashes at once, (2, batch, ·): half the ops of two separate ones.
+        bases = torch.tensor([self._base1, self._base2], device=cp.device).view(2, 1, 1)
+        hashes = torch.zeros(2, cp.shape[0], seq_len, dtype=cp.dtype, device=cp.device)
+        # A window lies inside its sentence when its last character does.
+        mask = torch.arange(seq_len, device=cp.device)[None, :] < lengths[:, None]
+        minus_one = torch.full_like(cp, -1)
         # Window hashes for length L at start s, built from length L-1: one op per length.
         for length in range(1, min(self.max_len, seq_len) + 1):
             n_starts = seq_len - length + 1
-            last = cp[:, length - 1 :]
-            h1 = (h1[:, :n_starts] * self._base1 + last) % self._mod
-            h2 = (h2[:, :n_starts] * self._base2 + last) % self._mod
-            starts = torch.arange(n_starts, device=cp.device)
-            inside = starts[None, :] + length <= lengths[:, None]
+            hashes = (hashes[:, :, :n_starts] * bases + cp[:, length - 1 :]) % self._mod
+            inside = mask[:, length - 1 :]
             if length == 1 and skip_direct:
                 inside = inside & (cp >= self._direct_chars)
-            keys.append(torch.where(inside, h1 * self._shift + h2, torch.full_like(h1, -1)))
+            keys.append(torch.where(inside, hashes[0] * self._shift + hashes[1], minus_one[:, :n_starts]))
         return keys
 
     @torch.jit.unused
