@@ -14,9 +14,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from .codepoints import normalize_codepoints
 from .crf import LinearChainCRF, lengths_to_mask
 from .lac import LACEncoder
-from .lac.encoder import reverse_index
 from .lexicon import N_LEXICON_FLAGS, N_POS_FLAGS, N_SETS, LexiconFeatures
-from .recurrence import Lookup, bilstm_rows
+from .recurrence import Lookup, bilstm_rows, padded_bilstm
 from .tags import TagScheme
 
 PAD_ID, UNK_ID = 0, 1
@@ -70,52 +69,6 @@ def _foldable(lookup: Lookup, lstm: nn.LSTM) -> bool:
     """Whether a lookup's projected table is small enough to keep (64 MB in float32):
     a character table is; a hashed bigram table is not."""
     return lookup.embedding.num_embeddings * 8 * lstm.hidden_size <= _MAX_FOLDED_FLOATS
-
-
-def padded_bilstm(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
-    """A bidirectional, batch-first ``nn.LSTM`` over a padded batch, for ``torch.export``
-    (CPU): the outputs of the packed LSTM at positions inside each sentence.
-
-    Packing has a data-dependent shape and ``nn.LSTM`` on a padded batch fixes the
-    length of the example input, so each direction of each layer is one
-    ``aten.mkldnn_rnn_layer`` over the time-major batch. The reverse direction runs
-    forward over each sentence reversed within its length (padding stays at the end,
-    where it cannot reach the real positions), and its outputs are reversed back.
-
-    x (Tensor): Float (batch, seq_len, input_dim); lengths (Tensor): Long (batch,), >= 1.
-    RETURNS (Tensor): Float (batch, seq_len, 2 * hidden_size).
-    """
-    if not lstm.bidirectional or not lstm.batch_first or lstm.proj_size or not lstm.bias:
-        raise NotImplementedError("padded_bilstm: a batch-first bidirectional LSTM with biases")
-    if x.device.type != "cpu":
-        raise NotImplementedError("padded_bilstm runs on the CPU (aten.mkldnn_rnn_layer)")
-    hidden_size = lstm.hidden_size
-    batch, seq_len = x.shape[0], x.shape[1]
-    # Rows of the time-major (seq_len * batch, ·) layout that reverse each sentence: an
-    # involution (whole rows are copied, faster than a gather over every element).
-    batch_ids = torch.arange(batch, device=x.device)[None, :]
-    reverse = (reverse_index(lengths, seq_len).t() * batch + batch_ids).reshape(-1)
-
-    def reversed_rows(t: Tensor) -> Tensor:
-        return t.reshape(seq_len * batch, -1).index_select(0, reverse).view(seq_len, batch, -1)
-
-    h = x.transpose(0, 1).contiguous()
-    for layer in range(lstm.num_layers):
-        outputs: List[Tensor] = []
-        for suffix, inputs in (("", h), ("_reverse", reversed_rows(h))):
-            weights = [
-                getattr(lstm, f"{name}_l{layer}{suffix}")
-                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            ]
-            zeros = inputs.new_zeros(1, inputs.shape[1], hidden_size)
-            outputs.append(
-                torch.ops.aten.mkldnn_rnn_layer.default(
-                    inputs.contiguous(), *weights, zeros, zeros,
-                    False, [], 2, hidden_size, 1, True, False, False, False,
-                )[0]
-            )  # fmt: skip
-        h = torch.cat([outputs[0], reversed_rows(outputs[1])], dim=-1)
-    return h.transpose(0, 1)
 
 
 class BiLSTMCRF(nn.Module):
@@ -372,14 +325,16 @@ class BiLSTMCRF(nn.Module):
         the LSTM's input projection (see ``recurrence.Lookup``)."""
         widths = [feature.shape[-1] for feature in features]
         offsets = [sum(widths[:i]) for i in range(len(widths))]
-        lookups = [Lookup(char_ids, self.char_embed, (0, widths[0]))]
-        folded = {0}
+        # (index among the features, lookup): the character table comes first, the
+        # class table after the bigrams' two.
+        candidates = [(0, Lookup(char_ids, self.char_embed, (0, widths[0])))]
         if classes is not None and self.class_embed is not None:
             index = 3 if self.bigram_embed is not None else 1
-            lookups.append(Lookup(classes, self.class_embed, (offsets[index], offsets[index] + widths[index])))
-            folded.add(index)
-        lookups = [lookup for lookup in lookups if _foldable(lookup, self.lstm)]
-        folded = {i for i in folded if any(lookup.columns[0] == offsets[i] for lookup in lookups)}
+            columns = (offsets[index], offsets[index] + widths[index])
+            candidates.append((index, Lookup(classes, self.class_embed, columns)))
+        kept = [(index, lookup) for index, lookup in candidates if _foldable(lookup, self.lstm)]
+        folded = {index for index, _ in kept}
+        lookups = [lookup for _, lookup in kept]
         dense = [feature for i, feature in enumerate(features) if i not in folded]
         x = torch.cat(dense, dim=-1) if dense else features[0].new_zeros(features[0].shape[:2] + (0,))
         rows, layout = bilstm_rows(self.lstm, x, lengths, lookups, self._matmul_dtype())

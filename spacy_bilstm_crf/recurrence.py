@@ -2,22 +2,27 @@
 
 ``nn.LSTM`` reads a ``PackedSequence`` through ATen's generic recurrence, one
 input projection per step and per direction, and the packing and unpacking around
-it copy the batch twice more. :func:`bilstm_states` computes the same function
-with the work arranged for a CPU:
+it copy the batch twice more. :func:`bilstm_rows` computes the same function with
+the work arranged for a CPU:
 
 - the sentences are sorted by length, longest first, so at every step the
   sentences still running are a prefix of the batch, for both directions (the
   reverse direction reads each sentence from its own last character);
-- each layer's input projection, both directions together, is one matrix
-  product over the real characters only (no padding);
+- the input projections run a block of steps at a time, both directions
+  together, over the real characters only (no padding); in the first layer,
+  embedding lookups are folded into the projection (:class:`Lookup`), so a block
+  is one ``embedding_bag`` over projected table rows;
 - each step is one batched matmul for both directions and a few elementwise
   operations, written straight into the output buffer, whose previous rows are
   the next step's state.
 
 The states come out for the real characters only, in that order, so what
 follows the LSTM (normalization, output layer) skips the padding too. The result
-equals ``nn.LSTM`` on the packed batch up to float rounding (tests compare them). It takes no gradient: training keeps ``nn.LSTM``, whose backward
-is fused.
+equals ``nn.LSTM`` on the packed batch up to float rounding (tests compare them).
+It takes no gradient: training keeps ``nn.LSTM``, whose backward is fused.
+
+:func:`padded_bilstm` is the same function for ``torch.export``, which can keep
+neither a packed batch nor a loop over data-dependent step sizes.
 """
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -30,6 +35,16 @@ _BLOCK_ROWS = 1024
 Projection = Callable[[int, int], Tensor]
 # Dense first-layer inputs up to this width are summed by embedding_bag (see _FirstLayer).
 _BAG_DENSE_MAX = 32
+
+
+def reverse_index(lengths: Tensor, seq_len: int) -> Tensor:
+    """Positions that reverse each sequence within its length; padding stays in place.
+
+    RETURNS (Tensor): Long (batch, seq_len); applying it twice is the identity.
+    """
+    positions = torch.arange(seq_len, device=lengths.device)[None, :]
+    flipped = lengths[:, None] - 1 - positions
+    return torch.where(flipped >= 0, flipped, positions)
 
 
 class RaggedLayout:
@@ -141,11 +156,11 @@ def bilstm_rows(
     first = _FirstLayer(lstm, lookups, x.shape[2])
     rows, reverse = in_order(x)
     index, weight = first.bag([in_order(lookup.ids)[0] for lookup in lookups], rows)
-    reverse_index = index.index_select(0, reverse_rows) + first.n_table_rows  # reverse half
+    reverse_bags = index.index_select(0, reverse_rows) + first.n_table_rows  # reverse half
     reverse_weight = weight.index_select(0, reverse_rows)
 
     def project_first(start: int, stop: int) -> Tensor:
-        bags = torch.cat([index[start:stop], reverse_index[start:stop]])
+        bags = torch.cat([index[start:stop], reverse_bags[start:stop]])
         weights = torch.cat([weight[start:stop], reverse_weight[start:stop]])
         gates = nn.functional.embedding_bag(bags, first.table, per_sample_weights=weights, mode="sum")
         gates = gates.view(2, stop - start, -1)
@@ -245,7 +260,10 @@ class _FirstLayer:
     ) -> Tuple[Tensor, List[int]]:
         halves = []
         for direction in range(2):
-            parts = [lookup.embedding.weight @ w_ih[direction][lookup.columns[0] : lookup.columns[1]] for lookup in lookups]
+            parts = [
+                lookup.embedding.weight @ w_ih[direction][lookup.columns[0] : lookup.columns[1]]
+                for lookup in lookups
+            ]
             if self.bag_dense:
                 parts.append(w_ih[direction][dense])
             parts.append(bias[direction][None, :])
@@ -267,7 +285,8 @@ class _FirstLayer:
         next_row = self.offsets[-1]
         if self.bag_dense:
             n_dense = rows.shape[1]
-            index.append(torch.arange(next_row, next_row + n_dense, device=rows.device).expand(n_rows, n_dense))
+            dense_rows = torch.arange(next_row, next_row + n_dense, device=rows.device)
+            index.append(dense_rows.expand(n_rows, n_dense))
             weight.append(rows)
             next_row += n_dense
         index.append(torch.full((n_rows, 1), next_row, dtype=torch.long, device=rows.device))
@@ -276,7 +295,9 @@ class _FirstLayer:
         return torch.cat(columns, dim=1), torch.cat(weight, dim=1)
 
 
-def _run_layer(project: Projection, w_hh: Tensor, step_sizes: List[int], n_rows: int, hidden: int, like: Tensor) -> Tensor:
+def _run_layer(
+    project: Projection, w_hh: Tensor, step_sizes: List[int], n_rows: int, hidden: int, like: Tensor
+) -> Tensor:
     """One layer, both directions at once.
 
     project (Projection): The projected inputs of rows ``start:stop`` of both
@@ -315,3 +336,49 @@ def _run_layer(project: Projection, w_hh: Tensor, step_sizes: List[int], n_rows:
             offset += size
         start += n_block
     return states
+
+
+def padded_bilstm(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
+    """A bidirectional, batch-first ``nn.LSTM`` over a padded batch, for ``torch.export``
+    (CPU): the outputs of the packed LSTM at positions inside each sentence.
+
+    Packing has a data-dependent shape and ``nn.LSTM`` on a padded batch fixes the
+    length of the example input, so each direction of each layer is one
+    ``aten.mkldnn_rnn_layer`` over the time-major batch. The reverse direction runs
+    forward over each sentence reversed within its length (padding stays at the end,
+    where it cannot reach the real positions), and its outputs are reversed back.
+
+    x (Tensor): Float (batch, seq_len, input_dim); lengths (Tensor): Long (batch,), >= 1.
+    RETURNS (Tensor): Float (batch, seq_len, 2 * hidden_size).
+    """
+    if not lstm.bidirectional or not lstm.batch_first or lstm.proj_size or not lstm.bias:
+        raise NotImplementedError("padded_bilstm: a batch-first bidirectional LSTM with biases")
+    if x.device.type != "cpu":
+        raise NotImplementedError("padded_bilstm runs on the CPU (aten.mkldnn_rnn_layer)")
+    hidden_size = lstm.hidden_size
+    batch, seq_len = x.shape[0], x.shape[1]
+    # Rows of the time-major (seq_len * batch, ·) layout that reverse each sentence: an
+    # involution (whole rows are copied, faster than a gather over every element).
+    batch_ids = torch.arange(batch, device=x.device)[None, :]
+    reverse = (reverse_index(lengths, seq_len).t() * batch + batch_ids).reshape(-1)
+
+    def reversed_rows(t: Tensor) -> Tensor:
+        return t.reshape(seq_len * batch, -1).index_select(0, reverse).view(seq_len, batch, -1)
+
+    h = x.transpose(0, 1).contiguous()
+    for layer in range(lstm.num_layers):
+        outputs: List[Tensor] = []
+        for suffix, inputs in (("", h), ("_reverse", reversed_rows(h))):
+            weights = [
+                getattr(lstm, f"{name}_l{layer}{suffix}")
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+            zeros = inputs.new_zeros(1, inputs.shape[1], hidden_size)
+            outputs.append(
+                torch.ops.aten.mkldnn_rnn_layer.default(
+                    inputs.contiguous(), *weights, zeros, zeros,
+                    False, [], 2, hidden_size, 1, True, False, False, False,
+                )[0]
+            )  # fmt: skip
+        h = torch.cat([outputs[0], reversed_rows(outputs[1])], dim=-1)
+    return h.transpose(0, 1)

@@ -21,16 +21,6 @@ HIDDEN = 128  # per direction
 N_TAGS = 57
 
 
-def reverse_index(lengths: Tensor, seq_len: int) -> Tensor:
-    """Positions that reverse each sequence within its length; padding stays in place.
-
-    RETURNS (Tensor): Long (batch, seq_len); applying it twice is the identity.
-    """
-    positions = torch.arange(seq_len, device=lengths.device)[None, :]
-    flipped = lengths[:, None] - 1 - positions
-    return torch.where(flipped >= 0, flipped, positions)
-
-
 class PaddleBiGRU(nn.Module):
     """One bidirectional layer of Paddle's ``fc`` + ``dynamic_gru`` (origin_mode False).
 
