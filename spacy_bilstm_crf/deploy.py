@@ -120,7 +120,7 @@ def export_module(module: torch.nn.Module) -> torch.export.ExportedProgram:
 
     The network takes its export branches under ``torch.compiler.is_exporting()``:
     each LSTM direction as one ``aten.mkldnn_rnn_layer`` over the padded batch
-    (``model.padded_bilstm``), LAC's BiGRU inside ``scan``, the lexicon searched
+    (``recurrence.padded_bilstm``), LAC's BiGRU inside ``scan``, the lexicon searched
     window by window.
 
     RAISES (NotImplementedError): The network cannot be exported (an INT8 LSTM).
