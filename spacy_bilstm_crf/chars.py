@@ -68,7 +68,7 @@ class DocChars:
 # ``doc.text`` would build a Token object per character to join them. Entries never go
 # stale (a hash names one string); the cache is emptied when it grows past its bound.
 _TOKEN_TEXT: Dict[int, str] = {}
-_TOKEN_TEXT_MAX = 2**20
+_TOKEN_TEXT_MAX = 2**18  # ~25 MB of short strings at most
 
 
 def _token_texts(doc: Doc) -> List[str]:
