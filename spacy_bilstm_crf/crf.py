@@ -22,6 +22,8 @@ import numpy
 import torch
 from torch import Tensor, nn
 
+from .serving import VITERBI_CHUNK, restore_order, sort_by_length, viterbi_backtrack, viterbi_scores
+
 BANNED = -10000.0
 
 
@@ -58,8 +60,8 @@ class LinearChainCRF(nn.Module):
     allowed_end (Optional[Tensor]): Bool (n_tags,), which tags may end a sentence.
     """
 
-    # Sentences whose Viterbi buffer is filled at once (see ``_viterbi``).
-    _chunk: Final[int] = 128
+    # Sentences whose Viterbi buffer is filled at once (see ``serving.viterbi_scores``).
+    _chunk: Final[int] = VITERBI_CHUNK
 
     def __init__(
         self,
@@ -216,75 +218,15 @@ class LinearChainCRF(nn.Module):
         if max_len == 0:
             return torch.full((batch, 0), pad, dtype=torch.long, device=emissions.device)
         trans, start, end = self._masked(float("-inf"), emissions.dtype)
-        # Batch-last layout, (n_tags, batch): the max over the previous tag runs over the
-        # outermost dimension of a (from, to, batch) buffer, an elementwise max of
-        # contiguous slabs, several times faster than a max over a short innermost
-        # dimension. The buffer is filled for at most _CHUNK sentences at a time, so it
-        # stays in cache. Values only: no argmax in the forward. Past a sentence's end
-        # the scores run on unused (up to the longest sentence of its chunk), and
-        # backtracking starts at each sentence's own end. With several chunks, the
-        # sentences are sorted by length first, so that each chunk stops at its own
-        # longest sentence; the tags are put back in order at the end.
-        chunk = max(1, min(batch, self._chunk))
-        order = torch.argsort(lengths, descending=True) if batch > chunk else lengths[:0]
-        if batch > chunk:
-            emissions = emissions.index_select(0, order)
-            lengths = lengths.index_select(0, order)
-        emit = emissions.permute(1, 2, 0).contiguous()  # (max_len, n_tags, batch)
-        trans_3d = trans.unsqueeze(2)  # (from, to, 1)
-        buffer = emissions.new_empty(n_tags, n_tags, chunk)
-        scores = emissions.new_empty(max_len, n_tags, batch)
-        torch.add(start.unsqueeze(1), emit[0], out=scores[0])
-        # Chunks are independent, so each runs its whole time loop; the per-step views
-        # are made up front (unbind), as indexing inside the loop costs as much
-        # Python time as the arithmetic at small batch sizes.
-        for lo in range(0, batch, chunk):
-            hi = min(lo + chunk, batch)
-            part = buffer[:, :, : hi - lo]
-            block = scores[:, :, lo:hi]
-            stop = max(1, int(lengths[lo:hi].max())) if batch > chunk else max_len
-            previous = block[: stop - 1].unsqueeze(2).unbind(0)  # (n_tags, 1, chunk) each
-            following = block[1:stop].unbind(0)
-            emitted = emit[1:stop, :, lo:hi].unbind(0)
-            for prev, nxt, emit_t in zip(previous, following, emitted):
-                torch.add(prev, trans_3d, out=part)
-                torch.amax(part, dim=0, out=nxt)
-                nxt.add_(emit_t)
+        # The forward pass and the torch backtracking are serving.py's (see there);
+        # on the CPU the backtracking runs in numpy.
+        emissions, lengths, order = sort_by_length(emissions, lengths, self._chunk)
+        scores = viterbi_scores(emissions, lengths, trans, start, self._chunk)
         if numpy_backtrack:
             tags = self._backtrack_numpy(scores, lengths, trans, end, pad)
         else:
-            tags = self._backtrack(scores, lengths, trans, end, pad)
-        if batch > chunk:  # back to the callers' order
-            tags = tags.index_select(0, torch.argsort(order))
-        return tags
-
-    def _backtrack(self, scores: Tensor, lengths: Tensor, trans: Tensor, end: Tensor, pad: int) -> Tensor:
-        """Viterbi backtracking in torch (scripted copies and GPUs).
-
-        scores (Tensor): Float (max_len, n_tags, batch), the Viterbi forward scores.
-        RETURNS (Tensor): Long (batch, max_len), ``pad`` past each sentence's end.
-        """
-        max_len, n_tags, batch = scores.shape
-        # Backtracking in (batch, n_tags) layout: each step recomputes the chosen tag's
-        # predecessor scores (the same float sums as the forward, so ties break the same
-        # way) and takes the max over the innermost dimension, with its index.
-        by_batch = scores.transpose(1, 2).contiguous()  # (max_len, batch, n_tags)
-        last = (lengths - 1).clamp_min(0)
-        final = by_batch.gather(0, last.view(1, -1, 1).expand(1, batch, n_tags))[0] + end
-        final_tag = final.max(dim=1)[1]
-        into = trans.t().contiguous()  # (to, from)
-        within = lengths_to_mask(lengths, max_len).t()  # (max_len, batch)
-        tag = final_tag
-        path = [tag]
-        for t in range(max_len - 1, 0, -1):
-            candidates = into.index_select(0, tag).add_(by_batch[t - 1])
-            prev = candidates.max(dim=1)[1]
-            # A sentence that ends at t - 1 starts from its own best final tag there.
-            tag = torch.where(within[t], prev, final_tag)
-            path.append(tag)
-        path.reverse()
-        tags = torch.stack(path, dim=1)
-        return torch.where(within.t(), tags, torch.full_like(tags, pad))
+            tags = viterbi_backtrack(scores, lengths, trans, end, pad)
+        return restore_order(tags, order)
 
     @torch.jit.unused
     def _backtrack_numpy(self, scores: Tensor, lengths: Tensor, trans: Tensor, end: Tensor, pad: int) -> Tensor:

@@ -244,48 +244,104 @@ def _format_version(meta: dict) -> int:
     return int(version)
 
 
-# Sentences whose Viterbi buffer is filled at once (as ``crf.LinearChainCRF``).
-_VITERBI_CHUNK = 128
+# Sentences whose Viterbi buffer is filled at once.
+VITERBI_CHUNK = 128
 
 
-def viterbi(emissions: Tensor, lengths: Tensor, trans: Tensor, start: Tensor, end: Tensor) -> Tensor:
-    """The best path of each sentence under the CRF's masked scores (``-inf`` where banned):
-    a copy of ``LinearChainCRF._viterbi`` with its torch backtracking, so the same tags.
+# The Viterbi lives here, in plain torch, because this file must work as a copy on its
+# own; ``crf.LinearChainCRF`` decodes with these functions (and a numpy backtracking
+# on the CPU), so a scripted network and an exported one find the same paths.
+
+
+def viterbi(
+    emissions: Tensor, lengths: Tensor, trans: Tensor, start: Tensor, end: Tensor, pad: int = -1
+) -> Tensor:
+    """The best path of each sentence under the CRF's masked scores (``-inf`` where banned).
 
     emissions (Tensor): Float (batch, max_len, n_tags), max_len >= 1.
-    lengths (Tensor): Long (batch,), each in [1, max_len].
+    lengths (Tensor): Long (batch,), each in [0, max_len].
     trans, start, end (Tensor): Float (n_tags, n_tags), (n_tags,), (n_tags,).
-    RETURNS (Tensor): Long (batch, max_len); -1 past each sentence's end.
+    pad (int): The value written past each sentence's end.
+    RETURNS (Tensor): Long (batch, max_len).
+    """
+    trans, start, end = trans.to(emissions.dtype), start.to(emissions.dtype), end.to(emissions.dtype)
+    emissions, lengths, order = sort_by_length(emissions, lengths, VITERBI_CHUNK)
+    scores = viterbi_scores(emissions, lengths, trans, start, VITERBI_CHUNK)
+    return restore_order(viterbi_backtrack(scores, lengths, trans, end, pad), order)
+
+
+def sort_by_length(emissions: Tensor, lengths: Tensor, chunk: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """With more than ``chunk`` sentences, the batch sorted by length, longest first, so
+    that each chunk of :func:`viterbi_scores` stops at its own longest sentence.
+
+    RETURNS (Tuple[Tensor, Tensor, Tensor]): emissions, lengths and the order taken
+        (empty when the batch is left as it is).
+    """
+    if emissions.shape[0] <= chunk:
+        return emissions, lengths, lengths[:0]
+    order = torch.argsort(lengths, descending=True)
+    return emissions.index_select(0, order), lengths.index_select(0, order), order
+
+
+def restore_order(tags: Tensor, order: Tensor) -> Tensor:
+    """The rows of ``tags`` back in the callers' order (see :func:`sort_by_length`)."""
+    return tags if order.numel() == 0 else tags.index_select(0, torch.argsort(order))
+
+
+def viterbi_scores(emissions: Tensor, lengths: Tensor, trans: Tensor, start: Tensor, chunk: int) -> Tensor:
+    """The Viterbi forward pass: the best score of each tag at each position.
+
+    Batch-last layout, (n_tags, batch): the max over the previous tag runs over the
+    outermost dimension of a (from, to, batch) buffer, an elementwise max of contiguous
+    slabs, several times faster than a max over a short innermost dimension. The buffer
+    is filled for at most ``chunk`` sentences at a time, so it stays in cache, and each
+    chunk stops at its longest sentence. Values only: no argmax here. Past a sentence's
+    end (up to its chunk's longest) the scores run on unused; further on they are not
+    computed (the buffer holds whatever was there).
+
+    emissions (Tensor): Float (batch, max_len, n_tags), max_len >= 1.
+    RETURNS (Tensor): Float (max_len, n_tags, batch).
     """
     batch, max_len, n_tags = emissions.shape
-    trans, start, end = trans.to(emissions.dtype), start.to(emissions.dtype), end.to(emissions.dtype)
-    # Batch-last layout (n_tags, batch): the max over the previous tag is an elementwise
-    # max of contiguous slabs; values only, the back-pointers are recomputed below.
     emit = emissions.permute(1, 2, 0).contiguous()  # (max_len, n_tags, batch)
     trans_3d = trans.unsqueeze(2)  # (from, to, 1)
-    chunk = max(1, min(batch, _VITERBI_CHUNK))
+    chunk = max(1, min(batch, chunk))
     buffer = emissions.new_empty(n_tags, n_tags, chunk)
     scores = emissions.new_empty(max_len, n_tags, batch)
     torch.add(start.unsqueeze(1), emit[0], out=scores[0])
+    # Chunks are independent, so each runs its whole time loop; the per-step views are
+    # made up front (unbind), as indexing inside the loop costs as much Python time as
+    # the arithmetic at small batch sizes.
     for lo in range(0, batch, chunk):
         hi = min(lo + chunk, batch)
         part = buffer[:, :, : hi - lo]
         block = scores[:, :, lo:hi]
-        previous = block[:-1].unsqueeze(2).unbind(0)  # (n_tags, 1, chunk) each
-        following = block[1:].unbind(0)
-        emitted = emit[1:, :, lo:hi].unbind(0)
+        stop = max(1, int(lengths[lo:hi].max()))
+        previous = block[: stop - 1].unsqueeze(2).unbind(0)  # (n_tags, 1, chunk) each
+        following = block[1:stop].unbind(0)
+        emitted = emit[1:stop, :, lo:hi].unbind(0)
         for prev, nxt, emit_t in zip(previous, following, emitted):
             torch.add(prev, trans_3d, out=part)
             torch.amax(part, dim=0, out=nxt)
             nxt.add_(emit_t)
-    # Backtracking: each step recomputes the chosen tag's predecessor scores (the same
-    # float sums as the forward, so ties break the same way).
+    return scores
+
+
+def viterbi_backtrack(scores: Tensor, lengths: Tensor, trans: Tensor, end: Tensor, pad: int) -> Tensor:
+    """Viterbi backtracking in torch, in (batch, n_tags) layout: each step recomputes the
+    chosen tag's predecessor scores (the same float sums as the forward, so ties break
+    the same way) and takes the max over the innermost dimension, with its index.
+
+    scores (Tensor): Float (max_len, n_tags, batch), from :func:`viterbi_scores`.
+    RETURNS (Tensor): Long (batch, max_len), ``pad`` past each sentence's end.
+    """
+    max_len, n_tags, batch = scores.shape
     by_batch = scores.transpose(1, 2).contiguous()  # (max_len, batch, n_tags)
     last = (lengths - 1).clamp_min(0)
     final = by_batch.gather(0, last.view(1, -1, 1).expand(1, batch, n_tags))[0] + end
     final_tag = final.max(dim=1)[1]
     into = trans.t().contiguous()  # (to, from)
-    within = (torch.arange(max_len)[None, :] < lengths[:, None]).t()  # (max_len, batch)
+    within = (torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]).t()
     tag = final_tag
     path = [tag]
     for t in range(max_len - 1, 0, -1):
@@ -296,4 +352,4 @@ def viterbi(emissions: Tensor, lengths: Tensor, trans: Tensor, start: Tensor, en
         path.append(tag)
     path.reverse()
     tags = torch.stack(path, dim=1)
-    return torch.where(within.t(), tags, torch.full_like(tags, -1))
+    return torch.where(within.t(), tags, torch.full_like(tags, pad))
