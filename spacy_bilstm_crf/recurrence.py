@@ -194,13 +194,6 @@ def _add_product(out: Tensor, inputs: Tensor, weight: Tensor) -> None:
         out.add_(torch.mm(inputs.to(weight.dtype), weight).to(out.dtype))
 
 
-def bilstm_states(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
-    """:func:`bilstm_rows` in the padded layout: Float (batch, max_len, 2 * hidden),
-    zero at padding, as ``nn.LSTM`` over the packed batch and ``pad_packed_sequence``."""
-    rows, layout = bilstm_rows(lstm, x, lengths)
-    return layout.to_padded(rows, x.shape[0], x.shape[1])
-
-
 def _dense_projection(rows: Tensor, reverse: Tensor, w_ih: List[Tensor], bias: List[Tensor]) -> Projection:
     """The input projection of a layer whose inputs are all dense rows."""
     buffer = rows.new_empty(2, min(len(rows), _BLOCK_ROWS * 2), w_ih[0].shape[1])

@@ -5,7 +5,13 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from spacy_bilstm_crf import recurrence
-from spacy_bilstm_crf.recurrence import RaggedLayout, bilstm_rows, bilstm_states
+from spacy_bilstm_crf.recurrence import RaggedLayout, bilstm_rows
+
+
+def bilstm_states(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """bilstm_rows in the padded layout, as nn.LSTM + pad_packed_sequence give it."""
+    rows, layout = bilstm_rows(lstm, x, lengths)
+    return layout.to_padded(rows, x.shape[0], x.shape[1])
 
 
 def _packed_reference(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
