@@ -1,9 +1,11 @@
-"""A batched, constrained linear-chain CRF in pure torch.
+"""A batched, constrained linear-chain CRF in torch.
 
 All operations run over the whole batch at once: sentences are padded to
 ``(batch, max_len, n_tags)`` and ``lengths`` says how many positions of each
 are real, any length from 0 up. The only Python loops run over time steps,
-never over sentences, and backtracking is one batched op group per step. The
+never over sentences. Viterbi decoding on the CPU is one compiled kernel over
+the batch (``viterbi_kernel.py``, numba), on a GPU and in scripted copies
+batched tensor ops with one op group per step (``serving.py``). The
 log-partition has a hand-written backward (:class:`LogPartition`: the
 forward-backward marginals), which also gives the span probabilities of
 ``confidence.py`` and the partial-label loss.
@@ -18,10 +20,10 @@ never win however large the emissions are.
 """
 from typing import Final, Optional, Tuple
 
-import numpy
 import torch
 from torch import Tensor, nn
 
+from . import viterbi_kernel
 from .serving import VITERBI_CHUNK, restore_order, sort_by_length, viterbi_backtrack, viterbi_scores
 
 BANNED = -10000.0
@@ -207,63 +209,32 @@ class LinearChainCRF(nn.Module):
         # only this first branch; a scripted copy never runs under autocast.
         if torch.jit.is_scripting():
             with torch.no_grad():
-                return self._viterbi(emissions.to(_compute_dtype(emissions)), lengths, pad, False)
+                return self._viterbi(emissions.to(_compute_dtype(emissions)), lengths, pad)
         else:
-            on_cpu = emissions.device.type == "cpu"
             with _float32(emissions), torch.no_grad():
-                return self._viterbi(emissions.to(_compute_dtype(emissions)), lengths, pad, on_cpu)
+                emissions = emissions.to(_compute_dtype(emissions))
+                if emissions.device.type == "cpu" and emissions.shape[1] > 0:
+                    tags = self._decode_compiled(emissions, lengths, pad)
+                    if tags is not None:
+                        return tags
+                return self._viterbi(emissions, lengths, pad)
 
-    def _viterbi(self, emissions: Tensor, lengths: Tensor, pad: int, numpy_backtrack: bool) -> Tensor:
+    @torch.jit.unused
+    def _decode_compiled(self, emissions: Tensor, lengths: Tensor, pad: int) -> Optional[Tensor]:
+        """The CPU decoder (``viterbi_kernel``), or None where numba is unavailable."""
+        trans, start, end = self._masked(float("-inf"), emissions.dtype)
+        return viterbi_kernel.decode(emissions, lengths.cpu(), trans, start, end, pad)
+
+    def _viterbi(self, emissions: Tensor, lengths: Tensor, pad: int) -> Tensor:
+        """Decoding with tensor ops (``serving.py``'s): on a GPU, in a scripted copy, and
+        on the CPU where the compiled kernel is unavailable."""
         batch, max_len, n_tags = emissions.shape
         if max_len == 0:
             return torch.full((batch, 0), pad, dtype=torch.long, device=emissions.device)
         trans, start, end = self._masked(float("-inf"), emissions.dtype)
-        # The forward pass and the torch backtracking are serving.py's (see there);
-        # on the CPU the backtracking runs in numpy.
         emissions, lengths, order = sort_by_length(emissions, lengths, self._chunk)
         scores = viterbi_scores(emissions, lengths, trans, start, self._chunk)
-        if numpy_backtrack:
-            tags = self._backtrack_numpy(scores, lengths, trans, end, pad)
-        else:
-            tags = viterbi_backtrack(scores, lengths, trans, end, pad)
-        return restore_order(tags, order)
-
-    @torch.jit.unused
-    def _backtrack_numpy(self, scores: Tensor, lengths: Tensor, trans: Tensor, end: Tensor, pad: int) -> Tensor:
-        """Viterbi backtracking on the CPU, in numpy.
-
-        The same float sums and tie-breaking (first maximum) as the torch
-        backtracking, at about a third of its per-step cost: each step is three
-        small numpy operations, where torch pays several microseconds of dispatch
-        per operation. Sentences are right-aligned first, so that all of them end
-        at the last position and no step needs a per-sentence branch.
-
-        scores (Tensor): Float (max_len, n_tags, batch), the Viterbi forward scores.
-        RETURNS (Tensor): Long (batch, max_len), ``pad`` past each sentence's end.
-        """
-        max_len, n_tags, batch = scores.shape
-        n = lengths.cpu().numpy().astype(numpy.int64)
-        shift = max_len - n  # how far each sentence moves right
-        rows = numpy.arange(batch)[None, :]
-        steps = numpy.arange(max_len)[:, None]
-        # aligned[t, b] = scores[t - shift[b], :, b]; positions before a sentence's
-        # start hold another position's scores, and their tags are dropped below.
-        source = numpy.clip(steps - shift[None, :], 0, max_len - 1)
-        aligned = scores.numpy().transpose(0, 2, 1)[source, rows]  # (max_len, batch, n_tags)
-        into = trans.t().contiguous().numpy()  # (to, from)
-        tag = (aligned[max_len - 1] + end.numpy()).argmax(axis=1)
-        path = numpy.empty((max_len, batch), dtype=numpy.int64)
-        path[max_len - 1] = tag
-        for t in range(max_len - 1, 0, -1):
-            candidates = into[tag]
-            candidates += aligned[t - 1]
-            tag = candidates.argmax(axis=1)
-            path[t - 1] = tag
-        # Back to left alignment: tags[b, p] = path[p + shift[b], b].
-        target = numpy.clip(steps + shift[None, :], 0, max_len - 1)
-        tags = torch.from_numpy(path[target, rows].T.copy())
-        inside = lengths_to_mask(lengths.cpu(), max_len)
-        return torch.where(inside, tags, torch.full_like(tags, pad))
+        return restore_order(viterbi_backtrack(scores, lengths, trans, end, pad), order)
 
     def marginals(self, emissions: Tensor, lengths: Tensor) -> Tensor:
         """Per-token tag marginals P(y_t = k | x): the gradient of log Z w.r.t. the emissions

@@ -26,6 +26,14 @@ def _random_crf(n_tags: int, constrained: bool, seed: int) -> LinearChainCRF:
     return crf
 
 
+def _compiled(crf: LinearChainCRF, emissions: torch.Tensor, lengths: torch.Tensor, pad: int) -> torch.Tensor:
+    """The compiled kernel's paths (numba is a dependency: None would be a failure)."""
+    with torch.no_grad():
+        tags = crf._decode_compiled(emissions, lengths, pad)
+    assert tags is not None
+    return tags
+
+
 def _brute_force(crf: LinearChainCRF, emissions: torch.Tensor, length: int):
     """All valid paths of one sentence: (log Z, best path, best score, marginals)."""
     n_tags = emissions.shape[-1]
@@ -60,16 +68,16 @@ def test_against_brute_force(constrained: bool, n_tags: int, seed: int):
     emissions = torch.randn(4, 5, n_tags, generator=gen) * 2
     with torch.no_grad():
         log_z = crf.log_partition(emissions, lengths)
+        # Both decoders: the compiled kernel (CPU) and tensor ops (GPU, scripted copies).
         decoded = crf.decode(emissions, lengths)
-        # Both backtracking implementations: numpy (eager, CPU) and torch (scripted, GPU).
-        by_torch = crf._viterbi(emissions, lengths, -1, False)
-        by_numpy = crf._viterbi(emissions, lengths, -1, True)
+        by_kernel = _compiled(crf, emissions, lengths, -1)
+        by_torch = crf._viterbi(emissions, lengths, -1)
     marginals = crf.marginals(emissions, lengths)
     for b in range(4):
         length = int(lengths[b])
         ref_z, ref_path, ref_marg = _brute_force(crf, emissions[b], length)
         assert log_z[b].item() == pytest.approx(ref_z.item(), abs=1e-4)
-        for paths in (decoded, by_torch, by_numpy):
+        for paths in (decoded, by_kernel, by_torch):
             assert paths[b, :length].tolist() == list(ref_path)
             assert (paths[b, length:] == -1).all()
         torch.testing.assert_close(marginals[b, :length].double(), ref_marg, atol=1e-4, rtol=1e-4)
@@ -120,7 +128,8 @@ def test_zero_lengths_and_empty_batch():
     decoded = crf.decode(emissions, lengths)
     assert (decoded[0] == -1).all() and (decoded[2] == -1).all() and (decoded[1] >= 0).all()
     with torch.no_grad():
-        assert torch.equal(crf._viterbi(emissions, lengths, -1, False), decoded)
+        assert torch.equal(crf._viterbi(emissions, lengths, -1), decoded)
+        assert torch.equal(_compiled(crf, emissions, lengths, -1), decoded)
     # A batch whose longest sentence is empty, and an empty batch.
     assert crf.decode(torch.randn(2, 0, 5), torch.tensor([0, 0])).shape == (2, 0)
     assert crf.log_partition(torch.randn(2, 0, 5), torch.tensor([0, 0])).tolist() == [0, 0]
@@ -148,22 +157,22 @@ def test_float32_under_autocast():
     assert log_z.dtype == torch.float32
 
 
-def test_numpy_and_torch_backtracking_agree_on_ragged_batches():
-    """The two backtracking implementations give the same paths on many random batches."""
+def test_compiled_and_tensor_decoders_agree_on_ragged_batches():
+    """The compiled kernel and the tensor-op decoder give the same paths on many random
+    batches (the same float sums and the same tie-breaking), under constraints."""
     crf = _random_crf(41, True, 9)
     gen = torch.Generator().manual_seed(9)
     for _ in range(5):
         lengths = torch.randint(0, 31, (40,), generator=gen)
         emissions = torch.randn(40, int(lengths.max()), 41, generator=gen) * 3
         with torch.no_grad():
-            by_torch = crf._viterbi(emissions, lengths, -7, False)
-            by_numpy = crf._viterbi(emissions, lengths, -7, True)
-        assert torch.equal(by_torch, by_numpy)
-        assert crf.is_valid(by_numpy.clamp_min(0), lengths).all()
+            by_torch = crf._viterbi(emissions, lengths, -7)
+            by_kernel = _compiled(crf, emissions, lengths, -7)
+        assert torch.equal(by_torch, by_kernel)
+        assert crf.is_valid(by_kernel.clamp_min(0), lengths).all()
 
 
-@pytest.mark.parametrize("numpy_backtrack", [True, False])
-def test_sorted_chunks_give_the_same_paths(monkeypatch, numpy_backtrack):
+def test_sorted_chunks_give_the_same_paths(monkeypatch):
     """With several chunks the sentences are sorted by length and each chunk stops at its
     longest sentence: the paths are those of one unsorted chunk, in the callers' order."""
     crf = _random_crf(41, True, 10)
@@ -172,8 +181,44 @@ def test_sorted_chunks_give_the_same_paths(monkeypatch, numpy_backtrack):
     lengths[3] = 24
     emissions = torch.randn(13, 24, 41, generator=gen) * 3
     with torch.no_grad():
-        expected = crf._viterbi(emissions, lengths, -1, numpy_backtrack)
+        expected = crf._viterbi(emissions, lengths, -1)
         monkeypatch.setattr(LinearChainCRF, "_chunk", 4)
-        got = crf._viterbi(emissions, lengths, -1, numpy_backtrack)
+        got = crf._viterbi(emissions, lengths, -1)
     assert torch.equal(got, expected)
     assert crf.is_valid(got.clamp_min(0), lengths).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_decoder_breaks_ties_like_the_tensor_decoder(dtype):
+    """Small integer scores tie everywhere: both decoders keep the first of equal maxima."""
+    crf = _random_crf(9, True, 11)
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        crf.transitions.copy_(torch.randint(0, 2, (9, 9), generator=gen).float())
+        crf.start_transitions.zero_()
+        crf.end_transitions.zero_()
+    lengths = torch.randint(0, 16, (30,), generator=gen)
+    emissions = torch.randint(0, 2, (30, 15, 9), generator=gen).to(dtype)
+    with torch.no_grad():
+        by_torch = crf._viterbi(emissions, lengths, -1)
+    by_kernel = _compiled(crf, emissions, lengths, -1)
+    assert torch.equal(by_torch, by_kernel)
+    assert torch.equal(crf.decode(emissions, lengths), by_kernel)
+
+
+def test_decoding_without_numba_falls_back_to_tensor_ops(monkeypatch):
+    """Where numba cannot be imported, one warning, and the tensor-op decoder's paths."""
+    import sys
+
+    from spacy_bilstm_crf import viterbi_kernel
+
+    crf = _random_crf(9, True, 12)
+    emissions = torch.randn(6, 7, 9)
+    lengths = torch.tensor([7, 0, 3, 7, 1, 5])
+    expected = crf.decode(emissions, lengths)
+    monkeypatch.setattr(viterbi_kernel, "_KERNEL", None)
+    monkeypatch.setattr(viterbi_kernel, "_FAILED", False)
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
+    with pytest.warns(UserWarning, match="Compiled Viterbi unavailable"):
+        assert torch.equal(crf.decode(emissions, lengths), expected)
+    assert crf._decode_compiled(emissions, lengths, -1) is None
