@@ -4,7 +4,7 @@ All operations run over the whole batch at once: sentences are padded to
 ``(batch, max_len, n_tags)`` and ``lengths`` says how many positions of each
 are real, any length from 0 up. The only Python loops run over time steps,
 never over sentences. Viterbi decoding on the CPU is one compiled kernel over
-the batch (``viterbi_kernel.py``, numba), on a GPU and in scripted copies
+the batch (``kernels.py``, numba), on a GPU and in scripted copies
 batched tensor ops with one op group per step (``serving.py``). The
 log-partition has a hand-written backward (:class:`LogPartition`: the
 forward-backward marginals), which also gives the span probabilities of
@@ -23,7 +23,7 @@ from typing import Final, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from . import viterbi_kernel
+from . import kernels
 from .serving import VITERBI_CHUNK, restore_order, sort_by_length, viterbi_backtrack, viterbi_scores
 
 BANNED = -10000.0
@@ -221,9 +221,9 @@ class LinearChainCRF(nn.Module):
 
     @torch.jit.unused
     def _decode_compiled(self, emissions: Tensor, lengths: Tensor, pad: int) -> Optional[Tensor]:
-        """The CPU decoder (``viterbi_kernel``), or None where numba is unavailable."""
+        """The CPU decoder (``kernels.viterbi_decode``), or None where numba is unavailable."""
         trans, start, end = self._masked(float("-inf"), emissions.dtype)
-        return viterbi_kernel.decode(emissions, lengths.cpu(), trans, start, end, pad)
+        return kernels.viterbi_decode(emissions, lengths.cpu(), trans, start, end, pad)
 
     def _viterbi(self, emissions: Tensor, lengths: Tensor, pad: int) -> Tensor:
         """Decoding with tensor ops (``serving.py``'s): on a GPU, in a scripted copy, and

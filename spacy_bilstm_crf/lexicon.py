@@ -13,11 +13,13 @@ character is a Single-character word: 9 flags, the B/M/E/S sets of Zhang & Yang
   place, ``nt`` organization, ``nz`` other proper noun): whether a word of that
   type begins at the character, or covers it past its first character.
 
-Matching is vectorized and lives inside the torch module: each lexicon word is
-stored as a 62-bit key (two polynomial hashes mod 2^31-1) in a sorted buffer,
-and each window of a sentence is hashed incrementally and looked up with
-``searchsorted``. The lexicon therefore travels with the model's weights, and an
-exported model needs no word list file.
+Matching lives inside the torch module: each lexicon word is stored as a 62-bit
+key (two polynomial hashes mod 2^31-1) in a sorted buffer, and each window of a
+sentence is hashed incrementally and looked up by binary search. The lexicon
+therefore travels with the model's weights, and an exported model needs no word
+list file. On the CPU one compiled kernel matches the whole batch
+(``kernels.window_rows``); on a GPU and in scripted or exported copies, tensor
+ops do, one length at a time, with ``searchsorted``: the same rows.
 
 Most windows spell no word (in CLUENER text about 85% of them), and each
 ``searchsorted`` query costs a binary search through a buffer of megabytes, so a
@@ -36,6 +38,7 @@ import numpy
 import torch
 from torch import Tensor, nn
 
+from . import kernels
 from .crf import lengths_to_mask
 
 _MOD = 2**31 - 1
@@ -186,6 +189,17 @@ class LexiconFeatures(nn.Module):
             pass  # a scripted copy keeps the filtered search below
         elif torch.compiler.is_exporting():  # torch.export: no data-dependent shapes
             return self._matches_searched(cp, lengths)
+        elif cp.device.type == "cpu":
+            compiled = self._matches_compiled(cp, lengths)
+            if compiled is not None:
+                return compiled
+        return self._matches_filtered(cp, lengths)
+
+    def _matches_filtered(self, cp: Tensor, lengths: Tensor) -> List[Tensor]:
+        """``matches`` with tensor ops: every window hashed, the bit filter applied, and
+        only the windows that may be words searched. On a GPU, in a scripted copy, and
+        on the CPU where the compiled kernel is unavailable.
+        """
         seq_len = cp.shape[1]
         # Characters of the direct table need no search: key -1 (no word) skips them.
         keys = self._window_keys(cp, lengths, skip_direct=True)
@@ -211,6 +225,14 @@ class LexiconFeatures(nn.Module):
         by_char = by_char.view(cp.shape)
         rows[0] = torch.where(direct, by_char, rows[0])
         return rows
+
+    @torch.jit.unused
+    def _matches_compiled(self, cp: Tensor, lengths: Tensor) -> Optional[List[Tensor]]:
+        """``matches`` as one compiled kernel over the batch (``kernels.window_rows``),
+        or None where numba is unavailable. The same rows.
+        """
+        hashing = [self._mod, self._base1, self._base2, self._shift, self._filter_mask]
+        return kernels.window_rows(cp, lengths, self.max_len, self.keys, self.filter, self.char_rows, hashing)
 
     def _window_keys(self, cp: Tensor, lengths: Tensor, skip_direct: bool) -> List[Tensor]:
         """The key of every window: item ``L - 1`` is Long (batch, seq_len - L + 1); -1 (the

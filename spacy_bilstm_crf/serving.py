@@ -251,7 +251,7 @@ VITERBI_CHUNK = 128
 # The Viterbi lives here, in plain torch, because this file must work as a copy on its
 # own; ``crf.LinearChainCRF`` decodes with these functions on a GPU and in scripted
 # copies, and on the CPU with a compiled kernel that adds the same numbers in the same
-# order (``viterbi_kernel.py``), so every copy of a network finds the same paths.
+# order (``kernels.py``), so every copy of a network finds the same paths.
 
 
 def viterbi(

@@ -210,14 +210,14 @@ def test_decoding_without_numba_falls_back_to_tensor_ops(monkeypatch):
     """Where numba cannot be imported, one warning, and the tensor-op decoder's paths."""
     import sys
 
-    from spacy_bilstm_crf import viterbi_kernel
+    from spacy_bilstm_crf import kernels
 
     crf = _random_crf(9, True, 12)
     emissions = torch.randn(6, 7, 9)
     lengths = torch.tensor([7, 0, 3, 7, 1, 5])
     expected = crf.decode(emissions, lengths)
-    monkeypatch.setattr(viterbi_kernel, "_KERNEL", None)
-    monkeypatch.setattr(viterbi_kernel, "_FAILED", False)
+    monkeypatch.setattr(kernels, "_COMPILED", {})
+    monkeypatch.setattr(kernels, "_FAILED", {})
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
     with pytest.warns(UserWarning, match="Compiled Viterbi unavailable"):
         assert torch.equal(crf.decode(emissions, lengths), expected)

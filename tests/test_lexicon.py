@@ -49,6 +49,11 @@ def test_matches_brute_force(seed):
     for row, text in enumerate(texts):
         padded[row, : len(text)] = _encode(text)
     flags = lexicon(padded, lengths)
+    # The compiled kernel (CPU) and the tensor ops (GPU, scripted copies) find the same rows.
+    compiled = lexicon._matches_compiled(padded, lengths)
+    filtered = lexicon._matches_filtered(padded, lengths)
+    assert compiled is not None and len(compiled) == len(filtered) == min(6, padded.shape[1])
+    assert all(torch.equal(a, b) for a, b in zip(compiled, filtered))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.script(lexicon)  # what `export` ships
@@ -207,3 +212,23 @@ def test_lexicon_entries_and_table(tmp_path):
     path.write_text("北京\n大学\n", encoding="utf8")
     table = build_lexicon_table(load_lexicon(str(path)), 6)
     assert table.weights.tolist() == pytest.approx([math.log(2)] * 2) and table.pos.tolist() == [0, 0]
+
+
+def test_matching_without_numba_falls_back_to_tensor_ops(monkeypatch):
+    """Where numba cannot be imported, one warning, and the same flags from tensor ops."""
+    import sys
+
+    from spacy_bilstm_crf import kernels
+
+    keys = word_keys([_encode(w) for w in ["北京", "大学", "北京大学", "𠮷"]], 6)
+    lexicon = LexiconFeatures(len(keys))
+    lexicon.set_keys(keys)
+    text = torch.stack([_encode("北京大学𠮷京"), _encode("学大京北𠮷𠮷")])
+    lengths = torch.tensor([6, 4])
+    expected = lexicon(text, lengths)
+    monkeypatch.setattr(kernels, "_COMPILED", {})
+    monkeypatch.setattr(kernels, "_FAILED", {})
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
+    with pytest.warns(UserWarning, match="Compiled lexicon matching unavailable"):
+        assert torch.equal(lexicon(text, lengths), expected)
+    assert lexicon._matches_compiled(text, lengths) is None
