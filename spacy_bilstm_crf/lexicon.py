@@ -356,8 +356,13 @@ class LexiconFeatures(nn.Module):
                     pad = [0, 0, offset, seq_len - n_starts - offset]
                     sums[which] = sums[which] + nn.functional.pad(weighted, pad)
                     totals[which] = totals[which] + nn.functional.pad(weight, pad)
-        means = [s / t.clamp_min(1e-6) for s, t in zip(sums, totals)]
-        return torch.cat(means, dim=-1)
+        if in_place:
+            # Each mean written into its place of the result: no concatenation.
+            out = vectors.new_empty(batch, seq_len, 4 * dim)
+            for which in range(4):
+                torch.div(sums[which], totals[which].clamp_min_(1e-6), out=out[:, :, which * dim : (which + 1) * dim])
+            return out
+        return torch.cat([s / t.clamp_min(1e-6) for s, t in zip(sums, totals)], dim=-1)
 
 
 def _rebuild_index_after_load(module: nn.Module, incompatible_keys: object) -> None:

@@ -283,16 +283,17 @@ class BiLSTMCRF(nn.Module):
             if vectors is None:
                 raise ValueError("This network reads an upstream encoder's vectors: pass vectors.")
             features.append(vectors.to(chars.dtype))
-        x = nn.functional.dropout(torch.cat(features, dim=-1), self.embed_dropout_rate, noise)
         # Empty sentences are given length 1 here and masked out by the CRF.
         lengths_1 = lengths.clamp_min(1)
         if torch.jit.is_scripting():  # a scripted copy only predicts
-            hidden = self._packed_lstm(x, lengths_1)
+            hidden = self._packed_lstm(torch.cat(features, dim=-1), lengths_1)
         elif torch.compiler.is_exporting():  # an exported copy only predicts, too
-            hidden = self._padded_lstm(x, lengths_1)
-        elif self._ragged_inference(x, noise):
+            hidden = self._padded_lstm(torch.cat(features, dim=-1), lengths_1)
+        elif self._ragged_inference(chars, noise):
+            # (The features are not concatenated: the lookups fold into the LSTM.)
             return self._ragged_emissions(features, char_ids, classes, lengths_1)
         else:
+            x = nn.functional.dropout(torch.cat(features, dim=-1), self.embed_dropout_rate, noise)
             hidden = self._packed_lstm(x, lengths_1, noise)
         hidden = nn.functional.dropout(self.norm(hidden), self.dropout_rate, noise)
         return self.project(hidden)
@@ -360,7 +361,8 @@ class BiLSTMCRF(nn.Module):
 
     @torch.jit.unused
     def _ragged_inference(self, x: Tensor, noise: bool) -> bool:
-        """Whether the LSTM runs as ``recurrence.bilstm_rows``: a float32 or float64
+        """Whether the LSTM runs as ``recurrence.bilstm_rows`` (``x``: any of its input
+        features): a float32 or float64
         prediction on the CPU for a batch of a few sentences or more, with no gradient
         (``nn.LSTM`` keeps training, the GPU's cuDNN kernels, autocast, INT8 layers,
         and single sentences, where its fused kernel wins)."""
@@ -389,6 +391,10 @@ class BiLSTMCRF(nn.Module):
             first, second = lac.encode_layers_ragged(
                 lac.char_ids(codepoints), lengths.clamp_min(1), self._matmul_dtype()
             )
+            states = second if self.lac_layers == 1 else torch.cat([first, second], dim=-1)
+            if not bool((lengths == 0).any()):
+                return states  # zero at padding already (only empty sentences got a row)
+            return torch.where(mask, states, torch.zeros_like(states))
         else:
             first, second = lac.encode_layers(lac.char_ids(codepoints), lengths)
         states = second if self.lac_layers == 1 else torch.cat([first, second], dim=-1)

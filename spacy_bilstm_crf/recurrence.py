@@ -134,9 +134,10 @@ def bilstm_rows(
         ``lookups``' columns, in order (n may be 0).
     lengths (Tensor): Long (batch,), each at least 1.
     lookups (Sequence[Lookup]): Embedding lookups among the first layer's inputs.
-    matmul_dtype (Optional[torch.dtype]): Run the matrix products in this dtype (e.g.
-        ``torch.bfloat16``, which CPUs with AMX multiply many times faster), with
-        states, gates and sums in float32. None: the input's dtype.
+    matmul_dtype (Optional[torch.dtype]): Run the recurrences in this dtype (e.g.
+        ``torch.bfloat16``, which CPUs with AMX multiply many times faster): products,
+        gates, cell and hidden states; the output is converted back to ``x``'s dtype.
+        None: the input's dtype.
     RETURNS (Tuple[Tensor, RaggedLayout]): Float (n_rows, 2 * hidden), forward states
         then reverse ones as ``nn.LSTM`` returns them, and where each row belongs.
     """
@@ -153,8 +154,9 @@ def bilstm_rows(
 
     # The first layer: lookups, narrow dense inputs and the bias are summed from one
     # table by one embedding_bag per block of steps; wide dense inputs are a matmul.
-    first = _FirstLayer(lstm, lookups, x.shape[2])
-    rows, reverse = in_order(x)
+    low = x.dtype if matmul_dtype is None else matmul_dtype
+    first = _FirstLayer(lstm, lookups, x.shape[2], low)
+    rows, reverse = in_order(x.to(low))
     index, weight = first.bag([in_order(lookup.ids)[0] for lookup in lookups], rows)
     reverse_bags = index.index_select(0, reverse_rows) + first.n_table_rows  # reverse half
     reverse_weight = weight.index_select(0, reverse_rows)
@@ -179,7 +181,8 @@ def bilstm_rows(
         w_ih = [_cast(w, matmul_dtype) for w in w_ih]
         project = _dense_projection(rows, reverse, w_ih, bias)
         states = _run_layer(project, _cast(w_hh, matmul_dtype), layout.step_sizes, layout.n_rows, hidden, x)
-    return torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1), layout
+    rows = torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
+    return rows.to(x.dtype), layout
 
 
 def _cast(weight: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
@@ -196,15 +199,16 @@ def _add_product(out: Tensor, inputs: Tensor, weight: Tensor) -> None:
 
 def _dense_projection(rows: Tensor, reverse: Tensor, w_ih: List[Tensor], bias: List[Tensor]) -> Projection:
     """The input projection of a layer whose inputs are all dense rows."""
-    buffer = rows.new_empty(2, min(len(rows), _BLOCK_ROWS * 2), w_ih[0].shape[1])
+    bias = [b.to(w_ih[0].dtype) for b in bias]
+    buffer = rows.new_empty(2, min(len(rows), _BLOCK_ROWS * 2), w_ih[0].shape[1], dtype=w_ih[0].dtype)
 
     def project(start: int, stop: int) -> Tensor:
         nonlocal buffer
         if stop - start > buffer.shape[1]:
-            buffer = rows.new_empty(2, stop - start, w_ih[0].shape[1])
+            buffer = rows.new_empty(2, stop - start, w_ih[0].shape[1], dtype=w_ih[0].dtype)
         gates = buffer[:, : stop - start]
         for direction, inputs in enumerate((rows, reverse)):
-            if w_ih[direction].dtype == inputs.dtype:
+            if w_ih[direction].dtype == inputs.dtype == gates.dtype:
                 torch.addmm(bias[direction], inputs[start:stop], w_ih[direction], out=gates[direction])
             else:
                 gates[direction].copy_(bias[direction].expand_as(gates[direction]))
@@ -220,11 +224,11 @@ class _FirstLayer:
     Rows, for the forward direction then the reverse one: each lookup's table times
     the input weight of its columns (cached until a weight changes), the input
     weight row of each narrow dense input (a bag entry weighted by the input's
-    value), and the bias (weight 1). Dense inputs wider than ``_BAG_DENSE_MAX``
-    stay a matrix product (``w_dense``).
+    value), and the bias (weight 1), in ``dtype`` (the layer's). Dense inputs wider
+    than ``_BAG_DENSE_MAX`` stay a matrix product (``w_dense``).
     """
 
-    def __init__(self, lstm: nn.LSTM, lookups: Sequence[Lookup], n_dense: int) -> None:
+    def __init__(self, lstm: nn.LSTM, lookups: Sequence[Lookup], n_dense: int, dtype: torch.dtype) -> None:
         w_ih, bias, self.w_hh = _directions(lstm, 0)
         dense = torch.ones(w_ih[0].shape[0], dtype=torch.bool)
         for lookup in lookups:
@@ -235,7 +239,7 @@ class _FirstLayer:
         parameters = [lookup.embedding.weight for lookup in lookups] + list(lstm.parameters())
         try:
             key = tuple((t.data_ptr(), t._version) for t in parameters)
-            key += tuple(lookup.columns for lookup in lookups) + (n_dense,)
+            key += tuple(lookup.columns for lookup in lookups) + (n_dense, dtype)
         except RuntimeError:  # inference tensors keep no version: no cache
             key = None
         cached = getattr(lstm, "_first_layer_table", None)
@@ -243,6 +247,7 @@ class _FirstLayer:
             self.table, self.offsets = cached[1]
         else:
             self.table, self.offsets = self._build(lookups, w_ih, bias, dense)
+            self.table = self.table.to(dtype)
             if key is not None:
                 # A plain attribute, replaced whole: not a buffer, not saved.
                 object.__setattr__(lstm, "_first_layer_table", (key, (self.table, self.offsets)))
@@ -295,13 +300,16 @@ def _run_layer(
 
     project (Projection): The projected inputs of rows ``start:stop`` of both
         directions (each in its reading order): Float (2, stop - start, 4H), used up.
-    like (Tensor): Gives the dtype and device.
-    RETURNS (Tensor): Float (2, n_rows, H), each direction's states in its reading order.
+    w_hh (Tensor): The recurrent weights (2, H, 4H); the layer runs in their dtype.
+    like (Tensor): Gives the device.
+    RETURNS (Tensor): (2, n_rows, H) in ``w_hh``'s dtype, each direction's states in
+        its reading order.
     """
-    states = like.new_empty(2, n_rows, hidden)
+    dtype = w_hh.dtype
+    states = like.new_empty(2, n_rows, hidden, dtype=dtype)
     width = step_sizes[0] if step_sizes else 0
-    cell = like.new_zeros(2, width, hidden)
-    previous = like.new_zeros(2, width, hidden)
+    cell = like.new_zeros(2, width, hidden, dtype=dtype)
+    previous = like.new_zeros(2, width, hidden, dtype=dtype)
     # The input projection runs a few steps at a time, so its output stays in cache;
     # projecting all rows at once writes tens of megabytes.
     block = max(1, _BLOCK_ROWS // max(width, 1))
@@ -309,16 +317,12 @@ def _run_layer(
     for first in range(0, len(step_sizes), block):
         sizes = step_sizes[first : first + block]
         n_block = sum(sizes)
-        gates = project(start, start + n_block)
+        gates = project(start, start + n_block).to(dtype)
         offset = 0
         for size in sizes:
             # Gates in torch's order: input, forget, cell, output.
             step = gates[:, offset : offset + size]
-            if w_hh.dtype == step.dtype:
-                step.baddbmm_(previous[:, :size], w_hh)
-            else:
-                # (A mixed-dtype add is not vectorized: convert the product first.)
-                step.add_(torch.bmm(previous[:, :size].to(w_hh.dtype), w_hh).to(step.dtype))
+            step.baddbmm_(previous[:, :size], w_hh)
             sig = torch.sigmoid(step)
             c = cell[:, :size]
             c.mul_(sig[:, :, hidden : 2 * hidden])

@@ -101,7 +101,7 @@ def test_model_predictions_use_it_and_agree_with_training_path(monkeypatch, bigr
 
 
 def test_bfloat16_products_stay_close_to_float32():
-    """``matmul_dtype=torch.bfloat16``: the products in bfloat16, states and sums in float32."""
+    """``matmul_dtype=torch.bfloat16``: the recurrences in bfloat16, the output back in float32."""
     torch.manual_seed(6)
     lstm = nn.LSTM(40, 32, num_layers=2, bidirectional=True, batch_first=True)
     lengths = torch.randint(1, 30, (16,))
@@ -111,6 +111,31 @@ def test_bfloat16_products_stay_close_to_float32():
     assert low.dtype == torch.float32
     error = (low - exact).abs().max().item()
     assert 0 < error < 0.05  # bfloat16 keeps 8 bits of mantissa
+
+
+def test_bf16_inference_with_folded_tables_stays_close_and_keeps_the_float32_cache_apart():
+    """A model with ``bf16_inference`` runs the folded first layer from a bfloat16 table
+    (its own cache entry): emissions close to float32's, and float32 unchanged after."""
+    from spacy_bilstm_crf.model import BiLSTMCRF
+    from spacy_bilstm_crf.tags import TagScheme
+
+    torch.manual_seed(7)
+    model = BiLSTMCRF(50, TagScheme(["PER", "LOC"], "BIOES"), depth=2)
+    model.set_char_table(torch.arange(0x4E00, 0x4E00 + 50))
+    lengths = torch.tensor([5, 0, 12, 1, 7, 12, 3, 9, 2])
+    codepoints = torch.randint(0x4E00, 0x4E00 + 60, (9, 12))
+    inside = torch.arange(12)[None, :] < lengths[:, None]
+    with torch.no_grad():
+        exact = model.emissions(codepoints, lengths)
+        model.bf16_inference = True
+        low = model.emissions(codepoints, lengths)
+        assert model.lstm._first_layer_table[1][0].dtype == torch.bfloat16
+        model.bf16_inference = False
+        again = model.emissions(codepoints, lengths)
+    assert low.dtype == torch.float32
+    error = (low - exact)[inside].abs().max().item()
+    assert 0 < error < 0.1
+    assert torch.equal(again, exact)
 
 
 def test_bf16_inference_setting():

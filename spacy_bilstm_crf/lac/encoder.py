@@ -142,51 +142,45 @@ def bigru_rows(
 
     rows, reverse (Tensor): Float (n_rows, input_dim), the inputs in the order of the
         forward and of the reverse direction's steps (``layout``).
-    matmul_dtype (Optional[torch.dtype]): Run the matrix products in this dtype (states
-        and gates stay float32). None: the inputs' dtype.
-    RETURNS (Tensor): Float (2, n_rows, H), each direction's states in its reading order.
+    matmul_dtype (Optional[torch.dtype]): Run the layer in this dtype: products,
+        gates and states (bfloat16 lost 0.07 F1 of 75.18 on CLUENER dev, where float32
+        gates with bfloat16 products gained little: converting each step's product
+        costs as much as the product saves). None: the inputs' dtype.
+    RETURNS (Tensor): (2, n_rows, H) in that dtype, each direction's states in its
+        reading order.
     """
     hidden = layer.hidden
     low = matmul_dtype if matmul_dtype is not None else rows.dtype
     in_weight, in_bias = layer.in_weight.to(low), layer.in_bias.to(low)
     gate_weight, cand_weight = layer.gate_weight.to(low), layer.cand_weight.to(low)
     n_rows = rows.shape[0]
-    states = rows.new_empty(2, n_rows, hidden)
+    states = rows.new_empty(2, n_rows, hidden, dtype=low)
     width = layout.step_sizes[0] if layout.step_sizes else 0
-    previous = rows.new_zeros(2, width, hidden)
+    previous = rows.new_zeros(2, width, hidden, dtype=low)
     block = max(1, ROWS_PER_BLOCK // max(width, 1))
     sizes_all = layout.step_sizes
     start = 0
+    buffer = rows.new_empty(2, min(n_rows, block * max(width, 1)), 3 * hidden, dtype=low)
     for first in range(0, len(sizes_all), block):
         sizes = sizes_all[first : first + block]
         n_block = sum(sizes)
-        projected = torch.stack(
-            [
-                torch.addmm(in_bias[0], rows[start : start + n_block].to(low), in_weight[0]),
-                torch.addmm(in_bias[1], reverse[start : start + n_block].to(low), in_weight[1]),
-            ]
-        ).to(rows.dtype)  # (2, n_block, 3H): update, reset, candidate
+        projected = buffer[:, :n_block]  # (2, n_block, 3H): update, reset, candidate
+        for direction, inputs in enumerate((rows, reverse)):
+            block_rows = inputs[start : start + n_block].to(low)
+            torch.addmm(in_bias[direction], block_rows, in_weight[direction], out=projected[direction])
         offset = 0
         for size in sizes:
             step = projected[:, offset : offset + size]
             h = previous[:, :size]
-            gates = torch.sigmoid(_plus_product(step[:, :, : 2 * hidden], h, gate_weight))
+            gates = torch.sigmoid(torch.baddbmm(step[:, :, : 2 * hidden], h, gate_weight))
             update, reset = gates[:, :, :hidden], gates[:, :, hidden:]
-            candidate = torch.tanh(_plus_product(step[:, :, 2 * hidden :], reset * h, cand_weight))
+            candidate = torch.tanh(torch.baddbmm(step[:, :, 2 * hidden :], reset * h, cand_weight))
             out = states[:, start + offset : start + offset + size]
             torch.lerp(h, candidate, update, out=out)
             previous = out
             offset += size
         start += n_block
     return states
-
-
-def _plus_product(base: Tensor, h: Tensor, weight: Tensor) -> Tensor:
-    """``base + h @ weight`` (batched), the product in ``weight``'s dtype."""
-    if weight.dtype == base.dtype:
-        return torch.baddbmm(base, h, weight)
-    # (A mixed-dtype add is not vectorized: convert the product first.)
-    return base + torch.bmm(h.to(weight.dtype), weight).to(base.dtype)
 
 
 # Rows of input projection computed at once in ``bigru_rows``.
@@ -274,7 +268,8 @@ class LACEncoder(nn.Module):
         reverse = torch.cat([states[0].index_select(0, reverse_rows), states[1]], dim=1)
         states = bigru_rows(self.layer2, first, reverse, layout, matmul_dtype)
         second = torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
-        return layout.to_padded(first, batch, seq_len), layout.to_padded(second, batch, seq_len)
+        dtype = self.embed.weight.dtype
+        return layout.to_padded(first.to(dtype), batch, seq_len), layout.to_padded(second.to(dtype), batch, seq_len)
 
     def forward(self, codepoints: Tensor, lengths: Tensor, fold: bool = True) -> Tensor:
         """codepoints (Tensor): Long (batch, seq_len) raw code points.
