@@ -114,10 +114,12 @@ def build_bilstm_crf_v2(
     quantize_int8 (bool): INT8 dynamic quantization of the LSTM and output layer, for
         CPU inference; the weights are stored as int8. Inference only: train with
         false, then convert with ``python -m spacy_bilstm_crf quantize``.
-    bf16_inference (bool): CPU predictions multiply in bfloat16 (states, gates and
-        sums stay float32; the weights are stored in float32). Several times faster
-        matrix products on CPUs with AMX (Intel Sapphire Rapids and later), slower on
-        others. Inference only; can be switched on when loading a trained pipeline.
+    bf16_inference (bool): CPU predictions run the recurrences (LSTM, LAC) in
+        bfloat16: products, gates and states; the output layer and the CRF stay float32,
+        and the weights are stored in float32. Several times faster matrix products on
+        CPUs with AMX (Intel Sapphire Rapids and later), possibly slower on others.
+        Inference only; can be switched on when loading a trained pipeline, or written
+        into a copy with ``python -m spacy_bilstm_crf quantize IN OUT --bf16``.
     RETURNS (Model[TaggerInput, Any]): Training: NLL per doc (Floats1d). Prediction:
         tag ids (Ints2d, -1 at padding).
     """

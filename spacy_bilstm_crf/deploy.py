@@ -79,6 +79,27 @@ def quantize_pipeline(nlp: Language, name: Optional[str] = None) -> BiLSTMCRFNER
     return pipe
 
 
+def bf16_pipeline(nlp: Language, name: Optional[str] = None) -> BiLSTMCRFNER:
+    """Switch the pipeline's BiLSTM-CRF to bfloat16 inference, in place.
+
+    The recurrences (LSTM, LAC) of CPU predictions then run in bfloat16; the weights
+    are unchanged and stay float32. The component's config gets
+    ``bf16_inference = true``, so ``nlp.to_disk`` writes a pipeline that loads so.
+
+    nlp (Language): A pipeline with a trained, float32 ``bilstm_crf_ner``.
+    name (Optional[str]): The component's name, if there are several.
+    RETURNS (BiLSTMCRFNER): The component.
+    """
+    pipe = find_pipe(nlp, name)
+    module = get_torch_module(pipe.model)
+    if is_quantized(module):
+        raise ValueError(f"'{pipe.name}' is INT8: bfloat16 inference takes a float32 pipeline.")
+    pipe.model.attrs["bf16_inference"] = True
+    module.bf16_inference = True
+    nlp.get_pipe_config(pipe.name)["model"]["bf16_inference"] = True  # the config nlp.to_disk writes
+    return pipe
+
+
 def script_module(module: torch.nn.Module) -> torch.jit.ScriptModule:
     """The network as TorchScript, in eval mode: ``(codepoints, lengths) → tags``.
 

@@ -362,8 +362,8 @@ class BiLSTMCRF(nn.Module):
     @torch.jit.unused
     def _ragged_inference(self, x: Tensor, noise: bool) -> bool:
         """Whether the LSTM runs as ``recurrence.bilstm_rows`` (``x``: any of its input
-        features): a float32 or float64
-        prediction on the CPU for a batch of a few sentences or more, with no gradient
+        features): a float32 or float64 prediction on the CPU for a batch of a few
+        sentences or more, with no gradient
         (``nn.LSTM`` keeps training, the GPU's cuDNN kernels, autocast, INT8 layers,
         and single sentences, where its fused kernel wins)."""
         return (

@@ -326,6 +326,26 @@ def test_quantize_and_export_commands(saved_model, tmp_path):
     assert Tagger.load(tmp_path / "ts")("李明去北京大学读书") == [(0, 2, "name"), (3, 7, "organization")]
 
 
+def test_quantize_bf16_writes_a_pipeline_that_loads_with_bfloat16_inference(saved_model, int8_model, tmp_path):
+    run = [sys.executable, "-m", "spacy_bilstm_crf", "quantize"]
+    result = subprocess.run(run + [str(saved_model), str(tmp_path / "bf16"), "--bf16"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bfloat16 pipeline" in result.stdout
+    nlp = spacy.load(tmp_path / "bf16")
+    assert nlp.config["components"]["bilstm_crf_ner"]["model"]["bf16_inference"] is True
+    module = get_torch_module(nlp.get_pipe("bilstm_crf_ner").model)
+    assert module.bf16_inference and not is_quantized(module)
+    assert module.char_embed.weight.dtype == torch.float32  # the weights are unchanged
+    # The overfit model keeps its entities (batches of 8 or more take the bfloat16 path).
+    texts = [text for text, _ in TRAIN_DATA] * 8
+    expected = [sorted(ents) for _, ents in TRAIN_DATA] * 8
+    assert [ents_of(doc) for doc in nlp.pipe(texts)] == expected
+    # An INT8 pipeline cannot also be bfloat16: a clear error, nothing written.
+    result = subprocess.run(run + [str(int8_model), str(tmp_path / "both"), "--bf16"], capture_output=True, text=True)
+    assert result.returncode != 0 and "is INT8" in result.stdout + result.stderr
+    assert not (tmp_path / "both").exists()
+
+
 # -- mixed precision without a GPU ---------------------------------------------------
 
 
