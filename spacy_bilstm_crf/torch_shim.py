@@ -1,5 +1,7 @@
-"""thinc's PyTorch shim with an optimizer step that updates the parameters in place."""
-from typing import Any
+"""thinc's PyTorch shim with an optimizer step that updates the parameters in place,
+and parameter averages that reach the network."""
+import contextlib
+from typing import Any, Dict, Iterator
 
 import torch
 from thinc.api import PyTorchShim, torch2xp, xp2torch
@@ -31,3 +33,33 @@ class InPlacePyTorchShim(PyTorchShim):
                         torch_data.copy_(updated)
             torch_data.grad.zero_()
         self._grad_scaler.update()
+
+    @contextlib.contextmanager
+    def use_params(self, params: Dict[Any, Any]) -> Iterator[None]:
+        """Run with the parameters in ``params`` (the optimizer's averages, with
+        ``use_averages = true``), then restore the current ones.
+
+        thinc's shim (8.3) looks for keys ``"pytorch_{id}_{name}"``, while its
+        ``finish_update`` (and ours) registers ``(id, name)`` with the optimizer, so
+        the averages never reached a PyTorch model: evaluation and ``model-best``
+        used the last weights. Both key forms are read here.
+        """
+        prefix = f"pytorch_{self.id}_"
+        averaged = {}
+        for name, param in self._model.named_parameters():
+            value = params.get((self.id, name), params.get(prefix + name))
+            if value is not None:
+                averaged[name] = (param, xp2torch(value, device=param.device))
+        if not averaged:
+            yield
+            return
+        backup = {name: param.detach().clone() for name, (param, _) in averaged.items()}
+        with torch.no_grad():
+            for param, value in averaged.values():
+                param.copy_(value)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, (param, _) in averaged.items():
+                    param.copy_(backup[name])

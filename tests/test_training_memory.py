@@ -40,3 +40,32 @@ def test_updates_keep_no_earlier_tensors_alive() -> None:
     # thinc's stock step leaves one tensor per parameter and step behind (here 18 x 5 per row).
     assert max(counts) - min(counts) < len(before), counts
     assert any(not torch.equal(a, b) for a, b in zip(shim._model.parameters(), before))
+
+
+def test_parameter_averages_reach_the_network_and_are_undone() -> None:
+    """With ``use_averages``, ``use_params(optimizer.averages)`` (evaluation, saving
+    model-best) runs the network with the averaged weights, then puts the last ones back.
+    thinc's own shim looked for other keys than it registers, so nothing changed."""
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.blank("zh")
+    ner = nlp.add_pipe("bilstm_crf_ner", config={"model": {**SMALL_MODEL, "lexicon": None}})
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    optimizer.averages = {}  # as use_averages = true builds it
+    for _ in range(4):
+        nlp.update(examples, sgd=optimizer)
+    shim = ner.model.layers[0].shims[0]
+    module = shim._model
+    last = {name: p.detach().clone() for name, p in module.named_parameters()}
+    averaged = {name: optimizer.averages[(shim.id, name)] for name in last if (shim.id, name) in optimizer.averages}
+    assert averaged and any(not torch.equal(torch.as_tensor(a), last[n]) for n, a in averaged.items())
+    text = examples[0].reference.text
+    plain = [(e.start_char, e.end_char, e.label_) for e in nlp(text).ents]
+    with nlp.use_params(optimizer.averages):
+        for name, param in module.named_parameters():
+            expected = torch.as_tensor(averaged[name]) if name in averaged else last[name]
+            assert torch.equal(param.detach(), expected), name
+        nlp(text)  # predicts with them (the folded-table cache follows the weights)
+    for name, param in module.named_parameters():
+        assert torch.equal(param.detach(), last[name]), name
+    assert [(e.start_char, e.end_char, e.label_) for e in nlp(text).ents] == plain
