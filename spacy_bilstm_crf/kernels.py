@@ -1,4 +1,5 @@
-"""Compiled CPU kernels (numba): Viterbi decoding and lexicon window matching.
+"""Compiled CPU kernels (numba): Viterbi decoding, lexicon window matching and
+SoftLexicon pooling.
 
 Both run, with tensor ops, a few whole-batch operations per step (per time step
 for Viterbi, per word length for matching) whose arithmetic is small: memory
@@ -121,6 +122,54 @@ def _window_rows(cp, lengths, max_len, keys, bit_filter, char_rows, hashing, out
                     out[length - 1, b, s] = lo
 
 
+def _soft_lexicon(rows, weights, vectors, out):  # pragma: no cover - compiled
+    """SoftLexicon means: ``out[b, t, k]`` the weighted mean of the vectors of the words
+    of set k (B, M, E, S) at character t of sentence b; zero for an empty set.
+
+    rows: int64 (n_lengths, batch, seq_len), the lexicon row of each window (0: no
+    word); weights: (n_rows,) a weight per row, 0 for row 0; vectors: (batch,
+    seq_len, dim); out: (batch, seq_len, 4, dim) zeros, of the vectors' dtype.
+    """
+    n_lengths, batch, seq_len = rows.shape
+    dim = vectors.shape[2]
+    word = numpy.empty(dim, vectors.dtype)
+    for b in range(batch):
+        totals = numpy.zeros((seq_len, 4), numpy.float64)
+        for index in range(n_lengths):
+            length = index + 1
+            for s in range(seq_len - length + 1):
+                row = rows[index, b, s]
+                if row == 0:
+                    continue
+                w = weights[row]
+                if w == 0:
+                    continue
+                for d in range(dim):
+                    word[d] = vectors[b, s, d]
+                for k in range(1, length):
+                    for d in range(dim):
+                        word[d] += vectors[b, s + k, d]
+                scale = w / length
+                for k in range(length):
+                    if length == 1:
+                        which = 3
+                    elif k == 0:
+                        which = 0
+                    elif k == length - 1:
+                        which = 2
+                    else:
+                        which = 1
+                    totals[s + k, which] += w
+                    for d in range(dim):
+                        out[b, s + k, which, d] += scale * word[d]
+        for t in range(seq_len):
+            for which in range(4):
+                total = totals[t, which]
+                if total > 0:  # (weights are log counts, never negative)
+                    for d in range(dim):
+                        out[b, t, which, d] /= total
+
+
 def _compiled(name: str, function: Callable, probe: Callable[[Any], None]) -> Any:
     """``function`` compiled, or None when numba is missing or fails (warned once)."""
     if name in _COMPILED or _FAILED.get(name, False):
@@ -216,6 +265,41 @@ def window_rows(
     )
     rows = torch.from_numpy(out)
     return [rows[index, :, : seq_len - index] for index in range(n_lengths)]
+
+
+def _probe_soft_lexicon(kernel: Any) -> None:
+    """Compile for float32 and check one two-character word and one single character."""
+    rows = numpy.zeros((2, 1, 2), numpy.int64)
+    rows[1, 0, 0] = 1  # the word of both characters
+    rows[0, 0, 1] = 2  # the second character alone
+    vectors = numpy.array([[[1.0], [3.0]]], numpy.float32)
+    out = numpy.zeros((1, 2, 4, 1), numpy.float32)
+    kernel(rows, numpy.array([0.0, 2.0, 1.0], numpy.float32), vectors, out)
+    # B at 0 and E at 1: the word's mean, 2; S at 1: the character, 3.
+    if out[0, :, :, 0].tolist() != [[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, 3.0]]:
+        raise RuntimeError(f"self-check pooled {out[0, :, :, 0].tolist()}")
+
+
+def soft_lexicon(rows: List[Tensor], weights: Tensor, vectors: Tensor) -> Optional[Tensor]:
+    """SoftLexicon means (see ``LexiconFeatures.pooled``) without gradient, or None when
+    the kernel is unavailable: Float (batch, seq_len, 4 * dim), the B, M, E and S means.
+
+    rows (List[Tensor]): Item ``L - 1``: Long (batch, seq_len - L + 1), the lexicon row
+        of each window of L characters (0: no word).
+    weights (Tensor): Float (n_rows,), a weight per lexicon row (0 for row 0).
+    vectors (Tensor): Float (batch, seq_len, dim) character vectors, on the CPU.
+    """
+    kernel = _compiled("SoftLexicon pooling", _soft_lexicon, _probe_soft_lexicon)
+    if kernel is None:
+        return None
+    batch, seq_len, dim = vectors.shape
+    stacked = numpy.zeros((len(rows), batch, seq_len), numpy.int64)
+    for index, row in enumerate(rows):
+        stacked[index, :, : row.shape[1]] = row.numpy()
+    array = _array(vectors)
+    out = numpy.zeros((batch, seq_len, 4, dim), array.dtype)
+    kernel(stacked, _array(weights.to(vectors.dtype)), array, out)
+    return torch.from_numpy(out).view(batch, seq_len, 4 * dim)
 
 
 def _array(tensor: Tensor) -> numpy.ndarray:

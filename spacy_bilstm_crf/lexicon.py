@@ -326,6 +326,10 @@ class LexiconFeatures(nn.Module):
         RETURNS (Tensor): Float (batch, seq_len, 4 * dim): the B, M, E and S means; zero
             for an empty set.
         """
+        if not torch.jit.is_scripting() and not torch.is_grad_enabled() and vectors.device.type == "cpu":
+            compiled = self._pooled_compiled(rows, vectors)
+            if compiled is not None:
+                return compiled
         batch, seq_len, dim = vectors.shape
         prefix = torch.cat([vectors.new_zeros(batch, 1, dim), vectors.cumsum(dim=1)], dim=1)
         sums = [vectors.new_zeros(batch, seq_len, dim) for _ in range(4)]
@@ -363,6 +367,14 @@ class LexiconFeatures(nn.Module):
                 torch.div(sums[which], totals[which].clamp_min_(1e-6), out=out[:, :, which * dim : (which + 1) * dim])
             return out
         return torch.cat([s / t.clamp_min(1e-6) for s, t in zip(sums, totals)], dim=-1)
+
+    @torch.jit.unused
+    def _pooled_compiled(self, rows: List[Tensor], vectors: Tensor) -> Optional[Tensor]:
+        """``pooled`` for predictions on the CPU as one compiled kernel
+        (``kernels.soft_lexicon``: only the windows that are words cost anything), or
+        None where numba is unavailable. The same means up to float rounding.
+        """
+        return kernels.soft_lexicon(rows, self.weights, vectors)
 
 
 def _rebuild_index_after_load(module: nn.Module, incompatible_keys: object) -> None:

@@ -159,7 +159,7 @@ def _pos_brute_force(text, words, max_len):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_soft_lexicon_and_word_types_match_brute_force(seed):
+def test_soft_lexicon_and_word_types_match_brute_force(seed, monkeypatch):
     rng = random.Random(seed)
     # Two characters beyond the Basic Multilingual Plane: single-character words
     # there are searched, not looked up in the direct table.
@@ -176,9 +176,14 @@ def test_soft_lexicon_and_word_types_match_brute_force(seed):
         padded[row, : len(text)] = _encode(text)
     vectors = torch.randn(len(texts), padded.shape[1], 3, generator=torch.Generator().manual_seed(seed))
     rows = lexicon.matches(padded, lengths)
-    pooled = lexicon.pooled(rows, vectors)
-    with torch.no_grad():  # sums into slices in place: the same means
+    pooled = lexicon.pooled(rows, vectors)  # with gradients: tensor ops
+    with torch.no_grad():  # the compiled kernel: the same means
+        assert lexicon._pooled_compiled(rows, vectors) is not None
+        torch.testing.assert_close(lexicon.pooled(rows, vectors), pooled, atol=1e-5, rtol=0)
+        # Without the kernel, no gradient: tensor ops summing into slices in place.
+        monkeypatch.setattr(lexicon, "_pooled_compiled", lambda rows, vectors: None)
         torch.testing.assert_close(lexicon.pooled(rows, vectors), pooled, atol=1e-6, rtol=0)
+        monkeypatch.undo()
     pos = lexicon.pos_flags(rows, padded.shape)
     assert pooled.shape == (len(texts), padded.shape[1], 12) and pos.shape == (len(texts), padded.shape[1], 8)
     for row, text in enumerate(texts):
