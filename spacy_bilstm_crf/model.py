@@ -388,10 +388,11 @@ class BiLSTMCRF(nn.Module):
         elif torch.compiler.is_exporting():
             first, second = lac.encode_layers_scan(lac.char_ids(codepoints), lengths)
         elif self._ragged_lac(codepoints):
-            first, second = lac.encode_layers_ragged(
-                lac.char_ids(codepoints), lengths.clamp_min(1), self._matmul_dtype()
+            top_only = self.lac_layers == 1
+            maybe_first, second = lac.encode_layers_ragged(
+                lac.char_ids(codepoints), lengths.clamp_min(1), self._matmul_dtype(), not top_only
             )
-            states = second if self.lac_layers == 1 else torch.cat([first, second], dim=-1)
+            states = second if maybe_first is None else torch.cat([maybe_first, second], dim=-1)
             if not bool((lengths == 0).any()):
                 return states  # zero at padding already (only empty sentences got a row)
             return torch.where(mask, states, torch.zeros_like(states))

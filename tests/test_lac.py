@@ -151,6 +151,10 @@ def test_ragged_layers_equal_the_padded_ones(encoder):
     for expected, got in zip(padded, ragged):
         torch.testing.assert_close(got * inside, expected * inside, atol=1e-6, rtol=0)
         assert (got[1, 1:] == 0).all()  # zero at padding
+    # Only the top layer, when only it is read.
+    with torch.no_grad():
+        first, top = encoder.encode_layers_ragged(ids, lengths.clamp_min(1), first_layer=False)
+    assert first is None and torch.equal(top, ragged[1])
 
 
 def test_ragged_layers_in_bfloat16(encoder):

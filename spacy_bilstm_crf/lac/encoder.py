@@ -251,12 +251,14 @@ class LACEncoder(nn.Module):
 
     @torch.jit.unused
     def encode_layers_ragged(
-        self, ids: Tensor, lengths: Tensor, matmul_dtype: Optional[torch.dtype] = None
-    ) -> Tuple[Tensor, Tensor]:
+        self, ids: Tensor, lengths: Tensor, matmul_dtype: Optional[torch.dtype] = None, first_layer: bool = True
+    ) -> Tuple[Optional[Tensor], Tensor]:
         """``encode_layers`` for predictions on the CPU: the real characters only
         (:func:`bigru_rows`); zero at padding. The same states up to float rounding.
 
         lengths (Tensor): Long (batch,), each at least 1.
+        first_layer (bool): Return the first layer's states too (None otherwise: they
+            are not padded when only the top layer is read).
         """
         batch, seq_len = ids.shape
         layout = RaggedLayout(lengths, seq_len)
@@ -269,7 +271,8 @@ class LACEncoder(nn.Module):
         states = bigru_rows(self.layer2, first, reverse, layout, matmul_dtype)
         second = torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
         dtype = self.embed.weight.dtype
-        return layout.to_padded(first.to(dtype), batch, seq_len), layout.to_padded(second.to(dtype), batch, seq_len)
+        padded_first = layout.to_padded(first.to(dtype), batch, seq_len) if first_layer else None
+        return padded_first, layout.to_padded(second.to(dtype), batch, seq_len)
 
     def forward(self, codepoints: Tensor, lengths: Tensor, fold: bool = True) -> Tensor:
         """codepoints (Tensor): Long (batch, seq_len) raw code points.
