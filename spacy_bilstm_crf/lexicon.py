@@ -326,7 +326,9 @@ class LexiconFeatures(nn.Module):
         RETURNS (Tensor): Float (batch, seq_len, 4 * dim): the B, M, E and S means; zero
             for an empty set.
         """
-        if not torch.jit.is_scripting() and not torch.is_grad_enabled() and vectors.device.type == "cpu":
+        if torch.jit.is_scripting():
+            pass  # a scripted copy keeps the tensor ops below
+        elif not torch.is_grad_enabled() and vectors.device.type == "cpu" and not torch.compiler.is_exporting():
             compiled = self._pooled_compiled(rows, vectors)
             if compiled is not None:
                 return compiled
