@@ -13,10 +13,9 @@ same numbers in the same order as ``serving.viterbi_scores`` and keeps the
 first of equal maxima, as its backtracking does; matching hashes windows as
 ``LexiconFeatures._window_keys`` does and returns the same rows.
 
-numba compiles a kernel at its first use in a process (under a second) and
-caches the machine code next to this file, or in the user's cache directory
-where the package folder is read-only, so later processes load it in
-milliseconds. When numba cannot be imported or cannot compile, the functions
+numba compiles a kernel at its first use (one to three seconds) and caches the
+machine code next to this file, or in the user's cache directory where the
+package folder is read-only, so later processes load it in milliseconds. When numba cannot be imported or cannot compile, the functions
 here return None (after one warning) and the callers use their tensor ops; a
 GPU tensor never comes here.
 """
