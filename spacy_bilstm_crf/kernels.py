@@ -1,23 +1,27 @@
 """Compiled CPU kernels (numba): Viterbi decoding, lexicon window matching and
 SoftLexicon pooling.
 
-Both run, with tensor ops, a few whole-batch operations per step (per time step
-for Viterbi, per word length for matching) whose arithmetic is small: memory
-traffic through padded intermediate tensors and per-operation dispatch bound
-them. A kernel keeps one sentence's state in cache and does only the work that
-is needed (Viterbi records back-pointers as it goes and follows them back;
-matching searches a window only when the bit filter lets it through).
+With tensor ops, each of them runs a few whole-batch operations per step (per
+time step for Viterbi, per word length for matching and pooling) whose
+arithmetic is small: memory traffic through padded intermediate tensors and
+per-operation dispatch bound them. A kernel keeps one sentence's state in cache
+and does only the work that is needed: Viterbi records back-pointers as it goes
+and follows them back; matching searches a window only when the bit filter lets
+it through; pooling touches only the windows that are words.
 
-Each kernel computes exactly what its tensor-op twin computes: Viterbi adds the
-same numbers in the same order as ``serving.viterbi_scores`` and keeps the
-first of equal maxima, as its backtracking does; matching hashes windows as
-``LexiconFeatures._window_keys`` does and returns the same rows.
+Each kernel computes what its tensor-op twin computes: Viterbi adds the same
+numbers in the same order as ``serving.viterbi_scores`` and keeps the first of
+equal maxima, as its backtracking does, so the paths are the same; matching
+hashes windows as ``LexiconFeatures._window_keys`` does and returns the same
+rows; pooling sums each word's vectors directly instead of as a prefix-sum
+difference, so its means agree to float rounding.
 
 numba compiles a kernel at its first use (one to three seconds) and caches the
 machine code next to this file, or in the user's cache directory where the
-package folder is read-only, so later processes load it in milliseconds. When numba cannot be imported or cannot compile, the functions
-here return None (after one warning) and the callers use their tensor ops; a
-GPU tensor never comes here.
+package folder is read-only, so later processes load it in milliseconds. When
+numba cannot be imported or cannot compile, the functions here return None
+(after one warning) and the callers use their tensor ops; a GPU tensor never
+comes here.
 """
 import threading
 import warnings
