@@ -8,15 +8,16 @@ MODEL_DIR is a trained bilstm_crf_ner pipeline (float32), from the default confi
 - ``fp32``: ``spacy.load(MODEL_DIR)``
 - ``int8``: the same, quantized in memory (``quantize_pipeline``; what the
   ``quantize`` command saves)
-- ``bf16``: the same weights with ``bf16_inference = true`` (matrix products in
+- ``bf16``: the same weights with ``bf16_inference = true`` (the recurrences in
   bfloat16; fast on CPUs with AMX)
-- ``exported``: the float32 network exported as TorchScript, run by ``serving.Tagger``
+- ``exported``: the float32 network exported (``torch.export``), run by ``serving.Tagger``
   (no spaCy); ``exported_int8`` likewise from the INT8 pipeline
 - ``fast_fp32``: a pipeline trained with ``configs/bilstm_crf_fast.cfg`` (``--fast-model``)
 - ``spacy_ner``: spaCy's built-in ``ner`` trained on the same data (``--spacy-ner``)
 
-For each: chars/s with ``nlp.pipe(batch_size=256)`` (best of ``--repeats``) and with
-one ``nlp(text)`` call per text, with 1 torch thread and with all cores; dev F1
+For each: chars/s with ``nlp.pipe(batch_size=256)`` (best of ``--repeats``, the
+variants taking turns so that a slow phase of a shared machine falls on all of them)
+and with one ``nlp(text)`` call per text, with 1 torch thread and with all cores; dev F1
 (spaCy's scorer through ``nlp.evaluate`` for the spaCy pipelines, exact span
 matching for all, the two must agree); size on disk. Then a profile of where
 the CPU goes in our pipeline: tokenizer, featurization, features/LSTM/head inside
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -58,16 +60,19 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """The fastest of ``repeats`` runs (the machine may be shared: the minimum is the
-    least disturbed run), after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_best(fns: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+    """The fastest of ``repeats`` runs of each function, the functions taking turns, after
+    one warm-up run each: a slow phase of a shared machine then falls on every variant
+    alike instead of on whichever was being timed, and the ratios between them hold."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def span_f1(predicted: Sequence[List[Entity]], gold: Sequence[List[Entity]]) -> float:
@@ -296,24 +301,27 @@ def main() -> None:
         variants = build_variants(args.model_dir, args.fast_model, args.spacy_ner, Path(tmp))
         torch.set_num_threads(1)
         predictions = {v.name: v.pipe(texts) for v in variants}
+        by_threads: Dict[str, Dict[str, Dict[str, float]]] = {v.name: {} for v in variants}
+        for threads in thread_settings:
+            torch.set_num_threads(threads)
+            # All variants take turns (see interleaved_best): their ratios are the numbers
+            # that matter, and a shared machine's speed drifts over minutes.
+            pipe_s = interleaved_best({v.name: partial(v.pipe, texts) for v in variants}, args.repeats)
+            single_s = interleaved_best({v.name: partial(v.single, texts) for v in variants}, 1)
+            for v in variants:
+                by_threads[v.name][str(threads)] = {
+                    "chars_per_second_pipe": n_chars / pipe_s[v.name],
+                    "chars_per_second_single": n_chars / single_s[v.name],
+                }
+                print(f"  {v.name:14s} threads={threads}: pipe {n_chars / pipe_s[v.name]:9.0f} chars/s, "
+                      f"single {n_chars / single_s[v.name]:9.0f} chars/s", file=sys.stderr)  # fmt: skip
         for v in variants:
             row: Dict[str, object] = {"size_bytes": v.size_bytes, "dev_f1": span_f1(predictions[v.name], gold)}
             if v.nlp is not None:
                 row["dev_f1_spacy_scorer"] = spacy_f1(v.nlp, gold_docs)
-            by_threads: Dict[str, Dict[str, float]] = {}
-            for threads in thread_settings:
-                torch.set_num_threads(threads)
-                pipe_s = best_seconds(lambda: v.pipe(texts), args.repeats)
-                single_s = best_seconds(lambda: v.single(texts), 1)
-                by_threads[str(threads)] = {
-                    "chars_per_second_pipe": n_chars / pipe_s,
-                    "chars_per_second_single": n_chars / single_s,
-                }
-                print(f"  {v.name:14s} threads={threads}: pipe {n_chars / pipe_s:9.0f} chars/s, "
-                      f"single {n_chars / single_s:9.0f} chars/s", file=sys.stderr)  # fmt: skip
-            row.update(by_threads[str(thread_settings[0])])
+            row.update(by_threads[v.name][str(thread_settings[0])])
             row["threads"] = thread_settings[0]
-            row["by_threads"] = by_threads
+            row["by_threads"] = by_threads[v.name]
             results[v.name] = row
         torch.set_num_threads(1)
         profiles = {name: profile(v.nlp, texts, args.repeats) for name, v in
