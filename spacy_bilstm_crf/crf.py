@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import kernels
-from .serving import VITERBI_CHUNK, restore_order, sort_by_length, viterbi_backtrack, viterbi_scores
+from .serving import VITERBI_CHUNK, viterbi
 
 BANNED = -10000.0
 
@@ -232,9 +232,7 @@ class LinearChainCRF(nn.Module):
         if max_len == 0:
             return torch.full((batch, 0), pad, dtype=torch.long, device=emissions.device)
         trans, start, end = self._masked(float("-inf"), emissions.dtype)
-        emissions, lengths, order = sort_by_length(emissions, lengths, self._chunk)
-        scores = viterbi_scores(emissions, lengths, trans, start, self._chunk)
-        return restore_order(viterbi_backtrack(scores, lengths, trans, end, pad), order)
+        return viterbi(emissions, lengths, trans, start, end, pad, self._chunk)
 
     def marginals(self, emissions: Tensor, lengths: Tensor) -> Tensor:
         """Per-token tag marginals P(y_t = k | x): the gradient of log Z w.r.t. the emissions

@@ -346,34 +346,38 @@ class BiLSTMCRF(nn.Module):
         return torch.bfloat16 if self.bf16_inference else None
 
     @torch.jit.unused
-    def _ragged_lac(self, codepoints: Tensor) -> bool:
-        """Whether LAC runs over the real characters only (``encode_layers_ragged``): a
-        float32 prediction on the CPU, with no gradient."""
-        lac = self.lac
-        assert lac is not None
+    def _ragged_prediction(self, batch: int, device: torch.device) -> bool:
+        """Whether a prediction runs the recurrences over the real characters only:
+        no gradient, on the CPU, outside autocast, for a batch of a few sentences or
+        more (below, ``nn.LSTM``'s and LAC's padded loops win with fewer, fused steps)."""
         return (
             not torch.is_grad_enabled()
-            and codepoints.shape[0] >= _RAGGED_MIN_BATCH
-            and codepoints.device.type == "cpu"
-            and lac.embed.weight.dtype == torch.float32
+            and batch >= _RAGGED_MIN_BATCH
+            and device.type == "cpu"
             and not torch.is_autocast_enabled("cpu")
+        )
+
+    @torch.jit.unused
+    def _ragged_lac(self, codepoints: Tensor) -> bool:
+        """Whether LAC runs as ``encode_layers_ragged``: a ragged prediction
+        (:meth:`_ragged_prediction`) with float32 weights."""
+        lac = self.lac
+        assert lac is not None
+        return lac.embed.weight.dtype == torch.float32 and self._ragged_prediction(
+            codepoints.shape[0], codepoints.device
         )
 
     @torch.jit.unused
     def _ragged_inference(self, x: Tensor, noise: bool) -> bool:
         """Whether the LSTM runs as ``recurrence.bilstm_rows`` (``x``: any of its input
-        features): a float32 or float64 prediction on the CPU for a batch of a few
-        sentences or more, with no gradient
-        (``nn.LSTM`` keeps training, the GPU's cuDNN kernels, autocast, INT8 layers,
-        and single sentences, where its fused kernel wins)."""
+        features): a ragged prediction (:meth:`_ragged_prediction`) in float32 or
+        float64, with no training noise and a float ``nn.LSTM`` (training, the GPU's
+        cuDNN kernels and INT8 layers keep ``nn.LSTM``)."""
         return (
             not noise
-            and not torch.is_grad_enabled()
-            and x.shape[0] >= _RAGGED_MIN_BATCH
-            and x.device.type == "cpu"
             and type(self.lstm) is nn.LSTM
             and x.dtype in (torch.float32, torch.float64)
-            and not torch.is_autocast_enabled("cpu")
+            and self._ragged_prediction(x.shape[0], x.device)
         )
 
     def _lac_states(self, codepoints: Tensor, lengths: Tensor) -> Tensor:

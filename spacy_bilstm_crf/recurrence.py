@@ -77,6 +77,17 @@ class RaggedLayout:
         # Each packed row's place in the (batch, max_len) padded layout.
         self.padded_rows = order[rank] * max_len + step
 
+    def joined(self, states: Tensor) -> Tensor:
+        """Both directions' states side by side, as ``nn.LSTM`` returns them and a next
+        layer reads them (in the reverse direction's order: index with ``reverse_rows``,
+        which is its own inverse).
+
+        states (Tensor): (2, n_rows, H), each direction's states in its reading order.
+        RETURNS (Tensor): (n_rows, 2H) in packed order, forward states then reverse ones.
+        """
+        reverse_rows = self.reverse_rows.to(states.device)
+        return torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
+
     def to_padded(self, rows: Tensor, batch: int, max_len: int) -> Tensor:
         """Rows in packed order → Float (batch, max_len, width), zero at padding."""
         out = rows.new_zeros(batch * max_len, rows.shape[1])
@@ -167,52 +178,33 @@ def bilstm_rows(
         gates = nn.functional.embedding_bag(bags, first.table, per_sample_weights=weights, mode="sum")
         gates = gates.view(2, stop - start, -1)
         if w_dense is not None:
-            _add_product(gates[0], rows[start:stop], w_dense[0])
-            _add_product(gates[1], reverse[start:stop], w_dense[1])
+            gates[0].addmm_(rows[start:stop], w_dense[0])
+            gates[1].addmm_(reverse[start:stop], w_dense[1])
         return gates
 
-    w_dense = None if first.w_dense is None else [_cast(w, matmul_dtype) for w in first.w_dense]
-    w_hh = _cast(first.w_hh, matmul_dtype)
-    states = _run_layer(project_first, w_hh, layout.step_sizes, layout.n_rows, hidden, x)
+    # Everything from here on is in ``low``: inputs, table, weights, gates and states.
+    w_dense = None if first.w_dense is None else [w.to(low) for w in first.w_dense]
+    states = _run_layer(project_first, first.w_hh.to(low), layout.step_sizes, layout.n_rows, hidden, x)
     for layer in range(1, lstm.num_layers):
-        rows = torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
-        reverse = torch.cat([states[0].index_select(0, reverse_rows), states[1]], dim=1)
+        rows = layout.joined(states)
+        reverse = rows.index_select(0, reverse_rows)
         w_ih, bias, w_hh = _directions(lstm, layer)
-        w_ih = [_cast(w, matmul_dtype) for w in w_ih]
-        project = _dense_projection(rows, reverse, w_ih, bias)
-        states = _run_layer(project, _cast(w_hh, matmul_dtype), layout.step_sizes, layout.n_rows, hidden, x)
-    rows = torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
-    return rows.to(x.dtype), layout
-
-
-def _cast(weight: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
-    return weight if dtype is None else weight.to(dtype)
-
-
-def _add_product(out: Tensor, inputs: Tensor, weight: Tensor) -> None:
-    """``out += inputs @ weight``, the product in ``weight``'s dtype."""
-    if weight.dtype == out.dtype:
-        out.addmm_(inputs, weight)
-    else:
-        out.add_(torch.mm(inputs.to(weight.dtype), weight).to(out.dtype))
+        project = _dense_projection(rows, reverse, [w.to(low) for w in w_ih], [b.to(low) for b in bias])
+        states = _run_layer(project, w_hh.to(low), layout.step_sizes, layout.n_rows, hidden, x)
+    return layout.joined(states).to(x.dtype), layout
 
 
 def _dense_projection(rows: Tensor, reverse: Tensor, w_ih: List[Tensor], bias: List[Tensor]) -> Projection:
-    """The input projection of a layer whose inputs are all dense rows."""
-    bias = [b.to(w_ih[0].dtype) for b in bias]
-    buffer = rows.new_empty(2, min(len(rows), _BLOCK_ROWS * 2), w_ih[0].shape[1], dtype=w_ih[0].dtype)
+    """The input projection of a layer whose inputs are all dense rows (all in one dtype)."""
+    buffer = rows.new_empty(2, min(len(rows), _BLOCK_ROWS * 2), w_ih[0].shape[1])
 
     def project(start: int, stop: int) -> Tensor:
         nonlocal buffer
         if stop - start > buffer.shape[1]:
-            buffer = rows.new_empty(2, stop - start, w_ih[0].shape[1], dtype=w_ih[0].dtype)
+            buffer = rows.new_empty(2, stop - start, w_ih[0].shape[1])
         gates = buffer[:, : stop - start]
         for direction, inputs in enumerate((rows, reverse)):
-            if w_ih[direction].dtype == inputs.dtype == gates.dtype:
-                torch.addmm(bias[direction], inputs[start:stop], w_ih[direction], out=gates[direction])
-            else:
-                gates[direction].copy_(bias[direction].expand_as(gates[direction]))
-                _add_product(gates[direction], inputs[start:stop], w_ih[direction])
+            torch.addmm(bias[direction], inputs[start:stop], w_ih[direction], out=gates[direction])
         return gates
 
     return project
@@ -317,7 +309,7 @@ def _run_layer(
     for first in range(0, len(step_sizes), block):
         sizes = step_sizes[first : first + block]
         n_block = sum(sizes)
-        gates = project(start, start + n_block).to(dtype)
+        gates = project(start, start + n_block)
         offset = 0
         for size in sizes:
             # Gates in torch's order: input, forget, cell, output.

@@ -255,7 +255,13 @@ VITERBI_CHUNK = 128
 
 
 def viterbi(
-    emissions: Tensor, lengths: Tensor, trans: Tensor, start: Tensor, end: Tensor, pad: int = -1
+    emissions: Tensor,
+    lengths: Tensor,
+    trans: Tensor,
+    start: Tensor,
+    end: Tensor,
+    pad: int = -1,
+    chunk: int = VITERBI_CHUNK,
 ) -> Tensor:
     """The best path of each sentence under the CRF's masked scores (``-inf`` where banned).
 
@@ -263,11 +269,12 @@ def viterbi(
     lengths (Tensor): Long (batch,), each in [0, max_len].
     trans, start, end (Tensor): Float (n_tags, n_tags), (n_tags,), (n_tags,).
     pad (int): The value written past each sentence's end.
+    chunk (int): Sentences whose Viterbi buffer is filled at once.
     RETURNS (Tensor): Long (batch, max_len).
     """
     trans, start, end = trans.to(emissions.dtype), start.to(emissions.dtype), end.to(emissions.dtype)
-    emissions, lengths, order = sort_by_length(emissions, lengths, VITERBI_CHUNK)
-    scores = viterbi_scores(emissions, lengths, trans, start, VITERBI_CHUNK)
+    emissions, lengths, order = sort_by_length(emissions, lengths, chunk)
+    scores = viterbi_scores(emissions, lengths, trans, start, chunk)
     return restore_order(viterbi_backtrack(scores, lengths, trans, end, pad), order)
 
 

@@ -266,10 +266,9 @@ class LACEncoder(nn.Module):
         reverse_rows = layout.reverse_rows.to(ids.device)
         rows = self.embed(ids.reshape(-1).index_select(0, padded_rows))
         states = bigru_rows(self.layer1, rows, rows.index_select(0, reverse_rows), layout, matmul_dtype)
-        first = torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
-        reverse = torch.cat([states[0].index_select(0, reverse_rows), states[1]], dim=1)
-        states = bigru_rows(self.layer2, first, reverse, layout, matmul_dtype)
-        second = torch.cat([states[0], states[1].index_select(0, reverse_rows)], dim=1)
+        first = layout.joined(states)
+        states = bigru_rows(self.layer2, first, first.index_select(0, reverse_rows), layout, matmul_dtype)
+        second = layout.joined(states)
         dtype = self.embed.weight.dtype
         padded_first = layout.to_padded(first.to(dtype), batch, seq_len) if first_layer else None
         return padded_first, layout.to_padded(second.to(dtype), batch, seq_len)
