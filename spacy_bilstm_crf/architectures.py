@@ -25,6 +25,7 @@ from .lac import LACEncoder
 from .lac.encoder import OOV_ID
 from .model import BiLSTMCRF
 from .quantize import deserialize_quantized, quantize_module
+from .subnormals import zero_subnormals
 from .tags import TagScheme
 from .torch_shim import InPlacePyTorchShim
 
@@ -331,6 +332,9 @@ def deserialize_weights(model: torch.nn.Module, state_bytes: bytes, device: torc
     """
     state = torch.load(BytesIO(state_bytes), map_location=device, weights_only=True)
     model.load_state_dict(state)
+    # Pipelines trained before LAC's subnormal weights were zeroed at import hold
+    # them too; zeroed, they predict the same, faster.
+    zero_subnormals(model)
     return model.to(device)
 
 

@@ -165,3 +165,13 @@ def test_ragged_layers_in_bfloat16(encoder):
     low = encoder.encode_layers_ragged(ids, lengths, torch.bfloat16)
     for a, b in zip(exact, low):
         assert b.dtype == torch.float32 and 0 < (a - b).abs().max().item() < 0.1
+
+
+def test_loaded_weights_hold_no_subnormal_floats(encoder):
+    """LAC-small's files hold subnormal floats (slow x86 products); the import zeroes them."""
+    raw = read_paddle_tensor(find_lac_dir() / "model_baseline" / "fc_0.w_0")
+    tiny = numpy.finfo(numpy.float32).tiny
+    assert ((raw != 0) & (numpy.abs(raw) < tiny)).any()  # the files do have them
+    for name, tensor in encoder.state_dict().items():
+        if tensor.is_floating_point():
+            assert not ((tensor != 0) & (tensor.abs() < tiny)).any(), name

@@ -131,6 +131,21 @@ def test_saved_pipeline_loads_in_a_fresh_process_without_jieba(featured_nlp, fea
     assert sum(len(ents) for ents in expected) > 10
 
 
+def test_loading_zeroes_subnormal_weights(featured_nlp, featured_path, tmp_path):
+    """A pipeline saved with subnormal weights (as LAC's files hold) loads without
+    them (they slow x86 products) and predicts the same."""
+    nlp = spacy.load(featured_path)
+    tiny = torch.finfo(torch.float32).tiny
+    with torch.no_grad():
+        module_of(nlp).lac.layer1.in_weight[0, :4, 0] = tiny / 3
+    nlp.to_disk(tmp_path / "subnormal")
+    loaded = spacy.load(tmp_path / "subnormal")
+    for name, tensor in module_of(loaded).state_dict().items():
+        if tensor.is_floating_point():
+            assert not ((tensor != 0) & (tensor.abs() < tiny)).any(), name
+    assert [ents_of(doc) for doc in loaded.pipe(TEXTS)] == [ents_of(doc) for doc in featured_nlp.pipe(TEXTS)]
+
+
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_export_and_int8_keep_the_pipeline_entities(featured_path, tmp_path, variant):
     nlp = spacy.load(featured_path)

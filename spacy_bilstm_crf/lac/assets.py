@@ -6,6 +6,7 @@ import numpy
 import torch
 
 from .encoder import EMBED_DIM, HIDDEN, N_TAGS, N_VOCAB_CHARS, OOV_ID, VOCAB_SIZE, LACEncoder
+from ..subnormals import zero_subnormals
 from .paddle_files import PaddleFileError, read_paddle_tensor
 
 
@@ -88,4 +89,5 @@ def load_lac_encoder(path: Optional[Union[str, Path]] = None) -> LACEncoder:
         encoder.output.weight.copy_(_tensor(weights, "fc_4.w_0", (2 * HIDDEN, N_TAGS)).T)
         encoder.output.bias.copy_(_tensor(weights, "fc_4.b_0", (N_TAGS,)))
         encoder.transitions.copy_(_tensor(weights, "crfw", (N_TAGS + 2, N_TAGS)))
+    zero_subnormals(encoder)  # the first BiGRU layer's files hold some: slow on x86
     return encoder.eval()
