@@ -69,6 +69,7 @@ def build_bilstm_crf_v2(
     lac_features: bool = False,
     lac_finetune: int = 0,
     lac_layers: int = 1,
+    lac_lr_scale: float = 1.0,
     mixed_precision: bool = False,
     grad_scaler: Optional[PyTorchGradScaler] = None,
     quantize_int8: bool = False,
@@ -109,6 +110,8 @@ def build_bilstm_crf_v2(
     lac_finetune (int): How many of LAC's BiGRU layers train with the rest, from the top:
         0 (frozen), 1 or 2. LAC's embedding table stays frozen.
     lac_layers (int): LAC's BiGRU layers whose states are given: 1 (the top one) or 2.
+    lac_lr_scale (float): Learning rate of LAC's trained layers, as a share of the
+        optimizer's: pretrained weights may move more slowly than the new ones.
     mixed_precision (bool): Autocast the network on GPU; the CRF always runs in float32.
         Without a CUDA GPU it is turned off, with a warning.
     grad_scaler (Optional[PyTorchGradScaler]): Gradient scaler for mixed precision.
@@ -141,6 +144,7 @@ def build_bilstm_crf_v2(
         lac_features=lac_features,
         lac_finetune=lac_finetune,
         lac_layers=lac_layers,
+        lac_lr_scale=lac_lr_scale,
     )
     if lac_embeddings and char_dim != 128:
         raise ValueError(f"lac_embeddings needs char_dim = 128 (LAC's width), got {char_dim}")

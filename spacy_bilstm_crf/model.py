@@ -5,7 +5,7 @@ between a string and its tags (normalization, the character table, hashed
 bigrams, character classes) lives inside it, travels with its ``state_dict``
 and is part of any scripted/exported copy.
 """
-from typing import Final, List, Optional, Tuple
+from typing import Dict, Final, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -106,6 +106,8 @@ class BiLSTMCRF(nn.Module):
         LAC runs without gradients), 1 or 2. LAC's embedding table stays frozen (the
         character table, which may start from it, is trained).
     lac_layers (int): 1: the second (top) BiGRU layer's states; 2: both layers' (512).
+    lac_lr_scale (float): The learning rate of LAC's trained layers, as a share of the
+        rest's (see :meth:`lr_scales`).
     vector_dim (int): Width of vectors given with the input (an upstream encoder's token
         vectors, one row per character); 0: none.
     """
@@ -137,6 +139,7 @@ class BiLSTMCRF(nn.Module):
         lac_features: bool = False,
         lac_finetune: int = 0,
         lac_layers: int = 1,
+        lac_lr_scale: float = 1.0,
         vector_dim: int = 0,
     ) -> None:
         super().__init__()
@@ -171,6 +174,9 @@ class BiLSTMCRF(nn.Module):
         if lac_layers not in (1, 2):
             raise ValueError(f"lac_layers must be 1 or 2, got {lac_layers}")
         self.lac_layers = lac_layers
+        if lac_lr_scale < 0:
+            raise ValueError(f"lac_lr_scale must be 0 or more, got {lac_lr_scale}")
+        self.lac_lr_scale = float(lac_lr_scale)
         if self.lac is not None:
             self.lac.requires_grad_(False)
             for layer in [self.lac.layer2, self.lac.layer1][: self.lac_finetune]:
@@ -215,6 +221,17 @@ class BiLSTMCRF(nn.Module):
         for module in self.children():
             module.train(False)
         return self
+
+    @torch.jit.unused
+    def lr_scales(self) -> Dict[str, float]:
+        """Learning-rate factors of parameters that do not train at the optimizer's rate,
+        by parameter name (read by the optimizer step, ``torch_shim.py``): LAC's trained
+        layers take ``lac_lr_scale``, so pretrained weights can move more slowly than
+        the new ones.
+        """
+        if self.lac is None or self.lac_lr_scale == 1.0:
+            return {}
+        return {f"lac.{name}": self.lac_lr_scale for name, _ in self.lac.named_parameters()}
 
     def set_char_table(self, codepoints: Tensor) -> None:
         """Store the known characters. codepoints (Tensor): normalized, unique, sorted."""

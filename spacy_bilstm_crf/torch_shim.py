@@ -22,11 +22,18 @@ class InPlacePyTorchShim(PyTorchShim):
     """
 
     def finish_update(self, optimizer: Any) -> None:
+        # Per-parameter learning-rate factors, where the network declares them.
+        lr_scales = getattr(self._model, "lr_scales", dict)()
         for name, torch_data in self._model.named_parameters():
             if torch_data.grad is None:
                 continue
             if not self._grad_scaler.found_inf:  # skip the step if a gradient overflowed
-                param, _ = optimizer((self.id, name), torch2xp(torch_data.data), torch2xp(torch_data.grad))
+                param, _ = optimizer(
+                    (self.id, name),
+                    torch2xp(torch_data.data),
+                    torch2xp(torch_data.grad),
+                    lr_scale=lr_scales.get(name, 1.0),
+                )
                 updated = xp2torch(param, device=torch_data.device)
                 if updated.data_ptr() != torch_data.data_ptr():
                     with torch.no_grad():

@@ -91,6 +91,28 @@ def test_lac_layers_train_from_the_top(finetune):
     assert torch.equal(module.lac.vocab_codepoints, lac.vocab_codepoints)
 
 
+def test_lac_lr_scale_scales_the_lac_updates_only():
+    """One Adam step moves each weight by about lr · lr_scale (its first step is
+    ±lr): LAC's trained layer by lac_lr_scale of the others' step, the rest alike."""
+    lac = load_lac_encoder()
+
+    def first_step(scale: float):
+        nlp = train_small(steps=0, model={**ALL_FEATURES, "lac_lr_scale": scale})
+        before = {name: value.clone() for name, value in module_of(nlp).state_dict().items()}
+        optimizer = nlp.initialize(lambda: make_examples(nlp))
+        nlp.update(make_examples(nlp), sgd=optimizer)
+        after = module_of(nlp).state_dict()
+        return {name: (after[name] - before[name]).abs().max().item() for name in before if after[name].is_floating_point()}
+
+    full, quarter = first_step(1.0), first_step(0.25)
+    lac_trained = [f"lac.layer2.{name}" for name, _ in lac.layer2.named_parameters()]
+    for name in lac_trained:
+        assert full[name] > 0
+        assert quarter[name] == pytest.approx(full[name] / 4, rel=0.05), name
+    assert quarter["lstm.weight_hh_l0"] == pytest.approx(full["lstm.weight_hh_l0"], rel=0.05)
+    assert quarter["lac.layer1.in_weight"] == full["lac.layer1.in_weight"] == 0.0  # frozen
+
+
 def test_character_table_starts_from_lac_embeddings():
     spacy.util.fix_random_seed(0)
     nlp = spacy.blank("zh")
