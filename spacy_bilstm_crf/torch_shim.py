@@ -19,6 +19,8 @@ class InPlacePyTorchShim(PyTorchShim):
     neither reuse nor return that memory: training RSS grew by about 1 MB a step.
     thinc's optimizers update the arrays they are given in place, so the
     parameters need no new tensor; a result that is a new array is copied in.
+    An update in place is marked on the parameter's version counter, as a torch
+    in-place op would be.
     """
 
     def finish_update(self, optimizer: Any) -> None:
@@ -38,6 +40,11 @@ class InPlacePyTorchShim(PyTorchShim):
                 if updated.data_ptr() != torch_data.data_ptr():
                     with torch.no_grad():
                         torch_data.copy_(updated)
+                else:
+                    # Updated in place through a numpy/cupy view, which torch does not
+                    # see: bump the version, which caches of weight-derived tables
+                    # (``recurrence._FirstLayer``) compare to notice a change.
+                    torch.autograd.graph.increment_version(torch_data)
             torch_data.grad.zero_()
         self._grad_scaler.update()
 

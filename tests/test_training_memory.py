@@ -42,6 +42,33 @@ def test_updates_keep_no_earlier_tensors_alive() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(shim._model.parameters(), before))
 
 
+def test_predictions_after_an_update_use_the_updated_weights() -> None:
+    """The optimizer updates the weights in place through numpy views; predictions
+    (the ragged path, whose folded input tables are cached by weight version) must
+    follow. Before the shim marked those updates, every evaluation during training
+    used the tables of the first one."""
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.blank("zh")
+    ner = nlp.add_pipe("bilstm_crf_ner", config={"model": {**SMALL_MODEL, "lexicon": None}})
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    module = ner.model.layers[0].shims[0]._model
+    torch.manual_seed(0)
+    codepoints = torch.randint(0x4E00, 0x4E80, (9, 12))  # 9 sentences: the ragged path
+    lengths = torch.tensor([5, 12, 1, 7, 12, 3, 9, 2, 4])
+    inside = torch.arange(12)[None, :] < lengths[:, None]
+    with torch.no_grad():
+        before = module.emissions(codepoints, lengths)  # builds the cached tables
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer)
+    with torch.no_grad():
+        ragged = module.emissions(codepoints, lengths)
+    with torch.enable_grad():  # the packed nn.LSTM path, no cache
+        packed = module.emissions(codepoints, lengths).detach()
+    assert not torch.allclose(before[inside], packed[inside], atol=1e-3)
+    torch.testing.assert_close(ragged[inside], packed[inside], atol=1e-5, rtol=0)
+
+
 def test_parameter_averages_reach_the_network_and_are_undone() -> None:
     """With ``use_averages``, ``use_params(optimizer.averages)`` (evaluation, saving
     model-best) runs the network with the averaged weights, then puts the last ones back.
