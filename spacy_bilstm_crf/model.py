@@ -15,7 +15,7 @@ from .codepoints import normalize_codepoints
 from .crf import LinearChainCRF, lengths_to_mask
 from .lac import LACEncoder
 from .lexicon import N_LEXICON_FLAGS, N_POS_FLAGS, N_SETS, LexiconFeatures
-from .recurrence import Lookup, bilstm_rows, padded_bilstm
+from .recurrence import Lookup, RaggedLayout, bilstm_rows, padded_bilstm
 from .tags import TagScheme
 
 PAD_ID, UNK_ID = 0, 1
@@ -294,8 +294,16 @@ class BiLSTMCRF(nn.Module):
                 features.append(lexicon.pos_flags(rows, cp.shape))
             if self.lexicon_project is not None:
                 features.append(self.lexicon_project(lexicon.pooled(rows, chars)))
+        # Where LAC's states join the features when a ragged prediction takes them as
+        # rows, never padded (see ``_ragged_emissions``); -1: they are in ``features``.
+        lac_position = -1
         if self.lac is not None:
-            features.append(self._lac_states(codepoints, lengths))
+            if torch.jit.is_scripting():
+                features.append(self._lac_states(codepoints, lengths))
+            elif self._lac_in_rows(codepoints, chars, noise):
+                lac_position = len(features)
+            else:
+                features.append(self._lac_states(codepoints, lengths))
         if self.vector_dim > 0:
             if vectors is None:
                 raise ValueError("This network reads an upstream encoder's vectors: pass vectors.")
@@ -308,7 +316,7 @@ class BiLSTMCRF(nn.Module):
             hidden = self._padded_lstm(torch.cat(features, dim=-1), lengths_1)
         elif self._ragged_inference(chars, noise):
             # (The features are not concatenated: the lookups fold into the LSTM.)
-            return self._ragged_emissions(features, char_ids, classes, lengths_1)
+            return self._ragged_emissions(features, char_ids, classes, lengths_1, codepoints, lengths, lac_position)
         else:
             x = nn.functional.dropout(torch.cat(features, dim=-1), self.embed_dropout_rate, noise)
             hidden = self._packed_lstm(x, lengths_1, noise)
@@ -336,13 +344,33 @@ class BiLSTMCRF(nn.Module):
 
     @torch.jit.unused
     def _ragged_emissions(
-        self, features: List[Tensor], char_ids: Tensor, classes: Optional[Tensor], lengths: Tensor
+        self,
+        features: List[Tensor],
+        char_ids: Tensor,
+        classes: Optional[Tensor],
+        lengths: Tensor,
+        codepoints: Tensor,
+        true_lengths: Tensor,
+        lac_position: int,
     ) -> Tensor:
         """Emissions through :func:`bilstm_rows`: the real characters only, through the
         LSTM and the output layer, with the character and class embeddings folded into
-        the LSTM's input projection (see ``recurrence.Lookup``)."""
+        the LSTM's input projection (see ``recurrence.Lookup``). With ``lac_position``
+        at 0 or more, LAC runs here too and its states go to the LSTM as rows, at that
+        place among the features (no padded copy, no concatenation).
+
+        lengths (Tensor): Long (batch,), each at least 1; ``true_lengths``: as given.
+        """
+        layout = RaggedLayout(lengths, codepoints.shape[1])
         widths = [feature.shape[-1] for feature in features]
         offsets = [sum(widths[:i]) for i in range(len(widths))]
+        packed: List[Tuple[Tensor, Tuple[int, int]]] = []
+        if lac_position >= 0:
+            lac_rows = self._lac_rows(codepoints, true_lengths, layout)
+            lac_start = sum(widths[:lac_position])
+            packed.append((lac_rows, (lac_start, lac_start + lac_rows.shape[1])))
+            # The features after LAC's place start after its columns.
+            offsets = [offset + lac_rows.shape[1] * (i >= lac_position) for i, offset in enumerate(offsets)]
         # (index among the features, lookup): the character table comes first, the
         # class table after the bigrams' two.
         candidates = [(0, Lookup(char_ids, self.char_embed, (0, widths[0])))]
@@ -355,8 +383,34 @@ class BiLSTMCRF(nn.Module):
         lookups = [lookup for _, lookup in kept]
         dense = [feature for i, feature in enumerate(features) if i not in folded]
         x = torch.cat(dense, dim=-1) if dense else features[0].new_zeros(features[0].shape[:2] + (0,))
-        rows, layout = bilstm_rows(self.lstm, x, lengths, lookups, self._matmul_dtype())
+        rows, layout = bilstm_rows(self.lstm, x, lengths, lookups, self._matmul_dtype(), packed, layout)
         return layout.to_padded(self.project(self.norm(rows)), x.shape[0], x.shape[1])
+
+    @torch.jit.unused
+    def _lac_in_rows(self, codepoints: Tensor, chars: Tensor, noise: bool) -> bool:
+        """Whether LAC's states go to the LSTM as packed rows: a ragged prediction of
+        both (:meth:`_ragged_inference`, :meth:`_ragged_lac`), not an export."""
+        return (
+            not torch.compiler.is_exporting()
+            and self._ragged_inference(chars, noise)
+            and self._ragged_lac(codepoints)
+        )
+
+    @torch.jit.unused
+    def _lac_rows(self, codepoints: Tensor, lengths: Tensor, layout: RaggedLayout) -> Tensor:
+        """LAC's states of the real characters in ``layout``'s packed order (the layer(s)
+        given: ``lac_layers``); zero for the one row of an empty sentence, as padding.
+
+        lengths (Tensor): Long (batch,), as given (0 for an empty sentence).
+        """
+        lac = self.lac
+        assert lac is not None
+        first, second = lac.encode_rows(lac.char_ids(codepoints), layout, self._matmul_dtype())
+        rows = second if self.lac_layers == 1 else torch.cat([first, second], dim=-1)
+        if bool((lengths == 0).any()):
+            sentence = layout.padded_rows.to(rows.device) // codepoints.shape[1]
+            rows = rows.masked_fill((lengths[sentence] == 0)[:, None], 0.0)
+        return rows
 
     @torch.jit.unused
     def _matmul_dtype(self) -> Optional[torch.dtype]:

@@ -135,6 +135,8 @@ def bilstm_rows(
     lengths: Tensor,
     lookups: Sequence[Lookup] = (),
     matmul_dtype: Optional[torch.dtype] = None,
+    packed: Sequence[Tuple[Tensor, Tuple[int, int]]] = (),
+    layout: Optional[RaggedLayout] = None,
 ) -> Tuple[Tensor, RaggedLayout]:
     """The outputs of a bidirectional, batch-first ``lstm`` over a padded batch, for
     the real characters only, in packed order (no padding rows: what comes after the
@@ -149,12 +151,17 @@ def bilstm_rows(
         ``torch.bfloat16``, which CPUs with AMX multiply many times faster): products,
         gates, cell and hidden states; the output is converted back to ``x``'s dtype.
         None: the input's dtype.
+    packed (Sequence[Tuple[Tensor, Tuple[int, int]]]): First-layer inputs given as
+        rows in the layout's packed order (an encoder that ran ragged itself, e.g.
+        LAC), each with its columns among the first layer's inputs; not in ``x``.
+    layout (Optional[RaggedLayout]): The layout of ``lengths`` (that of the
+        ``packed`` rows), if already built.
     RETURNS (Tuple[Tensor, RaggedLayout]): Float (n_rows, 2 * hidden), forward states
         then reverse ones as ``nn.LSTM`` returns them, and where each row belongs.
     """
     batch, max_len, _ = x.shape
     hidden = lstm.hidden_size
-    layout = RaggedLayout(lengths, max_len)
+    layout = RaggedLayout(lengths, max_len) if layout is None else layout
     padded_rows = layout.padded_rows.to(x.device)
     reverse_rows = layout.reverse_rows.to(x.device)
 
@@ -166,11 +173,18 @@ def bilstm_rows(
     # The first layer: lookups, narrow dense inputs and the bias are summed from one
     # table by one embedding_bag per block of steps; wide dense inputs are a matmul.
     low = x.dtype if matmul_dtype is None else matmul_dtype
-    first = _FirstLayer(lstm, lookups, x.shape[2], low)
+    packed_columns = [columns for _, columns in packed]
+    first = _FirstLayer(lstm, lookups, x.shape[2], low, packed_columns)
     rows, reverse = in_order(x.to(low))
     index, weight = first.bag([in_order(lookup.ids)[0] for lookup in lookups], rows)
     reverse_bags = index.index_select(0, reverse_rows) + first.n_table_rows  # reverse half
     reverse_weight = weight.index_select(0, reverse_rows)
+    # Each packed input: its rows in both reading orders, and its input weights.
+    packed_inputs = []
+    for values, (c0, c1) in packed:
+        values = values.to(low)
+        w_packed = [w[c0:c1].to(low) for w in first.w_ih]
+        packed_inputs.append((values, values.index_select(0, reverse_rows), w_packed))
 
     def project_first(start: int, stop: int) -> Tensor:
         bags = torch.cat([index[start:stop], reverse_bags[start:stop]])
@@ -180,6 +194,9 @@ def bilstm_rows(
         if w_dense is not None:
             gates[0].addmm_(rows[start:stop], w_dense[0])
             gates[1].addmm_(reverse[start:stop], w_dense[1])
+        for forward_rows, reverse_order, w_packed in packed_inputs:
+            gates[0].addmm_(forward_rows[start:stop], w_packed[0])
+            gates[1].addmm_(reverse_order[start:stop], w_packed[1])
         return gates
 
     # Everything from here on is in ``low``: inputs, table, weights, gates and states.
@@ -217,21 +234,30 @@ class _FirstLayer:
     the input weight of its columns (cached until a weight changes), the input
     weight row of each narrow dense input (a bag entry weighted by the input's
     value), and the bias (weight 1), in ``dtype`` (the layer's). Dense inputs wider
-    than ``_BAG_DENSE_MAX`` stay a matrix product (``w_dense``).
+    than ``_BAG_DENSE_MAX`` stay a matrix product (``w_dense``), as do the packed
+    inputs' columns (``packed_columns``, with ``w_ih``).
     """
 
-    def __init__(self, lstm: nn.LSTM, lookups: Sequence[Lookup], n_dense: int, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        lstm: nn.LSTM,
+        lookups: Sequence[Lookup],
+        n_dense: int,
+        dtype: torch.dtype,
+        packed_columns: Sequence[Tuple[int, int]] = (),
+    ) -> None:
         w_ih, bias, self.w_hh = _directions(lstm, 0)
+        self.w_ih = w_ih
         dense = torch.ones(w_ih[0].shape[0], dtype=torch.bool)
-        for lookup in lookups:
-            dense[lookup.columns[0] : lookup.columns[1]] = False
+        for start, stop in [lookup.columns for lookup in lookups] + list(packed_columns):
+            dense[start:stop] = False
         dense = dense.to(w_ih[0].device)
         self.bag_dense = n_dense <= _BAG_DENSE_MAX
         self.w_dense = None if self.bag_dense else [w[dense] for w in w_ih]
         parameters = [lookup.embedding.weight for lookup in lookups] + list(lstm.parameters())
         try:
             key = tuple((t.data_ptr(), t._version) for t in parameters)
-            key += tuple(lookup.columns for lookup in lookups) + (n_dense, dtype)
+            key += tuple(lookup.columns for lookup in lookups) + tuple(packed_columns) + (n_dense, dtype)
         except RuntimeError:  # inference tensors keep no version: no cache
             key = None
         cached = getattr(lstm, "_first_layer_table", None)

@@ -77,6 +77,37 @@ def test_shapes_and_padding(featured_nlp):
     assert module.lstm.input_size == 128 + 8 + 32 + 9 + 8 + 16 + 256
 
 
+@pytest.mark.parametrize("lac_layers", [1, 2])
+def test_predictions_give_lac_states_to_the_lstm_as_rows(monkeypatch, lac_layers):
+    """A prediction of 8 sentences or more runs LAC over the real characters and gives
+    its states to the LSTM as rows (``LACEncoder.encode_rows``, no padded copy): the
+    emissions equal those of the padded path (gradients on), an empty sentence too."""
+    from spacy_bilstm_crf.lac import LACEncoder
+
+    module = module_of(train({**ALL_FEATURES, "lac_layers": lac_layers}, 2))
+    calls = []
+    encode_rows = LACEncoder.encode_rows
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return encode_rows(self, *args, **kwargs)
+
+    monkeypatch.setattr(LACEncoder, "encode_rows", counted)
+    texts = [text for text, _ in TRAIN_DATA][:7] + ["", "ＡＢＣ１２３张伟担任华为公司总经理"]
+    lengths = torch.tensor([len(t) for t in texts])
+    codepoints = torch.zeros(len(texts), int(lengths.max()), dtype=torch.long)
+    for row, text in enumerate(texts):
+        codepoints[row, : len(text)] = torch.tensor([ord(c) for c in text], dtype=torch.long)
+    with torch.no_grad():
+        rows = module.emissions(codepoints, lengths)
+    assert len(calls) == 1
+    with torch.enable_grad():
+        padded = module.emissions(codepoints, lengths).detach()
+    assert len(calls) == 1
+    inside = torch.arange(codepoints.shape[1])[None, :] < lengths.clamp_min(1)[:, None]
+    torch.testing.assert_close(rows[inside], padded[inside], atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("finetune", [0, 1, 2])
 def test_lac_layers_train_from_the_top(finetune):
     """0: LAC frozen; 1: its top BiGRU layer trains; 2: both. Its embeddings never do."""

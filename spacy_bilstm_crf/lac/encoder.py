@@ -5,7 +5,7 @@ state *before* the recurrent matmul, ``c = tanh(x_c + (r ⊙ h) W_c)``, while to
 applies it after (``r ⊙ (h W_c + b)``). So the cell is written out here, both
 directions of a layer run as one batched matmul per time step.
 """
-from typing import Final, List, Optional, Tuple
+from typing import Callable, Final, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -128,46 +128,89 @@ class PaddleBiGRU(nn.Module):
         return torch.cat([out[:, 0], out[:, 1].flip(0)], dim=-1)
 
 
+# Rows of input projection computed at once in ``bigru_rows``.
+ROWS_PER_BLOCK = 1024
+# (start, stop) → the projected inputs of rows start:stop, both directions:
+# (2, stop - start, 3H) in the order update, reset, candidate.
+Projection = Callable[[int, int], Tensor]
+
+
+def dense_projection(layer: "PaddleBiGRU", rows: Tensor, reverse: Tensor, dtype: torch.dtype) -> Projection:
+    """The input projection of rows given in each direction's reading order.
+
+    rows, reverse (Tensor): Float (n_rows, input_dim).
+    """
+    in_weight, in_bias = layer.in_weight.to(dtype), layer.in_bias.to(dtype)
+    buffer = rows.new_empty(2, 0, 3 * layer.hidden, dtype=dtype)
+
+    def project(start: int, stop: int) -> Tensor:
+        nonlocal buffer
+        if stop - start > buffer.shape[1]:
+            buffer = rows.new_empty(2, stop - start, 3 * layer.hidden, dtype=dtype)
+        projected = buffer[:, : stop - start]
+        for direction, inputs in enumerate((rows, reverse)):
+            block = inputs[start:stop].to(dtype)
+            torch.addmm(in_bias[direction], block, in_weight[direction], out=projected[direction])
+        return projected
+
+    return project
+
+
+def table_projection(
+    layer: "PaddleBiGRU", vectors: Tensor, ids: Tensor, reverse_ids: Tensor, dtype: torch.dtype
+) -> Projection:
+    """The input projection of rows that are rows of a small table (the first layer:
+    the embeddings of a batch's distinct characters, a few times fewer than its
+    characters): the table is projected once, and each block gathers its rows.
+
+    vectors (Tensor): Float (n_distinct, input_dim).
+    ids, reverse_ids (Tensor): Long (n_rows,), each row's table row in each direction's
+        reading order.
+    """
+    in_weight, in_bias = layer.in_weight.to(dtype), layer.in_bias.to(dtype)
+    vectors = vectors.to(dtype)
+    table = torch.stack([torch.addmm(in_bias[d], vectors, in_weight[d]) for d in range(2)])
+    buffer = vectors.new_empty(2, 0, 3 * layer.hidden)
+
+    def project(start: int, stop: int) -> Tensor:
+        nonlocal buffer
+        if stop - start > buffer.shape[1]:
+            buffer = vectors.new_empty(2, stop - start, 3 * layer.hidden)
+        projected = buffer[:, : stop - start]
+        for direction, index in enumerate((ids, reverse_ids)):
+            torch.index_select(table[direction], 0, index[start:stop], out=projected[direction])
+        return projected
+
+    return project
+
+
 @torch.no_grad()
-def bigru_rows(
-    layer: PaddleBiGRU,
-    rows: Tensor,
-    reverse: Tensor,
-    layout: RaggedLayout,
-    matmul_dtype: Optional[torch.dtype] = None,
-) -> Tensor:
+def bigru_rows(layer: PaddleBiGRU, project: Projection, layout: RaggedLayout, dtype: torch.dtype) -> Tensor:
     """``PaddleBiGRU.time_major`` over the real characters only, for predictions on
     the CPU (see ``recurrence.py``: sentences sorted by length, so the ones still
     running are a prefix at every step, for both directions).
 
-    rows, reverse (Tensor): Float (n_rows, input_dim), the inputs in the order of the
-        forward and of the reverse direction's steps (``layout``).
-    matmul_dtype (Optional[torch.dtype]): Run the layer in this dtype: products,
-        gates and states (float32 gates around bfloat16 products gain little: the
-        conversion of each step's product costs as much as the product saves).
-        None: the inputs' dtype.
-    RETURNS (Tensor): (2, n_rows, H) in that dtype, each direction's states in its
+    project (Projection): The layer's projected inputs (:func:`dense_projection`,
+        :func:`table_projection`), in ``dtype``.
+    dtype (torch.dtype): The layer runs in it: products, gates and states (float32
+        gates around bfloat16 products gain little: the conversion of each step's
+        product costs as much as the product saves).
+    RETURNS (Tensor): (2, n_rows, H) in ``dtype``, each direction's states in its
         reading order.
     """
     hidden = layer.hidden
-    low = matmul_dtype if matmul_dtype is not None else rows.dtype
-    in_weight, in_bias = layer.in_weight.to(low), layer.in_bias.to(low)
-    gate_weight, cand_weight = layer.gate_weight.to(low), layer.cand_weight.to(low)
-    n_rows = rows.shape[0]
-    states = rows.new_empty(2, n_rows, hidden, dtype=low)
+    gate_weight, cand_weight = layer.gate_weight.to(dtype), layer.cand_weight.to(dtype)
+    states = layer.gate_weight.new_empty(2, layout.n_rows, hidden, dtype=dtype)
     width = layout.step_sizes[0] if layout.step_sizes else 0
-    previous = rows.new_zeros(2, width, hidden, dtype=low)
+    previous = states.new_zeros(2, width, hidden)
+    # The input projection runs a few steps at a time, so its output stays in cache.
     block = max(1, ROWS_PER_BLOCK // max(width, 1))
     sizes_all = layout.step_sizes
     start = 0
-    buffer = rows.new_empty(2, min(n_rows, block * max(width, 1)), 3 * hidden, dtype=low)
     for first in range(0, len(sizes_all), block):
         sizes = sizes_all[first : first + block]
         n_block = sum(sizes)
-        projected = buffer[:, :n_block]  # (2, n_block, 3H): update, reset, candidate
-        for direction, inputs in enumerate((rows, reverse)):
-            block_rows = inputs[start : start + n_block].to(low)
-            torch.addmm(in_bias[direction], block_rows, in_weight[direction], out=projected[direction])
+        projected = project(start, start + n_block)  # (2, n_block, 3H): update, reset, candidate
         offset = 0
         for size in sizes:
             step = projected[:, offset : offset + size]
@@ -181,10 +224,6 @@ def bigru_rows(
             offset += size
         start += n_block
     return states
-
-
-# Rows of input projection computed at once in ``bigru_rows``.
-ROWS_PER_BLOCK = 1024
 
 
 class LACEncoder(nn.Module):
@@ -254,7 +293,7 @@ class LACEncoder(nn.Module):
         self, ids: Tensor, lengths: Tensor, matmul_dtype: Optional[torch.dtype] = None, first_layer: bool = True
     ) -> Tuple[Optional[Tensor], Tensor]:
         """``encode_layers`` for predictions on the CPU: the real characters only
-        (:func:`bigru_rows`); zero at padding. The same states up to float rounding.
+        (:meth:`encode_rows`); zero at padding. The same states up to float rounding.
 
         lengths (Tensor): Long (batch,), each at least 1.
         first_layer (bool): Return the first layer's states too (None otherwise: they
@@ -262,16 +301,35 @@ class LACEncoder(nn.Module):
         """
         batch, seq_len = ids.shape
         layout = RaggedLayout(lengths, seq_len)
-        padded_rows = layout.padded_rows.to(ids.device)
-        reverse_rows = layout.reverse_rows.to(ids.device)
-        rows = self.embed(ids.reshape(-1).index_select(0, padded_rows))
-        states = bigru_rows(self.layer1, rows, rows.index_select(0, reverse_rows), layout, matmul_dtype)
-        first = layout.joined(states)
-        states = bigru_rows(self.layer2, first, first.index_select(0, reverse_rows), layout, matmul_dtype)
-        second = layout.joined(states)
+        first, second = self.encode_rows(ids, layout, matmul_dtype)
+        padded_first = layout.to_padded(first, batch, seq_len) if first_layer else None
+        return padded_first, layout.to_padded(second, batch, seq_len)
+
+    @torch.jit.unused
+    def encode_rows(
+        self, ids: Tensor, layout: RaggedLayout, matmul_dtype: Optional[torch.dtype] = None
+    ) -> Tuple[Tensor, Tensor]:
+        """Both BiGRU layers' states of the real characters, in ``layout``'s packed order
+        (what ``recurrence.bilstm_rows`` reads as its inputs), for predictions on the CPU.
+
+        ids (Tensor): Long (batch, seq_len) vocabulary ids.
+        matmul_dtype (Optional[torch.dtype]): Run the layers in this dtype (see
+            :func:`bigru_rows`); None: the embeddings' dtype.
+        RETURNS (Tuple[Tensor, Tensor]): Float (n_rows, 256) each, in the embeddings' dtype.
+        """
         dtype = self.embed.weight.dtype
-        padded_first = layout.to_padded(first.to(dtype), batch, seq_len) if first_layer else None
-        return padded_first, layout.to_padded(second.to(dtype), batch, seq_len)
+        low = matmul_dtype if matmul_dtype is not None else dtype
+        reverse_rows = layout.reverse_rows.to(ids.device)
+        row_ids = ids.reshape(-1).index_select(0, layout.padded_rows.to(ids.device))
+        # The first layer's inputs are embeddings: project each distinct character once.
+        distinct, inverse = torch.unique(row_ids, return_inverse=True)
+        project = table_projection(
+            self.layer1, self.embed(distinct), inverse, inverse.index_select(0, reverse_rows), low
+        )
+        first = layout.joined(bigru_rows(self.layer1, project, layout, low))
+        project = dense_projection(self.layer2, first, first.index_select(0, reverse_rows), low)
+        second = layout.joined(bigru_rows(self.layer2, project, layout, low))
+        return first.to(dtype), second.to(dtype)
 
     def forward(self, codepoints: Tensor, lengths: Tensor, fold: bool = True) -> Tensor:
         """codepoints (Tensor): Long (batch, seq_len) raw code points.
