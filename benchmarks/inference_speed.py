@@ -186,19 +186,12 @@ def profile(nlp: Language, texts: Sequence[str], repeats: int) -> Dict[str, floa
         # the lexicon costs (SoftLexicon pooling counts as features).
         for name in ("matches", "flags", "pos_flags"):
             timed_call("lexicon", module.lexicon, name, getattr(module.lexicon, name))
-    if module.lac is not None:
-        # The network calls LAC's layers directly (no module forward to hook): time
-        # its whole step through an instance attribute that shadows the method.
-        lac_states = module._lac_states
-
-        def timed_lac_states(*args: object) -> torch.Tensor:
-            start = time.perf_counter()
-            try:
-                return lac_states(*args)
-            finally:
-                spent["lac"] = spent.get("lac", 0.0) + time.perf_counter() - start
-
-        module._lac_states = timed_lac_states  # type: ignore[method-assign]
+    # The network calls LAC's layers directly (no module forward to hook): time its
+    # whole step through instance attributes that shadow the methods (padded states,
+    # or the rows that predictions on the CPU give the LSTM).
+    lac_methods = ("_lac_states", "_lac_rows") if module.lac is not None else ()
+    for name in lac_methods:
+        timed_call("lac", module, name, getattr(module, name))
 
     def stages() -> Dict[str, float]:
         spent.clear()
@@ -230,6 +223,8 @@ def profile(nlp: Language, texts: Sequence[str], repeats: int) -> Dict[str, floa
         runs = [stages() for _ in range(repeats + 1)][1:]  # the first is a warm-up
     finally:
         model_module.bilstm_rows = restore_rows
+        for name in lac_methods:
+            delattr(module, name)  # the instance's wrapper: back to the method
         if module.lexicon is not None:
             for name in ("matches", "flags", "pos_flags"):
                 delattr(module.lexicon, name)  # the instance's wrapper: back to the method
