@@ -47,6 +47,15 @@ def featured_path(featured_nlp, tmp_path_factory) -> Path:
     return path
 
 
+def padded_codepoints(texts):
+    """RETURNS: Long (batch, max_len) code points, zero-padded, and Long (batch,) lengths."""
+    lengths = torch.tensor([len(t) for t in texts])
+    codepoints = torch.zeros(len(texts), int(lengths.max()), dtype=torch.long)
+    for row, text in enumerate(texts):
+        codepoints[row, : len(text)] = torch.tensor([ord(c) for c in text], dtype=torch.long)
+    return codepoints, lengths
+
+
 def module_of(nlp):
     return get_torch_module(nlp.get_pipe("bilstm_crf_ner").model)
 
@@ -60,10 +69,7 @@ def test_shapes_and_padding(featured_nlp):
     """Each sequence's emissions are the same alone and in a padded batch."""
     module = module_of(featured_nlp)
     texts = ["马云在阿里巴巴杭州总部发表演讲", "", "李明", "王芳是腾讯的工程师" * 3]
-    lengths = torch.tensor([len(t) for t in texts])
-    codepoints = torch.zeros(len(texts), int(lengths.max()), dtype=torch.long)
-    for row, text in enumerate(texts):
-        codepoints[row, : len(text)] = torch.tensor([ord(c) for c in text], dtype=torch.long)
+    codepoints, lengths = padded_codepoints(texts)
     with torch.no_grad():
         batch = module.emissions(codepoints, lengths)
         assert batch.shape == (4, int(lengths.max()), len(featured_nlp.get_pipe("bilstm_crf_ner").scheme))
@@ -94,10 +100,7 @@ def test_predictions_give_lac_states_to_the_lstm_as_rows(monkeypatch, lac_layers
 
     monkeypatch.setattr(LACEncoder, "encode_rows", counted)
     texts = [text for text, _ in TRAIN_DATA][:7] + ["", "ＡＢＣ１２３张伟担任华为公司总经理"]
-    lengths = torch.tensor([len(t) for t in texts])
-    codepoints = torch.zeros(len(texts), int(lengths.max()), dtype=torch.long)
-    for row, text in enumerate(texts):
-        codepoints[row, : len(text)] = torch.tensor([ord(c) for c in text], dtype=torch.long)
+    codepoints, lengths = padded_codepoints(texts)
     with torch.no_grad():
         rows = module.emissions(codepoints, lengths)
     assert len(calls) == 1
