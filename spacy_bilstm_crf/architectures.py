@@ -25,7 +25,6 @@ from .lac import LACEncoder
 from .lac.encoder import OOV_ID
 from .model import BiLSTMCRF
 from .quantize import deserialize_quantized, quantize_module
-from .subnormals import zero_subnormals
 from .tags import TagScheme
 from .torch_shim import InPlacePyTorchShim
 
@@ -335,10 +334,7 @@ def deserialize_weights(model: torch.nn.Module, state_bytes: bytes, device: torc
     ``deserialize_model`` hook (``PyTorchWrapper_v3``).
     """
     state = torch.load(BytesIO(state_bytes), map_location=device, weights_only=True)
-    model.load_state_dict(state)
-    # Pipelines trained before LAC's subnormal weights were zeroed at import hold
-    # them too; zeroed, they predict the same, faster.
-    zero_subnormals(model)
+    model.load_state_dict(state)  # (which zeroes subnormal weights: see BiLSTMCRF)
     return model.to(device)
 
 

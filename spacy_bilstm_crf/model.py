@@ -16,6 +16,7 @@ from .crf import LinearChainCRF, lengths_to_mask
 from .lac import LACEncoder
 from .lexicon import N_LEXICON_FLAGS, N_POS_FLAGS, N_SETS, LexiconFeatures
 from .recurrence import Lookup, RaggedLayout, bilstm_rows, padded_bilstm
+from .subnormals import zero_subnormals
 from .tags import TagScheme
 
 PAD_ID, UNK_ID = 0, 1
@@ -63,6 +64,11 @@ def char_classes(cp: Tensor) -> Tensor:
 _RAGGED_MIN_BATCH = 8
 # Largest projected embedding table (rows × 8 × hidden floats) folded into the LSTM.
 _MAX_FOLDED_FLOATS = 2**24
+
+
+def _zero_subnormals_after_load(module: nn.Module, incompatible_keys: object) -> None:
+    """``load_state_dict`` post-hook: subnormal weights take x86's slow path; zero them."""
+    zero_subnormals(module)
 
 
 def _foldable(lookup: Lookup, lstm: nn.LSTM) -> bool:
@@ -207,6 +213,9 @@ class BiLSTMCRF(nn.Module):
         # Predictions on the CPU multiply in bfloat16 (see ``recurrence.bilstm_rows``);
         # set from the architecture's ``bf16_inference``, not a hyperparameter.
         self.bf16_inference = False
+        # Weights saved before LAC's subnormal floats were zeroed at import hold them;
+        # any loaded state dict is cleared of them (see ``subnormals.py``).
+        self.register_load_state_dict_post_hook(_zero_subnormals_after_load)
         self.train(False)
 
     def train(self, mode: bool = True) -> "BiLSTMCRF":
@@ -316,7 +325,7 @@ class BiLSTMCRF(nn.Module):
             hidden = self._padded_lstm(torch.cat(features, dim=-1), lengths_1)
         elif self._ragged_inference(chars, noise):
             # (The features are not concatenated: the lookups fold into the LSTM.)
-            return self._ragged_emissions(features, char_ids, classes, lengths_1, codepoints, lengths, lac_position)
+            return self._ragged_emissions(features, char_ids, classes, codepoints, lengths, lac_position)
         else:
             x = nn.functional.dropout(torch.cat(features, dim=-1), self.embed_dropout_rate, noise)
             hidden = self._packed_lstm(x, lengths_1, noise)
@@ -348,9 +357,8 @@ class BiLSTMCRF(nn.Module):
         features: List[Tensor],
         char_ids: Tensor,
         classes: Optional[Tensor],
-        lengths: Tensor,
         codepoints: Tensor,
-        true_lengths: Tensor,
+        lengths: Tensor,
         lac_position: int,
     ) -> Tensor:
         """Emissions through :func:`bilstm_rows`: the real characters only, through the
@@ -359,14 +367,16 @@ class BiLSTMCRF(nn.Module):
         at 0 or more, LAC runs here too and its states go to the LSTM as rows, at that
         place among the features (no padded copy, no concatenation).
 
-        lengths (Tensor): Long (batch,), each at least 1; ``true_lengths``: as given.
+        lengths (Tensor): Long (batch,), as given (an empty sentence runs as one padding
+            character, masked by the CRF).
         """
-        layout = RaggedLayout(lengths, codepoints.shape[1])
+        lengths_1 = lengths.clamp_min(1)
+        layout = RaggedLayout(lengths_1, codepoints.shape[1])
         widths = [feature.shape[-1] for feature in features]
         offsets = [sum(widths[:i]) for i in range(len(widths))]
         packed: List[Tuple[Tensor, Tuple[int, int]]] = []
         if lac_position >= 0:
-            lac_rows = self._lac_rows(codepoints, true_lengths, layout)
+            lac_rows = self._lac_rows(codepoints, lengths, layout)
             lac_start = sum(widths[:lac_position])
             packed.append((lac_rows, (lac_start, lac_start + lac_rows.shape[1])))
             # The features after LAC's place start after its columns.
@@ -383,7 +393,7 @@ class BiLSTMCRF(nn.Module):
         lookups = [lookup for _, lookup in kept]
         dense = [feature for i, feature in enumerate(features) if i not in folded]
         x = torch.cat(dense, dim=-1) if dense else features[0].new_zeros(features[0].shape[:2] + (0,))
-        rows, layout = bilstm_rows(self.lstm, x, lengths, lookups, self._matmul_dtype(), packed, layout)
+        rows, layout = bilstm_rows(self.lstm, x, lengths_1, lookups, self._matmul_dtype(), packed, layout)
         return layout.to_padded(self.project(self.norm(rows)), x.shape[0], x.shape[1])
 
     @torch.jit.unused
@@ -430,7 +440,7 @@ class BiLSTMCRF(nn.Module):
 
     @torch.jit.unused
     def _ragged_lac(self, codepoints: Tensor) -> bool:
-        """Whether LAC runs as ``encode_layers_ragged``: a ragged prediction
+        """Whether LAC runs over the real characters (:meth:`_lac_rows`): a ragged prediction
         (:meth:`_ragged_prediction`) with float32 weights."""
         lac = self.lac
         assert lac is not None
@@ -455,7 +465,6 @@ class BiLSTMCRF(nn.Module):
         """LAC's contextual states, zero at padding."""
         lac = self.lac
         assert lac is not None
-        mask = lengths_to_mask(lengths, codepoints.shape[1])[:, :, None]
         # Frozen layers' parameters do not require gradients, so autograd records
         # nothing for them: only the fine-tuned top layers build a graph.
         if torch.jit.is_scripting():
@@ -463,17 +472,13 @@ class BiLSTMCRF(nn.Module):
         elif torch.compiler.is_exporting():
             first, second = lac.encode_layers_scan(lac.char_ids(codepoints), lengths)
         elif self._ragged_lac(codepoints):
-            top_only = self.lac_layers == 1
-            maybe_first, second = lac.encode_layers_ragged(
-                lac.char_ids(codepoints), lengths.clamp_min(1), self._matmul_dtype(), not top_only
-            )
-            states = second if maybe_first is None else torch.cat([maybe_first, second], dim=-1)
-            if not bool((lengths == 0).any()):
-                return states  # zero at padding already (only empty sentences got a row)
-            return torch.where(mask, states, torch.zeros_like(states))
+            batch, seq_len = codepoints.shape
+            layout = RaggedLayout(lengths.clamp_min(1), seq_len)
+            return layout.to_padded(self._lac_rows(codepoints, lengths, layout), batch, seq_len)
         else:
             first, second = lac.encode_layers(lac.char_ids(codepoints), lengths)
         states = second if self.lac_layers == 1 else torch.cat([first, second], dim=-1)
+        mask = lengths_to_mask(lengths, codepoints.shape[1])[:, :, None]
         return torch.where(mask, states, torch.zeros_like(states))
 
     @torch.jit.unused

@@ -206,13 +206,19 @@ def bilstm_rows(
         rows = layout.joined(states)
         reverse = rows.index_select(0, reverse_rows)
         w_ih, bias, w_hh = _directions(lstm, layer)
-        project = _dense_projection(rows, reverse, [w.to(low) for w in w_ih], [b.to(low) for b in bias])
+        project = dense_projection(rows, reverse, [w.to(low) for w in w_ih], [b.to(low) for b in bias])
         states = _run_layer(project, w_hh.to(low), layout.step_sizes, layout.n_rows, hidden, x)
     return layout.joined(states).to(x.dtype), layout
 
 
-def _dense_projection(rows: Tensor, reverse: Tensor, w_ih: List[Tensor], bias: List[Tensor]) -> Projection:
-    """The input projection of a layer whose inputs are all dense rows (all in one dtype)."""
+def dense_projection(rows: Tensor, reverse: Tensor, w_ih: List[Tensor], bias: List[Tensor]) -> Projection:
+    """The input projection of a layer whose inputs are all dense rows (all in one dtype),
+    given in each direction's reading order: ``rows @ w_ih[d] + bias[d]``, a block of
+    rows at a time.
+
+    rows, reverse (Tensor): Float (n_rows, input_dim).
+    w_ih, bias (List[Tensor]): Per direction, (input_dim, n_gates) and (n_gates,).
+    """
     buffer = rows.new_empty(2, min(len(rows), _BLOCK_ROWS * 2), w_ih[0].shape[1])
 
     def project(start: int, stop: int) -> Tensor:

@@ -5,13 +5,13 @@ state *before* the recurrent matmul, ``c = tanh(x_c + (r ⊙ h) W_c)``, while to
 applies it after (``r ⊙ (h W_c + b)``). So the cell is written out here, both
 directions of a layer run as one batched matmul per time step.
 """
-from typing import Callable, Final, List, Optional, Tuple
+from typing import Final, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..codepoints import normalize_codepoints
-from ..recurrence import RaggedLayout
+from ..recurrence import Projection, RaggedLayout, dense_projection
 
 VOCAB_SIZE = 20941  # LAC's word.dic ids 0..20940
 OOV_ID = 20940
@@ -130,30 +130,6 @@ class PaddleBiGRU(nn.Module):
 
 # Rows of input projection computed at once in ``bigru_rows``.
 ROWS_PER_BLOCK = 1024
-# (start, stop) → the projected inputs of rows start:stop, both directions:
-# (2, stop - start, 3H) in the order update, reset, candidate.
-Projection = Callable[[int, int], Tensor]
-
-
-def dense_projection(layer: "PaddleBiGRU", rows: Tensor, reverse: Tensor, dtype: torch.dtype) -> Projection:
-    """The input projection of rows given in each direction's reading order.
-
-    rows, reverse (Tensor): Float (n_rows, input_dim).
-    """
-    in_weight, in_bias = layer.in_weight.to(dtype), layer.in_bias.to(dtype)
-    buffer = rows.new_empty(2, 0, 3 * layer.hidden, dtype=dtype)
-
-    def project(start: int, stop: int) -> Tensor:
-        nonlocal buffer
-        if stop - start > buffer.shape[1]:
-            buffer = rows.new_empty(2, stop - start, 3 * layer.hidden, dtype=dtype)
-        projected = buffer[:, : stop - start]
-        for direction, inputs in enumerate((rows, reverse)):
-            block = inputs[start:stop].to(dtype)
-            torch.addmm(in_bias[direction], block, in_weight[direction], out=projected[direction])
-        return projected
-
-    return project
 
 
 def table_projection(
@@ -190,8 +166,9 @@ def bigru_rows(layer: PaddleBiGRU, project: Projection, layout: RaggedLayout, dt
     the CPU (see ``recurrence.py``: sentences sorted by length, so the ones still
     running are a prefix at every step, for both directions).
 
-    project (Projection): The layer's projected inputs (:func:`dense_projection`,
-        :func:`table_projection`), in ``dtype``.
+    project (Projection): The layer's projected inputs (``recurrence.dense_projection``,
+        :func:`table_projection`): (2, n, 3H) in the order update, reset, candidate,
+        in ``dtype``.
     dtype (torch.dtype): The layer runs in it: products, gates and states (float32
         gates around bfloat16 products gain little: the conversion of each step's
         product costs as much as the product saves).
@@ -327,7 +304,10 @@ class LACEncoder(nn.Module):
             self.layer1, self.embed(distinct), inverse, inverse.index_select(0, reverse_rows), low
         )
         first = layout.joined(bigru_rows(self.layer1, project, layout, low))
-        project = dense_projection(self.layer2, first, first.index_select(0, reverse_rows), low)
+        layer2 = self.layer2
+        project = dense_projection(
+            first, first.index_select(0, reverse_rows), list(layer2.in_weight.to(low)), list(layer2.in_bias.to(low))
+        )
         second = layout.joined(bigru_rows(self.layer2, project, layout, low))
         return first.to(dtype), second.to(dtype)
 
