@@ -50,6 +50,8 @@ ABLATIONS: Dict[str, List[str]] = {
     "no_soft_lexicon": [MODEL + "lexicon_dim", "0"],
     # (d) word-type flags from jieba's POS column
     "no_word_types": [MODEL + "lexicon_pos", "false"],
+    # the training-entity gazetteer
+    "no_gazetteer": [MODEL + "gazetteer", "false"],
     # no lexicon at all (flags, SoftLexicon, word types)
     "no_lexicon": [MODEL + "lexicon", "null", MODEL + "lexicon_dim", "0", MODEL + "lexicon_pos", "false"],
 }  # fmt: skip

@@ -21,6 +21,7 @@ from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.util import get_torch_default_device
 
 from .chars import DocChars, doc_chars
+from .gazetteer_table import GazetteerTable
 from .lac import LACEncoder
 from .lac.encoder import OOV_ID
 from .model import BiLSTMCRF
@@ -64,6 +65,10 @@ def build_bilstm_crf_v2(
     lexicon_max_len: int = 6,
     lexicon_dim: int = 0,
     lexicon_pos: bool = False,
+    gazetteer: bool = False,
+    gazetteer_max_len: int = 10,
+    gazetteer_folds: int = 5,
+    gazetteer_ratios: bool = False,
     lac_embeddings: bool = False,
     lac_features: bool = False,
     lac_finetune: int = 0,
@@ -101,6 +106,15 @@ def build_bilstm_crf_v2(
         log frequencies (jieba's counts), projected to this width. 0 disables it.
     lexicon_pos (bool): Word-type flags (person, place, organization, other proper
         noun) from the lexicon's POS column (jieba's ``nr``, ``ns``, ``nt``, ``nz``).
+    gazetteer (bool): Entity-gazetteer features: the training data's entity strings,
+        stored in the model with their labels, matched in the text; per label, whether a
+        known entity begins, continues or ends at each character. Training uses k-fold
+        exclusion, so the network learns how often new text holds a known entity.
+    gazetteer_max_len (int): Longest entity stored and matched.
+    gazetteer_folds (int): Folds of the training-time exclusion: each training sentence
+        sees the entities of the other folds' sentences only.
+    gazetteer_ratios (bool): Also give, at the same places, each matched entity's ratio:
+        the share of its occurrences in the training text annotated with the label.
     lac_embeddings (bool): Initialize the character table from the embeddings of
         LAC-small, Baidu's lexical analyser shipped in jieba (characters LAC lacks keep
         a random row). Needs ``char_dim = 128``.
@@ -140,6 +154,9 @@ def build_bilstm_crf_v2(
         lexicon_max_len=lexicon_max_len,
         lexicon_dim=lexicon_dim,
         lexicon_pos=lexicon_pos,
+        gazetteer_max_len=gazetteer_max_len,
+        gazetteer_folds=gazetteer_folds,
+        gazetteer_ratios=gazetteer_ratios,
         lac_features=lac_features,
         lac_finetune=lac_finetune,
         lac_layers=lac_layers,
@@ -161,6 +178,7 @@ def build_bilstm_crf_v2(
         attrs={
             "hyper": hyper,
             "lexicon": lexicon,
+            "gazetteer": gazetteer,
             "lac_embeddings": lac_embeddings,
             "mixed_precision": mixed_precision,
             "grad_scaler": grad_scaler,
@@ -190,11 +208,13 @@ def build_torch_layer(
     scheme: TagScheme,
     n_chars: int,
     n_lexicon_keys: Optional[int] = None,
+    n_gazetteer_keys: Optional[int] = None,
     *,
     char_table: Optional[numpy.ndarray] = None,
     lexicon_keys: Optional[numpy.ndarray] = None,
     lexicon_weights: Optional[numpy.ndarray] = None,
     lexicon_pos: Optional[numpy.ndarray] = None,
+    gazetteer: Optional[GazetteerTable] = None,
     lac: Optional[LACEncoder] = None,
 ) -> None:
     """Build (or rebuild) the torch module for these tags and table sizes.
@@ -214,16 +234,23 @@ def build_torch_layer(
         ``lexicon.py``), to fill in a new model.
     lexicon_weights (Optional[numpy.ndarray]): A weight per key (SoftLexicon).
     lexicon_pos (Optional[numpy.ndarray]): A word-type group per key.
+    n_gazetteer_keys (Optional[int]): Number of gazetteer entity keys; required when
+        the model has ``gazetteer`` on.
+    gazetteer (Optional[GazetteerTable]): The training entities, to fill in a new model.
     lac (Optional[LACEncoder]): LAC-small with its weights, to fill in a new model's
         LAC features and, with ``lac_embeddings``, its character table.
     """
     use_lexicon = model.attrs["lexicon"] is not None
     if use_lexicon and n_lexicon_keys is None:
         raise ValueError("The model has a lexicon but its number of lexicon keys is not known.")
+    use_gazetteer = bool(model.attrs.get("gazetteer", False))
+    if use_gazetteer and n_gazetteer_keys is None:
+        raise ValueError("The model has a gazetteer but its number of entity keys is not known.")
     module = BiLSTMCRF(
         n_chars,
         scheme,
         lexicon_size=n_lexicon_keys if use_lexicon else None,
+        gazetteer_size=n_gazetteer_keys if use_gazetteer else None,
         vector_dim=tok2vec_width(model),
         **model.attrs["hyper"],
     )
@@ -234,6 +261,12 @@ def build_torch_layer(
             torch.tensor(numpy.asarray(lexicon_keys, dtype="int64")),
             None if lexicon_weights is None else torch.tensor(numpy.asarray(lexicon_weights, dtype="float32")),
             None if lexicon_pos is None else torch.tensor(numpy.asarray(lexicon_pos, dtype="int64")),
+        )
+    if module.gazetteer is not None and gazetteer is not None:
+        module.gazetteer.set_entries(
+            torch.from_numpy(gazetteer.keys),
+            torch.from_numpy(gazetteer.fold_counts),
+            torch.from_numpy(gazetteer.fold_occurrences),
         )
     if lac is not None:
         init_from_lac(module, lac, bool(model.attrs.get("lac_embeddings", False)))

@@ -127,12 +127,18 @@ class _Emissions(torch.nn.Module):
 
 
 def min_width(module: torch.nn.Module) -> int:
-    """The exported program's smallest input width: the lexicon's window loop runs
-    ``max_len`` steps, and each must keep at least two starts (a dimension of size
-    1 would be specialized), so widths start at ``max_len + 1``; at least
-    ``serving.MIN_WIDTH``."""
+    """The exported program's smallest input width: the window loops of the lexicon
+    and the gazetteer run ``max_len`` steps, and each must keep at least two starts (a
+    dimension of size 1 would be specialized), so widths start at ``max_len + 1``; at
+    least ``serving.MIN_WIDTH``."""
+    widths = [serving.MIN_WIDTH]
     lexicon = getattr(module, "lexicon", None)
-    return max(serving.MIN_WIDTH, lexicon.max_len + 1 if lexicon is not None else 0)
+    if lexicon is not None:
+        widths.append(lexicon.max_len + 1)
+    gazetteer = getattr(module, "gazetteer", None)
+    if gazetteer is not None:
+        widths.append(gazetteer.matcher.max_len + 1)
+    return max(widths)
 
 
 def export_module(module: torch.nn.Module) -> torch.export.ExportedProgram:

@@ -55,6 +55,7 @@ _CFG_TYPES = {
     "min_char_count": (int,),
     "n_chars": (int,),
     "n_lexicon_keys": (int, type(None)),
+    "n_gazetteer_keys": (int, type(None)),
     CHECKSUM_KEY: (str,),
 }
 
@@ -85,7 +86,7 @@ def parse_cfg(data: bytes, source: str, name: str) -> Dict[str, object]:
     labels: Optional[list] = cfg.get("labels") if isinstance(cfg.get("labels"), list) else None
     if labels is not None and not all(isinstance(label, str) and label for label in labels):
         problems.append(f"'labels' must be non-empty strings, got {json.dumps(labels, ensure_ascii=False)}")
-    for key in ("n_chars", "n_lexicon_keys", "min_char_count"):
+    for key in ("n_chars", "n_lexicon_keys", "n_gazetteer_keys", "min_char_count"):
         if isinstance(cfg.get(key), int) and cfg[key] < 0:
             problems.append(f"'{key}' must not be negative, got {cfg[key]}")
     if problems:

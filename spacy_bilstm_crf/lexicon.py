@@ -133,10 +133,12 @@ class LexiconFeatures(nn.Module):
             self.register_buffer("weights", torch.zeros(n_keys + 1))
         else:
             self.weights = torch.zeros(1)
+        # Word types fit a byte (a POS group index): a jieba-sized lexicon saves 2.4 MB
+        # against int64. Pipelines saved with int64 types load into it unchanged.
         if with_pos:
-            self.register_buffer("pos", torch.zeros(n_keys + 1, dtype=torch.long))
+            self.register_buffer("pos", torch.zeros(n_keys + 1, dtype=torch.uint8))
         else:
-            self.pos = torch.zeros(1, dtype=torch.long)
+            self.pos = torch.zeros(1, dtype=torch.uint8)
         # Derived from ``keys``: not saved, rebuilt by ``set_keys`` and after a state dict
         # load. ``filter``: a bit per hash bucket; ``char_rows``: the row of each
         # single-character word by code point (0: not a word).

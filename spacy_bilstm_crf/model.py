@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .codepoints import normalize_codepoints
 from .crf import LinearChainCRF, lengths_to_mask
+from .gazetteer import GazetteerFeatures
 from .lac import LACEncoder
 from .lexicon import N_LEXICON_FLAGS, N_POS_FLAGS, N_SETS, LexiconFeatures
 from .recurrence import Lookup, RaggedLayout, bilstm_rows, padded_bilstm
@@ -106,6 +107,11 @@ class BiLSTMCRF(nn.Module):
     lexicon_dim (int): Width of the SoftLexicon input: the B/M/E/S sets' weighted mean
         word vectors (see ``lexicon.py``), projected to this width; 0 disables them.
     lexicon_pos (bool): Word-type flags from the lexicon's POS column.
+    gazetteer_size (Optional[int]): Number of stored training entity strings for the
+        gazetteer features (see ``gazetteer.py``); None disables them.
+    gazetteer_max_len (int): Longest entity matched.
+    gazetteer_folds (int): Folds of the gazetteer's training-time exclusion.
+    gazetteer_ratios (bool): Also give the matched entities' ratios (see ``gazetteer.py``).
     lac_features (bool): Run LAC-small (see ``lac/``) and give its second BiGRU layer's
         states (256 per character) to the BiLSTM.
     lac_finetune (int): How many of LAC's BiGRU layers are trained, from the top: 0 (frozen:
@@ -142,6 +148,10 @@ class BiLSTMCRF(nn.Module):
         lexicon_max_len: int = 6,
         lexicon_dim: int = 0,
         lexicon_pos: bool = False,
+        gazetteer_size: Optional[int] = None,
+        gazetteer_max_len: int = 10,
+        gazetteer_folds: int = 5,
+        gazetteer_ratios: bool = False,
         lac_features: bool = False,
         lac_finetune: int = 0,
         lac_layers: int = 1,
@@ -173,6 +183,13 @@ class BiLSTMCRF(nn.Module):
         )
         self.lexicon_pos = lexicon_pos
         self.lexicon_project = nn.Linear(N_SETS * char_dim, lexicon_dim) if lexicon_dim else None
+        self.gazetteer = (
+            GazetteerFeatures(
+                gazetteer_size, len(scheme.labels), gazetteer_max_len, gazetteer_folds, gazetteer_ratios
+            )
+            if gazetteer_size is not None
+            else None
+        )
         self.lac = LACEncoder() if lac_features else None
         if int(lac_finetune) not in (0, 1, 2):
             raise ValueError(f"lac_finetune must be 0, 1 or 2 (layers trained), got {lac_finetune}")
@@ -191,6 +208,7 @@ class BiLSTMCRF(nn.Module):
         input_dim += N_LEXICON_FLAGS if self.lexicon is not None else 0
         input_dim += N_POS_FLAGS if lexicon_pos else 0
         input_dim += lexicon_dim
+        input_dim += self.gazetteer.width if self.gazetteer is not None else 0
         input_dim += lac_layers * self.lac.output_dim if self.lac is not None else 0
         self.vector_dim = vector_dim
         input_dim += vector_dim
@@ -303,6 +321,9 @@ class BiLSTMCRF(nn.Module):
                 features.append(lexicon.pos_flags(rows, cp.shape))
             if self.lexicon_project is not None:
                 features.append(self.lexicon_project(lexicon.pooled(rows, chars)))
+        if self.gazetteer is not None:
+            # Training sees the entities of the other folds only (see ``gazetteer.py``).
+            features.append(self.gazetteer(cp, lengths, noise))
         # Where LAC's states join the features when a ragged prediction takes them as
         # rows, never padded (see ``_ragged_emissions``); -1: they are in ``features``.
         lac_position = -1

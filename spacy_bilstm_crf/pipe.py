@@ -37,6 +37,7 @@ from .crf import BANNED, constrain
 from .integrity import CHECKSUM_KEY, check_weights, parse_cfg, weights_checksum
 from .lac import load_lac_encoder
 from .lexicon import load_lexicon
+from .gazetteer_table import build_gazetteer_table
 from .lexicon_table import build_lexicon_table
 from .model import normalize_codepoints
 from .tags import SCHEMES, TagScheme
@@ -59,6 +60,9 @@ lexicon = "jieba"
 lexicon_max_len = 6
 lexicon_dim = 64
 lexicon_pos = true
+gazetteer = true
+gazetteer_max_len = 10
+gazetteer_folds = 5
 lac_embeddings = true
 lac_features = true
 lac_finetune = 1
@@ -355,6 +359,15 @@ class BiLSTMCRFNER(TrainablePipe):
         uses_lac = hyper.get("lac_features") or self.model.attrs.get("lac_embeddings")
         self.cfg["n_chars"] = len(char_table)
         self.cfg["n_lexicon_keys"] = None if table is None else len(table.keys)
+        gazetteer = None
+        if self.model.attrs.get("gazetteer"):
+            gazetteer = build_gazetteer_table(
+                (self._gold_char_spans(eg) for eg in get_examples()),
+                len(self.labels),
+                int(hyper["gazetteer_max_len"]),
+                int(hyper["gazetteer_folds"]),
+            )
+        self.cfg["n_gazetteer_keys"] = None if gazetteer is None else len(gazetteer.keys)
         build_torch_layer(
             self.model,
             self.scheme,
@@ -363,6 +376,7 @@ class BiLSTMCRFNER(TrainablePipe):
             lexicon_keys=None if table is None else table.keys,
             lexicon_weights=None if table is None else table.weights,
             lexicon_pos=None if table is None else table.pos,
+            gazetteer=gazetteer,
             lac=load_lac_encoder() if uses_lac else None,
         )
         if nlp is not None:
@@ -636,8 +650,20 @@ class BiLSTMCRFNER(TrainablePipe):
         """Gold entity spans of an example as tag ids over the characters of its predicted
         tokens; -1 on the characters of tokens whose annotation is missing.
         """
-        doc = example.predicted
-        chars = doc_chars(doc)
+        codepoints, spans = self._gold_char_spans(example)
+        tags = self.scheme.spans_to_tags(len(codepoints), spans)
+        missing = missing_tokens(example)
+        if missing is not None:
+            chars = doc_chars(example.predicted)
+            tags[chars.token_mask_to_chars(missing) & (tags == 0)] = -1
+        return tags
+
+    def _gold_char_spans(self, example: Example) -> Tuple[numpy.ndarray, List[Tuple[int, int, int]]]:
+        """RETURNS (Tuple[numpy.ndarray, List[Tuple[int, int, int]]]): The code points of an
+            example's predicted doc as the network reads them, and its gold entities as
+            character spans ``(start, end, label index)``.
+        """
+        chars = doc_chars(example.predicted)
         index = {label: i for i, label in enumerate(self.labels)}
         spans = example.get_aligned_spans_y2x(example.reference.ents, allow_overlap=False)
         triples = []
@@ -648,11 +674,7 @@ class BiLSTMCRFNER(TrainablePipe):
                     f"one of the labels of '{self.name}': {list(self.labels)}."
                 )
             triples.append((span.start, span.end, index[span.label_]))
-        tags = self.scheme.spans_to_tags(len(chars.codepoints), chars.token_spans_to_chars(triples))
-        missing = missing_tokens(example)
-        if missing is not None:
-            tags[chars.token_mask_to_chars(missing) & (tags == 0)] = -1
-        return tags
+        return chars.codepoints, chars.token_spans_to_chars(triples)
 
     # -- confidence -------------------------------------------------------------
 
@@ -680,12 +702,19 @@ class BiLSTMCRFNER(TrainablePipe):
     # -- serialization ------------------------------------------------------------
 
     @property
-    def table_sizes(self) -> Tuple[int, Optional[int]]:
-        """RETURNS (Tuple[int, Optional[int]]): ``(n_chars, n_lexicon_keys)`` from cfg."""
+    def table_sizes(self) -> Tuple[int, Optional[int], Optional[int]]:
+        """RETURNS (Tuple[int, Optional[int], Optional[int]]): ``(n_chars, n_lexicon_keys,
+            n_gazetteer_keys)`` from cfg.
+        """
         if "n_chars" not in self.cfg:
             raise ValueError(f"'{self.name}' has no character table size in its cfg: is it initialized?")
         n_keys = self.cfg.get("n_lexicon_keys")
-        return int(self.cfg["n_chars"]), None if n_keys is None else int(n_keys)  # type: ignore[call-overload]
+        n_entities = self.cfg.get("n_gazetteer_keys")
+        return (
+            int(self.cfg["n_chars"]),  # type: ignore[call-overload]
+            None if n_keys is None else int(n_keys),  # type: ignore[call-overload]
+            None if n_entities is None else int(n_entities),  # type: ignore[call-overload]
+        )
 
     def _dump(self) -> Dict[str, bytes]:
         """The serialized fields besides the vocab: cfg (with the weights' checksum) and the weights."""
@@ -707,7 +736,7 @@ class BiLSTMCRFNER(TrainablePipe):
         cfg = parse_cfg(data, source, self.name)
         # The table sizes and checksum come from the loaded cfg (or the legacy fields),
         # never from an earlier initialization of this pipe.
-        for key in ("n_chars", "n_lexicon_keys", CHECKSUM_KEY):
+        for key in ("n_chars", "n_lexicon_keys", "n_gazetteer_keys", CHECKSUM_KEY):
             self.cfg.pop(key, None)
         self.cfg.update(cfg)
 

@@ -28,6 +28,7 @@ TRAIN_DATA: List[Tuple[str, List[Tuple[int, int, str]]]] = [
 SMALL_MODEL = {
     "lexicon_dim": 0,
     "lexicon_pos": False,
+    "gazetteer": False,
     "lac_embeddings": False,
     "lac_features": False,
     "char_dim": 32,

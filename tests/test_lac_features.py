@@ -1,5 +1,5 @@
 """The pretrained features in the network: LAC-small (embeddings, BiGRU states),
-SoftLexicon vectors and word-type flags."""
+SoftLexicon vectors and word-type flags; and the training-entity gazetteer."""
 import subprocess
 import sys
 import warnings
@@ -24,6 +24,7 @@ ALL_FEATURES = {
     "lexicon_pos": True,
     "lac_embeddings": True,
     "lac_features": True,
+    "gazetteer": True,
 }
 TEXTS = [text for text, _ in TRAIN_DATA] + [
     "", " ", "😀马云在阿里巴巴😀", "Apple公司CEO Tim Cook 2024年访问北京123",
@@ -79,8 +80,8 @@ def test_shapes_and_padding(featured_nlp):
             alone = module.emissions(codepoints[row : row + 1, : len(text)], lengths[row : row + 1])
             assert torch.allclose(batch[row, : len(text)], alone[0], atol=1e-5), text
     # The LSTM's input: chars 128 + classes 8 + bigrams 2x16 + flags 9 + word types 8
-    # + SoftLexicon 16 + LAC 256.
-    assert module.lstm.input_size == 128 + 8 + 32 + 9 + 8 + 16 + 256
+    # + SoftLexicon 16 + gazetteer 4 x 8 labels + LAC 256.
+    assert module.lstm.input_size == 128 + 8 + 32 + 9 + 8 + 16 + 4 * 8 + 256
 
 
 @pytest.mark.parametrize("lac_layers", [1, 2])

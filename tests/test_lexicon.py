@@ -84,6 +84,25 @@ def test_index_follows_keys_through_a_state_dict_load():
     assert flags[0, 0, 0] == 1 and flags[0, 0, 2] == 1 and flags[1].sum() == 4
 
 
+
+def test_word_types_are_bytes_and_int64_ones_still_load():
+    """Word types are stored one byte each; a state dict from a pipeline that saved them
+    as int64 loads into that and gives the same flags."""
+    words = ["北京", "大学", "北京大学"]
+    keys = word_keys([_encode(w) for w in words], 6)
+    trained = LexiconFeatures(len(keys), with_pos=True)
+    trained.set_keys(keys, pos=torch.tensor([1, 2, 3]))
+    assert trained.pos.dtype == torch.uint8
+    state = trained.state_dict()
+    state["pos"] = state["pos"].to(torch.int64)
+    loaded = LexiconFeatures(len(keys), with_pos=True)
+    loaded.load_state_dict(state)
+    assert loaded.pos.dtype == torch.uint8
+    text, lengths = torch.stack([_encode("北京大学北京")]), torch.tensor([6])
+    flags = loaded.pos_flags(loaded.matches(text, lengths), list(text.shape))
+    assert torch.equal(flags, trained.pos_flags(trained.matches(text, lengths), list(text.shape)))
+    assert flags.sum() > 0
+
 def test_empty_lexicon_and_empty_batch():
     lexicon = LexiconFeatures(0)
     assert lexicon(torch.tensor([[20013, 22269]]), torch.tensor([2])).sum() == 0

@@ -1,0 +1,178 @@
+"""The training-entity gazetteer: its table, its flags against a brute-force reference,
+the k-fold exclusion in training, and a pipeline that uses it."""
+import random
+
+import numpy
+import pytest
+import spacy
+import torch
+
+from spacy_bilstm_crf.architectures import get_torch_module
+from spacy_bilstm_crf.codepoints import normalize_codepoints
+from spacy_bilstm_crf.gazetteer import GazetteerFeatures, sentence_folds
+from spacy_bilstm_crf.gazetteer_table import build_gazetteer_table
+
+from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples, train_small
+
+ALPHABET = "甲乙丙丁戊己庚"
+N_LABELS = 3
+
+
+def codepoints_of(texts):
+    lengths = torch.tensor([len(text) for text in texts])
+    cp = torch.zeros(len(texts), max(int(lengths.max()), 1), dtype=torch.long)
+    for row, text in enumerate(texts):
+        cp[row, : len(text)] = torch.tensor([ord(c) for c in text], dtype=torch.long)
+    return normalize_codepoints(cp), lengths
+
+
+def brute_force_features(text, sentences, max_len):
+    """The gazetteer of ``sentences`` (text, spans) by enumeration. RETURNS: Float
+    (len(text), 8 * N_LABELS): B/M/E/S flags, then B/M/E/S ratios (the largest)."""
+    counts = {}
+    for other, spans in sentences:
+        for start, end, label in spans:
+            if end - start <= max_len:
+                counts.setdefault(other[start:end], [0] * N_LABELS)[label] += 1
+    occurrences = {
+        entity: sum(other[i : i + len(entity)] == entity for other, _ in sentences for i in range(len(other)))
+        for entity in counts
+    }
+    features = numpy.zeros((len(text), 8 * N_LABELS), dtype="float32")
+    for start in range(len(text)):
+        for end in range(start + 1, len(text) + 1):
+            entity = text[start:end]
+            for label, count in enumerate(counts.get(entity, [0] * N_LABELS)):
+                if not count:
+                    continue
+                ratio = count / occurrences[entity]
+                places = [(3, start)] if end - start == 1 else [(0, start), (2, end - 1)]
+                places += [(1, inside) for inside in range(start + 1, end - 1)]
+                for which, position in places:
+                    features[position, which * N_LABELS + label] = 1.0
+                    column = (4 + which) * N_LABELS + label
+                    features[position, column] = max(features[position, column], ratio)
+    return features
+
+
+def random_corpus(rng, n_sentences, max_len):
+    """Sentences over a small alphabet, each with random non-overlapping entity spans."""
+    sentences = []
+    for _ in range(n_sentences):
+        text = "".join(rng.choices(ALPHABET, k=rng.randint(0, 14)))
+        spans, start = [], 0
+        while start < len(text):
+            length = rng.randint(1, max_len + 2)
+            if start + length <= len(text) and rng.random() < 0.5:
+                spans.append((start, start + length, rng.randrange(N_LABELS)))
+            start += length
+        sentences.append((text, spans))
+    return sentences
+
+
+def module_for(sentences, max_len, n_folds=3):
+    table = build_gazetteer_table(
+        ((numpy.array([ord(c) for c in text]), spans) for text, spans in sentences), N_LABELS, max_len, n_folds
+    )
+    module = GazetteerFeatures(len(table.keys), N_LABELS, max_len, n_folds, with_ratios=True)
+    module.set_entries(*(torch.from_numpy(a) for a in (table.keys, table.fold_counts, table.fold_occurrences)))
+    return module
+
+
+def test_sentence_folds_ignore_padding_and_cover_every_fold():
+    texts = ["".join(random.Random(i).choices(ALPHABET, k=1 + i % 9)) for i in range(200)]
+    cp, lengths = codepoints_of(texts)
+    folds = sentence_folds(cp, lengths, 5)
+    assert set(folds.tolist()) == set(range(5))
+    for row, text in enumerate(texts[:20]):
+        alone, alone_lengths = codepoints_of([text])
+        assert sentence_folds(alone, alone_lengths, 5)[0] == folds[row]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_prediction_flags_equal_brute_force(seed):
+    rng = random.Random(seed)
+    max_len = 4
+    corpus = random_corpus(rng, 30, max_len)
+    module = module_for(corpus, max_len)
+    texts = ["".join(rng.choices(ALPHABET, k=rng.randint(0, 16))) for _ in range(12)] + [""]
+    cp, lengths = codepoints_of(texts)
+    features = module(cp, lengths)
+    assert features.shape == (len(texts), cp.shape[1], 8 * N_LABELS)
+    for row, text in enumerate(texts):
+        expected = brute_force_features(text, corpus, max_len)
+        assert numpy.allclose(features[row, : len(text)].numpy(), expected, atol=1e-6), text
+        assert not features[row, len(text) :].any()
+    ratios = features[:, :, 4 * N_LABELS :]
+    assert ratios.max() <= 1 and ((ratios > 0) & (ratios < 1)).any()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_training_flags_exclude_the_sentences_own_fold(seed):
+    """In training a sentence sees only the entities of the other folds' sentences."""
+    rng = random.Random(seed)
+    max_len, n_folds = 5, 3
+    corpus = random_corpus(rng, 40, max_len)
+    texts = [text for text, _ in corpus if text]
+    cp, lengths = codepoints_of(texts)
+    folds = sentence_folds(cp, lengths, n_folds).tolist()
+    fold_of = dict(zip(texts, folds))
+    module = module_for(corpus, max_len, n_folds)
+    features = module(cp, lengths, exclude_own_fold=True)
+    excluded_something = False
+    for row, text in enumerate(texts):
+        others = [(other, spans) for other, spans in corpus if not other or fold_of[other] != folds[row]]
+        expected = brute_force_features(text, others, max_len)
+        assert numpy.allclose(features[row, : len(text)].numpy(), expected, atol=1e-6), text
+        flags = module(cp[row : row + 1], lengths[row : row + 1])[0, :, : 4 * N_LABELS]
+        excluded_something |= bool(flags.sum() > expected[:, : 4 * N_LABELS].sum())
+    assert excluded_something
+
+
+def test_table_keeps_every_label_and_skips_long_entities():
+    sentences = [
+        (numpy.array([ord(c) for c in "北京大学在北京"]), [(0, 4, 1), (5, 7, 0)]),
+        (numpy.array([ord(c) for c in "ＡＢ在北京"]), [(0, 2, 2), (3, 5, 2)]),  # full-width: normalized
+        (numpy.array([ord(c) for c in "一二三四五六七"]), [(0, 7, 1)]),  # longer than max_len
+    ]
+    table = build_gazetteer_table(sentences, N_LABELS, 6, 4)
+    assert len(table.keys) == 3  # 北京大学, 北京, AB
+    assert table.labels.sum() == 4  # 北京: labels 0 and 2
+    assert numpy.array_equal(table.fold_labels.any(axis=1), table.labels)
+    # 北京 occurs 3 times (once inside 北京大学), an address once and a label-2 entity once.
+    beijing = table.fold_occurrences.sum(axis=1) == 3
+    assert beijing.sum() == 1 and numpy.allclose(table.ratios[beijing], [[1 / 3, 0, 1 / 3]])
+    module = GazetteerFeatures(len(table.keys), N_LABELS, 6, 4)
+    module.set_entries(*(torch.from_numpy(a) for a in (table.keys, table.fold_counts, table.fold_occurrences)))
+    cp, lengths = codepoints_of(["ab北京"])  # half-width text finds the full-width entity
+    assert module(cp, lengths)[0, 0].tolist()[2] == 1.0  # B- of label 2 on 'a'
+    with pytest.raises(ValueError, match="label index 3"):
+        build_gazetteer_table([(numpy.array([1, 2]), [(0, 2, 3)])], N_LABELS, 6, 4)
+    empty = build_gazetteer_table([], N_LABELS, 6, 4)
+    assert empty.keys.shape == (0,) and empty.fold_counts.shape == (0, 4, N_LABELS)
+
+
+def test_pipeline_stores_the_training_entities(tmp_path):
+    nlp = train_small(steps=60, model={**SMALL_MODEL, "gazetteer": True, "gazetteer_folds": 2})
+    pipe = nlp.get_pipe("bilstm_crf_ner")
+    n_entities = len({text[s:e] for text, ents in TRAIN_DATA for s, e, _ in ents})
+    assert pipe.cfg["n_gazetteer_keys"] == n_entities
+    gazetteer = get_torch_module(pipe.model).gazetteer
+    assert gazetteer.has_folds and gazetteer.width == 4 * len(pipe.labels)
+    for text, ents in TRAIN_DATA:
+        assert ents_of(nlp(text)) == sorted(ents), text
+    nlp.to_disk(tmp_path / "gazetteer")
+    loaded = spacy.load(tmp_path / "gazetteer")
+    loaded_gazetteer = get_torch_module(loaded.get_pipe("bilstm_crf_ner").model).gazetteer
+    # The labels are saved; the fold assignment is for training only and is not.
+    assert torch.equal(loaded_gazetteer.labels, gazetteer.labels)
+    assert not loaded_gazetteer.has_folds
+    texts = [text for text, _ in TRAIN_DATA] + ["马云去了华为公司"]
+    assert [ents_of(d) for d in loaded.pipe(texts)] == [ents_of(d) for d in nlp.pipe(texts)]
+    # Trained further, a loaded pipeline matches every entity, as predictions do.
+    loaded.update(make_examples(loaded), sgd=loaded.resume_training())
+
+
+def test_gazetteer_folds_must_be_two_or_more():
+    with pytest.raises(ValueError, match="gazetteer_folds"):
+        GazetteerFeatures(0, 2, 6, 1)
