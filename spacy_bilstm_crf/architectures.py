@@ -67,8 +67,7 @@ def build_bilstm_crf_v2(
     lexicon_pos: bool = False,
     gazetteer: bool = False,
     gazetteer_max_len: int = 10,
-    gazetteer_folds: int = 5,
-    gazetteer_ratios: bool = False,
+    gazetteer_folds: int = 10,
     lac_embeddings: bool = False,
     lac_features: bool = False,
     lac_finetune: int = 0,
@@ -113,8 +112,6 @@ def build_bilstm_crf_v2(
     gazetteer_max_len (int): Longest entity stored and matched.
     gazetteer_folds (int): Folds of the training-time exclusion: each training sentence
         sees the entities of the other folds' sentences only.
-    gazetteer_ratios (bool): Also give, at the same places, each matched entity's ratio:
-        the share of its occurrences in the training text annotated with the label.
     lac_embeddings (bool): Initialize the character table from the embeddings of
         LAC-small, Baidu's lexical analyser shipped in jieba (characters LAC lacks keep
         a random row). Needs ``char_dim = 128``.
@@ -156,7 +153,6 @@ def build_bilstm_crf_v2(
         lexicon_pos=lexicon_pos,
         gazetteer_max_len=gazetteer_max_len,
         gazetteer_folds=gazetteer_folds,
-        gazetteer_ratios=gazetteer_ratios,
         lac_features=lac_features,
         lac_finetune=lac_finetune,
         lac_layers=lac_layers,
@@ -263,11 +259,7 @@ def build_torch_layer(
             None if lexicon_pos is None else torch.tensor(numpy.asarray(lexicon_pos, dtype="int64")),
         )
     if module.gazetteer is not None and gazetteer is not None:
-        module.gazetteer.set_entries(
-            torch.from_numpy(gazetteer.keys),
-            torch.from_numpy(gazetteer.fold_counts),
-            torch.from_numpy(gazetteer.fold_occurrences),
-        )
+        module.gazetteer.set_entries(torch.from_numpy(gazetteer.keys), torch.from_numpy(gazetteer.fold_labels))
     if lac is not None:
         init_from_lac(module, lac, bool(model.attrs.get("lac_embeddings", False)))
     module.bf16_inference = bool(model.attrs.get("bf16_inference", False))

@@ -111,7 +111,6 @@ class BiLSTMCRF(nn.Module):
         gazetteer features (see ``gazetteer.py``); None disables them.
     gazetteer_max_len (int): Longest entity matched.
     gazetteer_folds (int): Folds of the gazetteer's training-time exclusion.
-    gazetteer_ratios (bool): Also give the matched entities' ratios (see ``gazetteer.py``).
     lac_features (bool): Run LAC-small (see ``lac/``) and give its second BiGRU layer's
         states (256 per character) to the BiLSTM.
     lac_finetune (int): How many of LAC's BiGRU layers are trained, from the top: 0 (frozen:
@@ -150,8 +149,7 @@ class BiLSTMCRF(nn.Module):
         lexicon_pos: bool = False,
         gazetteer_size: Optional[int] = None,
         gazetteer_max_len: int = 10,
-        gazetteer_folds: int = 5,
-        gazetteer_ratios: bool = False,
+        gazetteer_folds: int = 10,
         lac_features: bool = False,
         lac_finetune: int = 0,
         lac_layers: int = 1,
@@ -184,9 +182,7 @@ class BiLSTMCRF(nn.Module):
         self.lexicon_pos = lexicon_pos
         self.lexicon_project = nn.Linear(N_SETS * char_dim, lexicon_dim) if lexicon_dim else None
         self.gazetteer = (
-            GazetteerFeatures(
-                gazetteer_size, len(scheme.labels), gazetteer_max_len, gazetteer_folds, gazetteer_ratios
-            )
+            GazetteerFeatures(gazetteer_size, len(scheme.labels), gazetteer_max_len, gazetteer_folds)
             if gazetteer_size is not None
             else None
         )

@@ -16,6 +16,7 @@ def test_spacy_init_config_gives_the_recommended_model() -> None:
     model = config["components"]["bilstm_crf_ner"]["model"]
     assert model["lexicon"] == "jieba" and DEFAULT_MODEL["lexicon"] == "jieba"
     assert model["bigram_dim"] == 0  # the benchmarked default: bigrams off, lexicon on
+    assert model["gazetteer"] is True and DEFAULT_MODEL["gazetteer"] is True
 
 
 def test_add_pipe_without_config_uses_the_lexicon() -> None:

@@ -206,7 +206,7 @@ def test_exported_emissions_equal_eager_for_any_batch_and_width():
     module = BiLSTMCRF(
         50, scheme, bigram_buckets=101, hidden_size=16, depth=2, lexicon_size=4,
         lexicon_dim=8, lexicon_pos=True, lac_features=True, lac_layers=2,
-        gazetteer_size=3, gazetteer_max_len=5, gazetteer_ratios=True,
+        gazetteer_size=3, gazetteer_max_len=5,
     )  # fmt: skip
     module.set_char_table(torch.arange(0x4E00, 0x4E00 + 50))
     words = [[0x4E00, 0x4E01], [0x4E02], [0x4E03, 0x4E04, 0x4E05, 0x4E06, 0x4E07], [0x4E08, 0x4E09, 0x4E0A]]
@@ -215,8 +215,8 @@ def test_exported_emissions_equal_eager_for_any_batch_and_width():
     keys = word_keys([torch.tensor(w) for w in words], 6)
     module.lexicon.set_keys(keys, torch.rand(len(keys)) + 0.5, torch.tensor([1, 2, 3, 4]))
     entities = word_keys([torch.tensor(w) for w in [[0x4E01, 0x4E02], [0x4E05], [0x4E06, 0x4E07, 0x4E08]]], 5)
-    counts = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])[:, None, :].expand(3, 5, 2)
-    module.gazetteer.set_entries(entities, counts, torch.full((3, 5), 4.0))
+    labels = torch.tensor([[True, False], [False, True], [True, True]])
+    module.gazetteer.set_entries(entities, labels[:, None, :].expand(3, module.gazetteer.n_folds, 2))
     with torch.no_grad():
         for param in module.lac.parameters():
             param.normal_(0, 0.1)

@@ -26,33 +26,23 @@ def codepoints_of(texts):
     return normalize_codepoints(cp), lengths
 
 
-def brute_force_features(text, sentences, max_len):
-    """The gazetteer of ``sentences`` (text, spans) by enumeration. RETURNS: Float
-    (len(text), 8 * N_LABELS): B/M/E/S flags, then B/M/E/S ratios (the largest)."""
-    counts = {}
+def brute_force_flags(text, sentences, max_len):
+    """The gazetteer of ``sentences`` (text, spans) by enumeration. RETURNS: Bool
+    (len(text), 4 * N_LABELS) B/M/E/S flags."""
+    entities = {}
     for other, spans in sentences:
         for start, end, label in spans:
             if end - start <= max_len:
-                counts.setdefault(other[start:end], [0] * N_LABELS)[label] += 1
-    occurrences = {
-        entity: sum(other[i : i + len(entity)] == entity for other, _ in sentences for i in range(len(other)))
-        for entity in counts
-    }
-    features = numpy.zeros((len(text), 8 * N_LABELS), dtype="float32")
+                entities.setdefault(other[start:end], set()).add(label)
+    flags = numpy.zeros((len(text), 4 * N_LABELS), dtype=bool)
     for start in range(len(text)):
         for end in range(start + 1, len(text) + 1):
-            entity = text[start:end]
-            for label, count in enumerate(counts.get(entity, [0] * N_LABELS)):
-                if not count:
-                    continue
-                ratio = count / occurrences[entity]
+            for label in entities.get(text[start:end], ()):
                 places = [(3, start)] if end - start == 1 else [(0, start), (2, end - 1)]
                 places += [(1, inside) for inside in range(start + 1, end - 1)]
                 for which, position in places:
-                    features[position, which * N_LABELS + label] = 1.0
-                    column = (4 + which) * N_LABELS + label
-                    features[position, column] = max(features[position, column], ratio)
-    return features
+                    flags[position, which * N_LABELS + label] = True
+    return flags
 
 
 def random_corpus(rng, n_sentences, max_len):
@@ -74,8 +64,8 @@ def module_for(sentences, max_len, n_folds=3):
     table = build_gazetteer_table(
         ((numpy.array([ord(c) for c in text]), spans) for text, spans in sentences), N_LABELS, max_len, n_folds
     )
-    module = GazetteerFeatures(len(table.keys), N_LABELS, max_len, n_folds, with_ratios=True)
-    module.set_entries(*(torch.from_numpy(a) for a in (table.keys, table.fold_counts, table.fold_occurrences)))
+    module = GazetteerFeatures(len(table.keys), N_LABELS, max_len, n_folds)
+    module.set_entries(torch.from_numpy(table.keys), torch.from_numpy(table.fold_labels))
     return module
 
 
@@ -97,14 +87,13 @@ def test_prediction_flags_equal_brute_force(seed):
     module = module_for(corpus, max_len)
     texts = ["".join(rng.choices(ALPHABET, k=rng.randint(0, 16))) for _ in range(12)] + [""]
     cp, lengths = codepoints_of(texts)
-    features = module(cp, lengths)
-    assert features.shape == (len(texts), cp.shape[1], 8 * N_LABELS)
+    flags = module(cp, lengths)
+    assert flags.shape == (len(texts), cp.shape[1], 4 * N_LABELS)
     for row, text in enumerate(texts):
-        expected = brute_force_features(text, corpus, max_len)
-        assert numpy.allclose(features[row, : len(text)].numpy(), expected, atol=1e-6), text
-        assert not features[row, len(text) :].any()
-    ratios = features[:, :, 4 * N_LABELS :]
-    assert ratios.max() <= 1 and ((ratios > 0) & (ratios < 1)).any()
+        expected = brute_force_flags(text, corpus, max_len)
+        assert numpy.array_equal(flags[row, : len(text)].numpy().astype(bool), expected), text
+        assert not flags[row, len(text) :].any()
+    assert flags.sum() > 0
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -118,14 +107,13 @@ def test_training_flags_exclude_the_sentences_own_fold(seed):
     folds = sentence_folds(cp, lengths, n_folds).tolist()
     fold_of = dict(zip(texts, folds))
     module = module_for(corpus, max_len, n_folds)
-    features = module(cp, lengths, exclude_own_fold=True)
+    flags = module(cp, lengths, exclude_own_fold=True)
     excluded_something = False
     for row, text in enumerate(texts):
         others = [(other, spans) for other, spans in corpus if not other or fold_of[other] != folds[row]]
-        expected = brute_force_features(text, others, max_len)
-        assert numpy.allclose(features[row, : len(text)].numpy(), expected, atol=1e-6), text
-        flags = module(cp[row : row + 1], lengths[row : row + 1])[0, :, : 4 * N_LABELS]
-        excluded_something |= bool(flags.sum() > expected[:, : 4 * N_LABELS].sum())
+        expected = brute_force_flags(text, others, max_len)
+        assert numpy.array_equal(flags[row, : len(text)].numpy().astype(bool), expected), text
+        excluded_something |= bool(module(cp[row : row + 1], lengths[row : row + 1]).sum() > expected.sum())
     assert excluded_something
 
 
@@ -138,18 +126,19 @@ def test_table_keeps_every_label_and_skips_long_entities():
     table = build_gazetteer_table(sentences, N_LABELS, 6, 4)
     assert len(table.keys) == 3  # 北京大学, 北京, AB
     assert table.labels.sum() == 4  # 北京: labels 0 and 2
-    assert numpy.array_equal(table.fold_labels.any(axis=1), table.labels)
-    # 北京 occurs 3 times (once inside 北京大学), an address once and a label-2 entity once.
-    beijing = table.fold_occurrences.sum(axis=1) == 3
-    assert beijing.sum() == 1 and numpy.allclose(table.ratios[beijing], [[1 / 3, 0, 1 / 3]])
+    # Each entity is in the fold of its sentence.
+    folds = [int(sentence_folds(*codepoints_of([text]), 4)[0]) for text in ["北京大学在北京", "ab在北京"]]
+    assert sorted(map(tuple, numpy.argwhere(table.fold_labels)[:, 1:].tolist())) == sorted(
+        [(folds[0], 1), (folds[0], 0), (folds[1], 2), (folds[1], 2)]
+    )
     module = GazetteerFeatures(len(table.keys), N_LABELS, 6, 4)
-    module.set_entries(*(torch.from_numpy(a) for a in (table.keys, table.fold_counts, table.fold_occurrences)))
+    module.set_entries(torch.from_numpy(table.keys), torch.from_numpy(table.fold_labels))
     cp, lengths = codepoints_of(["ab北京"])  # half-width text finds the full-width entity
     assert module(cp, lengths)[0, 0].tolist()[2] == 1.0  # B- of label 2 on 'a'
     with pytest.raises(ValueError, match="label index 3"):
         build_gazetteer_table([(numpy.array([1, 2]), [(0, 2, 3)])], N_LABELS, 6, 4)
     empty = build_gazetteer_table([], N_LABELS, 6, 4)
-    assert empty.keys.shape == (0,) and empty.fold_counts.shape == (0, 4, N_LABELS)
+    assert empty.keys.shape == (0,) and empty.fold_labels.shape == (0, 4, N_LABELS)
 
 
 def test_pipeline_stores_the_training_entities(tmp_path):
