@@ -34,10 +34,10 @@ from .architectures import (
 from .chars import BOUNDARY_RULES, DocChars, blocked_tokens, chars_to_tokens, doc_chars, preset_tags
 from .confidence import Lattice, candidate_spans, span_probabilities
 from .crf import BANNED, constrain
+from .gazetteer_table import build_gazetteer_table
 from .integrity import CHECKSUM_KEY, check_weights, parse_cfg, weights_checksum
 from .lac import load_lac_encoder
 from .lexicon import load_lexicon
-from .gazetteer_table import build_gazetteer_table
 from .lexicon_table import build_lexicon_table
 from .model import normalize_codepoints
 from .tags import SCHEMES, TagScheme
