@@ -739,6 +739,11 @@ class BiLSTMCRFNER(TrainablePipe):
         for key in ("n_chars", "n_lexicon_keys", "n_gazetteer_keys", CHECKSUM_KEY):
             self.cfg.pop(key, None)
         self.cfg.update(cfg)
+        if "n_gazetteer_keys" not in cfg:
+            # Saved by a version without the gazetteer: its weights have none. spaCy fills
+            # the missing ``gazetteer`` setting of its config from the factory's default
+            # (on), which would build a network that the weights do not fit.
+            self.model.attrs["gazetteer"] = False
 
     def _legacy_size_loaders(self) -> Dict[str, Callable[[bytes, str], None]]:
         """Pipelines saved by version 0.1.0 also wrote the character table and the lexicon

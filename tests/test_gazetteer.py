@@ -165,3 +165,24 @@ def test_pipeline_stores_the_training_entities(tmp_path):
 def test_gazetteer_folds_must_be_two_or_more():
     with pytest.raises(ValueError, match="gazetteer_folds"):
         GazetteerFeatures(0, 2, 6, 1)
+
+
+def test_pipeline_saved_before_the_gazetteer_loads(tmp_path):
+    """A pipeline saved by a version without the gazetteer has no ``gazetteer`` setting in
+    its config and no ``n_gazetteer_keys`` in cfg; spaCy fills the setting from the
+    factory's default (on), and the pipeline must still load, without a gazetteer."""
+    import json
+
+    nlp = train_small(steps=40)
+    nlp.to_disk(tmp_path / "old")
+    config = (tmp_path / "old" / "config.cfg").read_text(encoding="utf8")
+    lines = [line for line in config.splitlines() if not line.startswith("gazetteer")]
+    (tmp_path / "old" / "config.cfg").write_text("\n".join(lines) + "\n", encoding="utf8")
+    cfg_path = tmp_path / "old" / "bilstm_crf_ner" / "cfg"
+    cfg = json.loads(cfg_path.read_text(encoding="utf8"))
+    del cfg["n_gazetteer_keys"]
+    cfg_path.write_text(json.dumps(cfg), encoding="utf8")
+    loaded = spacy.load(tmp_path / "old")
+    assert get_torch_module(loaded.get_pipe("bilstm_crf_ner").model).gazetteer is None
+    texts = [text for text, _ in TRAIN_DATA]
+    assert [ents_of(d) for d in loaded.pipe(texts)] == [ents_of(d) for d in nlp.pipe(texts)]
