@@ -41,8 +41,8 @@ MODEL = "--components.bilstm_crf_ner.model."
 # Ablations: each changes one lever of the default config (seed 0); the reference is
 # the seed-0 run itself (training is deterministic, an "ablation_default" would repeat it).
 ABLATIONS: Dict[str, List[str]] = {
-    # (a) LAC's character embeddings as the initial character table
-    "no_lac_embeddings": [MODEL + "lac_embeddings", "false"],
+    # (a) LAC's character embeddings as the initial character table (off in the default)
+    "lac_embeddings": [MODEL + "lac_embeddings", "true"],
     # (b) LAC's BiGRU states as features; frozen instead of its top layer fine-tuned
     "no_lac_features": [MODEL + "lac_features", "false"],
     "lac_frozen": [MODEL + "lac_finetune", "0"],
@@ -54,6 +54,8 @@ ABLATIONS: Dict[str, List[str]] = {
     "no_gazetteer": [MODEL + "gazetteer", "false"],
     # no lexicon at all (flags, SoftLexicon, word types)
     "no_lexicon": [MODEL + "lexicon", "null", MODEL + "lexicon_dim", "0", MODEL + "lexicon_pos", "false"],
+    # the previous dropout on the BiLSTM's output
+    "dropout_0.3": [MODEL + "dropout", "0.3"],
 }  # fmt: skip
 
 

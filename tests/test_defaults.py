@@ -1,10 +1,12 @@
 """What a user starting from spaCy's own commands gets: the recommended model, and warnings
 where a training setting would silently not do what it says."""
 import warnings
+from pathlib import Path
 
 import pytest
 import spacy
 from spacy.cli.init_config import init_config
+from spacy.util import load_config
 
 from spacy_bilstm_crf.pipe import DEFAULT_MODEL, warn_about_training_settings
 
@@ -17,6 +19,13 @@ def test_spacy_init_config_gives_the_recommended_model() -> None:
     assert model["lexicon"] == "jieba" and DEFAULT_MODEL["lexicon"] == "jieba"
     assert model["bigram_dim"] == 0  # the benchmarked default: bigrams off, lexicon on
     assert model["gazetteer"] is True and DEFAULT_MODEL["gazetteer"] is True
+
+
+def test_factory_default_is_the_benchmarked_config() -> None:
+    """``add_pipe`` without a config builds the network that configs/bilstm_crf.cfg trains
+    and benchmarks/cluener_accuracy.py measures, setting for setting."""
+    config = load_config(Path(__file__).parents[1] / "configs" / "bilstm_crf.cfg")
+    assert dict(config["components"]["bilstm_crf_ner"]["model"]) == dict(DEFAULT_MODEL)
 
 
 def test_add_pipe_without_config_uses_the_lexicon() -> None:
