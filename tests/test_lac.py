@@ -149,7 +149,9 @@ def test_ragged_layers_equal_the_padded_ones(encoder):
         ragged = encoder.encode_layers_ragged(ids, lengths.clamp_min(1))
     inside = (torch.arange(12)[None, :] < lengths[:, None])[:, :, None]
     for expected, got in zip(padded, ragged):
-        torch.testing.assert_close(got * inside, expected * inside, atol=1e-6, rtol=0)
+        # Two summation orders (padded batch, packed rows): float32 rounding differs by
+        # ~1e-6 with the BLAS's blocking; a wrong state differs by far more than 1e-5.
+        torch.testing.assert_close(got * inside, expected * inside, atol=1e-5, rtol=1e-5)
         assert (got[1, 1:] == 0).all()  # zero at padding
     # Only the top layer, when only it is read.
     with torch.no_grad():

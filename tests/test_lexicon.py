@@ -198,10 +198,10 @@ def test_soft_lexicon_and_word_types_match_brute_force(seed, monkeypatch):
     pooled = lexicon.pooled(rows, vectors)  # with gradients: tensor ops
     with torch.no_grad():  # the compiled kernel: the same means
         assert lexicon._pooled_compiled(rows, vectors) is not None
-        torch.testing.assert_close(lexicon.pooled(rows, vectors), pooled, atol=1e-5, rtol=0)
+        torch.testing.assert_close(lexicon.pooled(rows, vectors), pooled, atol=1e-5, rtol=1e-5)
         # Without the kernel, no gradient: tensor ops summing into slices in place.
         monkeypatch.setattr(lexicon, "_pooled_compiled", lambda rows, vectors: None)
-        torch.testing.assert_close(lexicon.pooled(rows, vectors), pooled, atol=1e-6, rtol=0)
+        torch.testing.assert_close(lexicon.pooled(rows, vectors), pooled, atol=1e-5, rtol=1e-5)
         monkeypatch.undo()
     pos = lexicon.pos_flags(rows, padded.shape)
     assert pooled.shape == (len(texts), padded.shape[1], 12) and pos.shape == (len(texts), padded.shape[1], 8)

@@ -30,8 +30,9 @@ def test_equals_nn_lstm_on_packed_batches(depth, dtype):
     with torch.no_grad():
         expected = _packed_reference(lstm, x, lengths)
         got = bilstm_states(lstm, x, lengths)
-    tolerance = 1e-6 if dtype == torch.float32 else 1e-12
-    torch.testing.assert_close(got, expected, atol=tolerance, rtol=0)
+    # Another summation order than nn.LSTM's: float32 rounding (~1e-6) depends on the BLAS.
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(got, expected, atol=tolerance, rtol=tolerance)
     # Zero at padding, as pad_packed_sequence leaves it.
     assert (got[1, 1:] == 0).all() and (got[0, 3:] == 0).all()
 
@@ -89,7 +90,7 @@ def test_model_predictions_use_it_and_agree_with_training_path(monkeypatch, bigr
         model.emissions(codepoints[:1], lengths[:1])
     assert len(calls) == 1
     inside = torch.arange(12)[None, :] < lengths[:, None]
-    torch.testing.assert_close(ragged[inside], packed.detach()[inside], atol=1e-5, rtol=0)
+    torch.testing.assert_close(ragged[inside], packed.detach()[inside], atol=1e-5, rtol=1e-5)
     # The projected tables are cached, and follow a change of the weights.
     assert hasattr(model.lstm, "_first_layer_table")
     with torch.no_grad():
@@ -97,7 +98,7 @@ def test_model_predictions_use_it_and_agree_with_training_path(monkeypatch, bigr
         ragged = model.emissions(codepoints, lengths)
     with torch.enable_grad():
         packed = model.emissions(codepoints, lengths)
-    torch.testing.assert_close(ragged[inside], packed.detach()[inside], atol=1e-5, rtol=0)
+    torch.testing.assert_close(ragged[inside], packed.detach()[inside], atol=1e-5, rtol=1e-5)
 
 
 def test_bfloat16_products_stay_close_to_float32():
