@@ -1,12 +1,17 @@
 """What a user starting from spaCy's own commands gets: the recommended model, and warnings
 where a training setting would silently not do what it says."""
+import inspect
+import re
+import subprocess
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 
 import pytest
 import spacy
 from spacy.cli.init_config import init_config
-from spacy.util import load_config
+from spacy.util import load_config, registry
 
 from spacy_bilstm_crf.pipe import DEFAULT_MODEL, warn_about_training_settings
 
@@ -26,6 +31,84 @@ def test_factory_default_is_the_benchmarked_config() -> None:
     and benchmarks/cluener_accuracy.py measures, setting for setting."""
     config = load_config(Path(__file__).parents[1] / "configs" / "bilstm_crf.cfg")
     assert dict(config["components"]["bilstm_crf_ner"]["model"]) == dict(DEFAULT_MODEL)
+
+
+REPO = Path(__file__).parents[1]
+ARCHITECTURES = ["spacy-bilstm-crf.BiLSTMCRF.v1", "spacy-bilstm-crf.BiLSTMCRF.v2"]
+
+
+def _benchmarked_model() -> dict:
+    config = load_config(REPO / "configs" / "bilstm_crf.cfg")
+    model = dict(config["components"]["bilstm_crf_ner"]["model"])
+    model.pop("@architectures")
+    return model
+
+
+def test_every_architecture_is_listed_here() -> None:
+    import spacy_bilstm_crf.architectures  # noqa: F401  (registers them)
+
+    ours = sorted(name for name in registry.architectures.get_all() if name.startswith("spacy-bilstm-crf."))
+    assert ours == ARCHITECTURES
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_architecture_defaults_are_the_benchmarked_network(name: str) -> None:
+    """spaCy fills a block that names an architecture from that function's signature (the
+    factory's defaults are merged only into blocks naming the factory's own ``v1``): a
+    ``v2`` block that leaves settings out must still get the benchmarked network."""
+    parameters = inspect.signature(registry.architectures.get(name)).parameters
+    benchmarked = _benchmarked_model()
+    assert {key: parameters[key].default for key in benchmarked} == benchmarked
+
+
+def test_a_v2_block_with_no_settings_builds_the_default_network() -> None:
+    default = spacy.blank("zh").add_pipe("bilstm_crf_ner").model.attrs
+    v2 = spacy.blank("zh").add_pipe(
+        "bilstm_crf_ner", config={"model": {"@architectures": "spacy-bilstm-crf.BiLSTMCRF.v2"}}
+    ).model.attrs
+    for key in ("hyper", "lexicon", "gazetteer", "lac_embeddings", "quantize_int8", "bf16_inference"):
+        assert v2[key] == default[key], key
+
+
+def _registered_names() -> dict:
+    """RETURNS (dict): registry name -> the names the package's source registers in it."""
+    found: dict = {}
+    for path in (REPO / "spacy_bilstm_crf").rglob("*.py"):
+        source = path.read_text(encoding="utf8")
+        for registry_name, name in re.findall(r'registry\.(\w+)\(\s*"([^"]+)"', source):
+            found.setdefault(registry_name, set()).add(name)
+        for name in re.findall(r'Language\.(?:factory|component)\(\s*"([^"]+)"', source):
+            found.setdefault("factories", set()).add(name)
+    return found
+
+
+def test_every_registered_name_has_an_entry_point() -> None:
+    """A config naming any of them resolves in a process that has not imported the package."""
+    registered = _registered_names()
+    assert "spacy-bilstm-crf.BiLSTMCRF.v2" in registered["architectures"]
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    groups = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf8"))["project"]["entry-points"]
+    for registry_name, names in registered.items():
+        namespace = "thinc" if registry_name in ("schedules", "optimizers", "layers") else "spacy"
+        declared = set(groups.get(f"{namespace}_{registry_name}", {}))
+        assert names <= declared, f"{registry_name}: {sorted(names - declared)} have no entry point"
+
+
+def test_a_fresh_process_resolves_every_registered_name() -> None:
+    """Installed entry points (``pip install -e .`` after editing pyproject.toml) find each
+    registered function before anything imported the package."""
+    pairs = sorted((r, n) for r, names in _registered_names().items() if r != "factories" for n in names)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from spacy.util import registry
+        assert "spacy_bilstm_crf" not in sys.modules
+        for registry_name, name in {pairs!r}:
+            registry.get(registry_name, name)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_add_pipe_without_config_uses_the_lexicon() -> None:
