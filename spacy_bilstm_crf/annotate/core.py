@@ -4,22 +4,21 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 import spacy
 from spacy.language import Language
 from tqdm import tqdm
 
-from .engines import Batch, BatchEntities, Engine
+from .engines import ENGINES, FORMATS, Batch, BatchEntities, Engine
 from .entities import Entity
-from .inputs import parquet_schema, read_records, require_pyarrow, resolve_inputs
+from .identity import model_digest
+from .inputs import Item, Reject, input_identity, read_records, require_pyarrow, resolve_inputs
 from .local_engine import LocalEngine
 from .ray_engine import RayEngine, require_ray
-from .shards import Layout, Shard, atomic_write, plan_shards
-from .writers import write_docbin, write_jsonl, write_parquet, write_rejects
-
-ENGINES = ("local", "ray")
-FORMATS = ("jsonl", "parquet")
+from .schema import output_schema
+from .shards import Layout, OutputLock, Shard, atomic_write, plan_shards
+from .writers import parquet_table, write_docbin, write_jsonl, write_parquet, write_rejects
 
 
 @dataclass
@@ -83,7 +82,7 @@ class ShardWriter:
     layout (Layout): The output directory.
     text_key (str): The records' text field.
     entities_key (str): The field the entities are written to.
-    schema (Optional[pyarrow.Schema]): The input's schema, for Parquet output.
+    schema (Optional[pyarrow.Schema]): The output schema of every Parquet shard (see `schema`).
     docbin_nlp (Optional[Language]): A pipeline whose tokenizer makes the DocBin shards, or None for none.
     """
 
@@ -109,30 +108,50 @@ class ShardWriter:
         RETURNS (Dict[str, int]): Its counts, as in the marker.
         """
         layout, index = self.layout, shard.index
-        records = [item.record for item in shard.items]
+        items, rejects = shard.items, shard.rejects
         if layout.fmt == "parquet":
-            atomic_write(
-                layout.part(index),
-                lambda p: write_parquet(p, records, entities, self.entities_key, self.schema),
-            )
+            records = [item.record for item in items]
+            table, misfits = parquet_table(records, entities, self.schema, self.entities_key)
+            if misfits:
+                items, entities, rejects = self.reject_misfits(shard, entities, misfits)
+            atomic_write(layout.part(index), lambda p: write_parquet(p, table))
         else:
-            rows = [{**record, self.entities_key: ents} for record, ents in zip(records, entities)]
+            rows = [{**item.record, self.entities_key: ents} for item, ents in zip(items, entities)]
             atomic_write(layout.part(index), lambda p: write_jsonl(p, rows))
         if self.docbin_nlp is not None:
-            texts = [item.text for item in shard.items]
+            texts = [item.text for item in items]
             atomic_write(layout.docbin(index), lambda p: write_docbin(p, self.docbin_nlp, texts, entities))
-        atomic_write(layout.shard_rejects(index), lambda p: write_rejects(p, shard.rejects))
+        atomic_write(layout.shard_rejects(index), lambda p: write_rejects(p, rejects))
         counts = {
             "index": index,
             "records_in": shard.n_records,
-            "records_out": len(shard.items),
-            "rejects": len(shard.rejects),
+            "records_out": len(items),
+            "rejects": len(rejects),
             "entities": sum(len(ents) for ents in entities),
-            "chars": sum(len(item.text) for item in shard.items),
+            "chars": sum(len(item.text) for item in items),
         }
         # Last: the marker is what makes the shard finished.
         atomic_write(layout.marker(index), lambda p: p.write_text(json.dumps(counts), encoding="utf8"))
         return counts
+
+    @staticmethod
+    def reject_misfits(
+        shard: Shard, entities: List[List[Entity]], misfits: List[Tuple[int, str]]
+    ) -> Tuple[List[Item], List[List[Entity]], List[Reject]]:
+        """Move the records that do not fit the Parquet schema to the shard's rejects.
+
+        shard (Shard): The shard.
+        entities (List[List[Dict[str, Any]]]): The entities of its items.
+        misfits (List[Tuple[int, str]]): (index into the items, reason) of each misfit.
+        RETURNS (Tuple[List[Item], List[List[Dict]], List[Reject]]): The items and
+            entities written, and the rejects, in input order.
+        """
+        reasons = dict(misfits)
+        items = [item for i, item in enumerate(shard.items) if i not in reasons]
+        kept = [ents for i, ents in enumerate(entities) if i not in reasons]
+        moved = [Reject(shard.items[i].source, shard.items[i].position, reason, shard.items[i].record) for i, reason in misfits]
+        rejects = sorted(shard.rejects + moved, key=lambda r: (r.source, r.position))
+        return items, kept, rejects
 
 
 def process(
@@ -202,6 +221,7 @@ def annotate(
     entities_key: str = "entities",
     overwrite: bool = False,
     progress: bool = False,
+    max_chars: Optional[int] = None,
     on_shard_written: Optional[Callable[[Dict[str, int]], None]] = None,
 ) -> AnnotateSummary:
     """Tag a corpus of any size and write it, with every record's entities, as shards.
@@ -227,14 +247,17 @@ def annotate(
     entities_key (str): The field the entities are written to.
     overwrite (bool): Delete an earlier run's output instead of resuming it.
     progress (bool): Show a progress bar on stderr.
+    max_chars (Optional[int]): Reject texts longer than this; None: tag texts of any
+        length (spaCy's `nlp.max_length` is raised as needed: the component tags
+        long texts in windows, its memory grows linearly with the text).
     on_shard_written (Optional[Callable[[Dict[str, int]], None]]): Called with each written
         shard's counts (for progress reporting, or to simulate a crash in tests).
     RETURNS (AnnotateSummary): The counts; also written to OUTPUT/_summary.json.
     """
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
-    for name, value in (("shard_size", shard_size), ("batch_size", batch_size)):
-        if value < 1:
+    for name, value in (("shard_size", shard_size), ("batch_size", batch_size), ("max_chars", max_chars)):
+        if value is not None and value < 1:
             raise ValueError(f"{name} must be at least 1, not {value}")
     if engine == "ray":
         require_ray()  # the install hint comes before anything is read or loaded
@@ -246,18 +269,81 @@ def annotate(
     if layout.fmt == "parquet":
         require_pyarrow()  # before the run, not at its first shard
     files = resolve_inputs(input_path)
-    schema = parquet_schema(files) if layout.fmt == "parquet" else None
-    plan = {
-        "inputs": [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files],
-        "model": model,
-        "text_key": text_key,
-        "entities_key": entities_key,
-        "format": layout.fmt,
-        "shard_size": shard_size,
-        "docbin": docbin,
-    }
-    layout.prepare(plan, overwrite)
+    digest = model_digest(model)  # before the lock: a missing model leaves no directory behind
+    with OutputLock(output):
+        schema = (
+            output_schema(files, read_records(files, text_key, max_chars), text_key, entities_key)
+            if layout.fmt == "parquet"
+            else None
+        )
+        plan = {
+            "inputs": [input_identity(p) for p in files],
+            "model": model,
+            "model_digest": digest,
+            "text_key": text_key,
+            "entities_key": entities_key,
+            "format": layout.fmt,
+            "shard_size": shard_size,
+            "batch_size": batch_size,
+            "max_chars": max_chars,
+            "docbin": docbin,
+        }
+        if schema is not None:
+            plan["schema"] = schema.to_string(show_field_metadata=True)
+        layout.prepare(plan, overwrite)
+        summary = run(
+            layout,
+            files,
+            model,
+            engine=engine,
+            text_key=text_key,
+            entities_key=entities_key,
+            schema=schema,
+            n_process=n_process,
+            batch_size=batch_size,
+            shard_size=shard_size,
+            num_workers=num_workers,
+            cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker,
+            address=address,
+            docbin=docbin,
+            max_chars=max_chars,
+            progress=progress,
+            on_shard_written=on_shard_written,
+            start=start,
+        )
+    return summary
 
+
+def run(
+    layout: Layout,
+    files: List[Path],
+    model: str,
+    *,
+    engine: str,
+    text_key: str,
+    entities_key: str,
+    schema: Optional[Any],
+    n_process: int,
+    batch_size: int,
+    shard_size: int,
+    num_workers: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+    address: Optional[str],
+    docbin: bool,
+    max_chars: Optional[int],
+    progress: bool,
+    on_shard_written: Optional[Callable[[Dict[str, int]], None]],
+    start: float,
+) -> AnnotateSummary:
+    """Tag the unfinished shards of a prepared output directory, then write the summary.
+
+    The arguments are those of `annotate`, checked; `layout` is prepared and locked,
+    `schema` the Parquet output's (None for JSON lines) and `start` the run's start time.
+    RETURNS (AnnotateSummary): The counts; also written to OUTPUT/_summary.json.
+    """
+    output = layout.output
     nlp: Optional[Language] = None
     if engine == "local" or docbin:
         nlp = spacy.load(model)
@@ -282,7 +368,7 @@ def annotate(
 
     def todo() -> Iterator[Shard]:
         nonlocal n_shards, resumed
-        for shard in plan_shards(read_records(files, text_key), shard_size):
+        for shard in plan_shards(read_records(files, text_key, max_chars), shard_size):
             n_shards += 1
             finished = layout.finished(shard.index)
             if finished is None:

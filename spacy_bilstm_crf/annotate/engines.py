@@ -2,11 +2,15 @@
 
 Reading, sharding and writing are the same for every engine (see `core`); an
 engine only decides where the batches are tagged: `local_engine` (this machine)
-or `ray_engine` (a Ray cluster).
+or `ray_engine` (a Ray cluster). Every engine tags each batch it is given as one
+batch (see `tagging`), so all engines give the same entities.
 """
 from typing import Iterator, List, Protocol
 
 from .entities import Entity
+
+ENGINES = ("local", "ray")
+FORMATS = ("jsonl", "parquet")
 
 Batch = List[str]
 BatchEntities = List[List[Entity]]

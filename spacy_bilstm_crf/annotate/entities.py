@@ -1,17 +1,19 @@
 """Entities of a Doc as plain, JSON- and Arrow-friendly records."""
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
-from spacy.tokens import Doc
+if TYPE_CHECKING:  # only for the type hints: importing this module must stay light
+    from spacy.tokens import Doc
 
-# The fields of one entity, in the order they are written. The model gives no
-# confidence yet, so there is no "score" field: a field that is always missing
+# The fields of one entity, in the order they are written. The component can
+# score its entities (its `confidence` setting), but annotate does not write
+# those scores yet, so there is no "score" field: a field that is always missing
 # would only mislead.
 ENTITY_FIELDS = ("start", "end", "label", "text")
 
 Entity = Dict[str, Any]
 
 
-def doc_entities(doc: Doc) -> List[Entity]:
+def doc_entities(doc: "Doc") -> List[Entity]:
     """The entities of a tagged Doc, with character offsets.
 
     doc (Doc): A Doc that went through the pipeline.

@@ -5,14 +5,20 @@ because the shard plan, and so resuming, depends on it. A record whose text cann
 be used is not dropped: it comes out as a `Reject` in its place.
 """
 import glob
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Union
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 PARQUET_ROWS_PER_READ = 4096
+READ_BLOCK_BYTES = 1 << 20
+# "\r\n" first: it is one line break, not two. Valid JSON has no raw CR or LF
+# inside a value, and neither byte occurs inside a UTF-8 multi-byte character.
+LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 PYARROW_INSTALL_HINT = 'Parquet needs pyarrow: pip install "spacy-bilstm-crf[parquet]"'
 
 
@@ -34,10 +40,14 @@ class Item:
 
     record (Dict[str, Any]): The record as read; written back with its entities.
     text (str): The text to tag (the record's text field).
+    source (str): The file it comes from.
+    position (int): Its line (JSON lines, from 1) or row (Parquet, from 0) in that file.
     """
 
     record: Dict[str, Any]
     text: str
+    source: str = ""
+    position: int = 0
 
 
 @dataclass
@@ -106,11 +116,12 @@ def resolve_inputs(input_path: Union[str, Path]) -> List[Path]:
     return files
 
 
-def check_text(record: Any, text_key: str) -> Optional[str]:
+def check_text(record: Any, text_key: str, max_chars: Optional[int] = None) -> Optional[str]:
     """Why a parsed record cannot be tagged, or None if it can.
 
     record (Any): A parsed record.
     text_key (str): The field holding the text.
+    max_chars (Optional[int]): Longer texts are rejected; None: texts of any length are tagged.
     RETURNS (Optional[str]): The reason, or None.
     """
     if not isinstance(record, dict):
@@ -126,10 +137,14 @@ def check_text(record: Any, text_key: str) -> Optional[str]:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
         return f"field '{text_key}' is not valid Unicode: {err.reason} at {err.start}"
+    if max_chars is not None and len(text) > max_chars:
+        return f"field '{text_key}' has {len(text):,} characters, more than the limit of {max_chars:,} (max_chars)"
     return None
 
 
-def to_record(record: Any, text_key: str, source: str, position: int, raw: Any) -> Record:
+def to_record(
+    record: Any, text_key: str, source: str, position: int, raw: Any, max_chars: Optional[int] = None
+) -> Record:
     """An Item, or a Reject with its reason.
 
     record (Any): The parsed record.
@@ -137,25 +152,59 @@ def to_record(record: Any, text_key: str, source: str, position: int, raw: Any) 
     source (str): The file it comes from.
     position (int): Its line or row in that file.
     raw (Any): What to keep in the rejects file if it is rejected.
+    max_chars (Optional[int]): Longer texts are rejected; None: no limit.
     RETURNS (Union[Item, Reject]): The record, ready to tag or rejected.
     """
-    reason = check_text(record, text_key)
+    reason = check_text(record, text_key, max_chars)
     if reason is not None:
         return Reject(source, position, reason, raw)
-    return Item(record, record[text_key])
+    return Item(record, record[text_key], source, position)
 
 
-def read_jsonl(path: Path, text_key: str) -> Iterator[Record]:
+def iter_lines(f: BinaryIO, block_bytes: int = READ_BLOCK_BYTES) -> Iterator[bytes]:
+    """The lines of a binary file, without their line breaks.
+
+    A line ends with "\n", "\r\n" or a lone "\r" (classic Mac files): Python's
+    own line iteration knows only "\n", and read a file of CR-only line endings
+    as one huge line, i.e. one record. Read in blocks: memory is bounded by the
+    longest line, not the file.
+
+    f (BinaryIO): A file opened in binary mode.
+    block_bytes (int): Bytes per read.
+    YIELDS (bytes): The lines, in order; the last one even without a line break.
+    """
+    pieces: List[bytes] = []  # the unfinished line, in blocks (no quadratic copying)
+    while True:
+        block = f.read(block_bytes)
+        if not block:
+            break
+        if b"\n" not in block and b"\r" not in block:
+            pieces.append(block)
+            continue
+        data = b"".join(pieces) + block
+        # A CR at the end of the block may be the first half of a CRLF: keep it back.
+        cut = len(data) - 1 if data.endswith(b"\r") else len(data)
+        lines = LINE_BREAK.split(data[:cut])
+        pieces = [lines.pop() + data[cut:]]
+        yield from lines
+    rest = LINE_BREAK.split(b"".join(pieces))
+    if rest[-1] == b"":  # the file ends with a line break: no line after it
+        rest.pop()
+    yield from rest
+
+
+def read_jsonl(path: Path, text_key: str, max_chars: Optional[int] = None) -> Iterator[Record]:
     """The records of a JSON lines file; blank lines are skipped, bad ones rejected.
 
     path (Path): The file.
     text_key (str): The field holding the text.
+    max_chars (Optional[int]): Longer texts are rejected; None: no limit.
     YIELDS (Union[Item, Reject]): One per non-blank line.
     """
     source = str(path)
     # Bytes, so that one undecodable line is one reject and not the end of the file.
     with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
+        for number, raw in enumerate(iter_lines(f), start=1):
             if not raw.strip():
                 continue
             try:
@@ -169,14 +218,15 @@ def read_jsonl(path: Path, text_key: str) -> Iterator[Record]:
             except json.JSONDecodeError as err:
                 yield Reject(source, number, f"invalid JSON: {err.msg}", line.rstrip("\r\n"))
                 continue
-            yield to_record(record, text_key, source, number, record)
+            yield to_record(record, text_key, source, number, record, max_chars)
 
 
-def read_parquet(path: Path, text_key: str) -> Iterator[Record]:
+def read_parquet(path: Path, text_key: str, max_chars: Optional[int] = None) -> Iterator[Record]:
     """The rows of a Parquet file, read a few thousand at a time.
 
     path (Path): The file.
     text_key (str): The column holding the text.
+    max_chars (Optional[int]): Longer texts are rejected; None: no limit.
     YIELDS (Union[Item, Reject]): One per row.
     """
     pq = require_pyarrow()  # an optional dependency: only when Parquet is read
@@ -184,22 +234,75 @@ def read_parquet(path: Path, text_key: str) -> Iterator[Record]:
     position = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_ROWS_PER_READ):
         for row in batch.to_pylist():
-            yield to_record(row, text_key, source, position, row)
+            yield to_record(row, text_key, source, position, row, max_chars)
             position += 1
 
 
-def read_records(files: List[Path], text_key: str) -> Iterator[Record]:
+def read_records(files: List[Path], text_key: str, max_chars: Optional[int] = None) -> Iterator[Record]:
     """All records of the input files, in order.
 
     files (List[Path]): The files, from `resolve_inputs`.
     text_key (str): The field holding the text.
+    max_chars (Optional[int]): Longer texts are rejected; None: no limit.
     YIELDS (Union[Item, Reject]): The records.
     """
     for path in files:
         if file_format(path) == "parquet":
-            yield from read_parquet(path, text_key)
+            yield from read_parquet(path, text_key, max_chars)
         else:
-            yield from read_jsonl(path, text_key)
+            yield from read_jsonl(path, text_key, max_chars)
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's content, read in blocks.
+
+    Hashing runs at hundreds of MB/s, tagging at tens of KB/s: identifying the
+    input by its content costs nothing next to the run, and notices an edit that
+    keeps the file's size and modification time.
+
+    path (Path): The file.
+    RETURNS (str): "sha256:" and the hex digest.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(READ_BLOCK_BYTES), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def input_identity(path: Path) -> List[Any]:
+    """What identifies an input file in a run's plan: its path, size and content digest.
+
+    path (Path): The file.
+    RETURNS (List[Any]): [path, size in bytes, "sha256:..."].
+    """
+    return [str(path), path.stat().st_size, file_digest(path)]
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's content, read in blocks.
+
+    Hashing runs at hundreds of MB/s, tagging at tens of KB/s: identifying the
+    input by its content costs nothing next to the run, and notices an edit that
+    keeps the file's size and modification time.
+
+    path (Path): The file.
+    RETURNS (str): "sha256:" and the hex digest.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(READ_BLOCK_BYTES), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def input_identity(path: Path) -> List[Any]:
+    """What identifies an input file in a run's plan: its path, size and content digest.
+
+    path (Path): The file.
+    RETURNS (List[Any]): [path, size in bytes, "sha256:..."].
+    """
+    return [str(path), path.stat().st_size, file_digest(path)]
 
 
 def parquet_schema(files: List[Path]) -> Optional[Any]:

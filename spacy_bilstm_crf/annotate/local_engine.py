@@ -7,8 +7,8 @@ from typing import Any, Deque, Iterator, Optional
 import spacy
 from spacy.language import Language
 
-from .entities import doc_entities
 from .engines import Batch, BatchEntities
+from .tagging import tag_batch
 
 
 # The pipeline of a local worker process: set before the pool forks (inherited),
@@ -29,7 +29,7 @@ def _init_worker(model: str) -> None:
 def _tag_batch(texts: Batch) -> BatchEntities:
     """Tag a batch in a worker process; only the entities go back to the parent."""
     assert _worker_nlp is not None
-    return [doc_entities(doc) for doc in _worker_nlp.pipe(texts, batch_size=len(texts))]
+    return tag_batch(_worker_nlp, texts)
 
 
 class LocalEngine:
@@ -39,7 +39,8 @@ class LocalEngine:
     model (str): Where it was loaded from: worker processes that are spawned, not
         forked, load it again.
     n_process (int): Processes; -1 for one per CPU.
-    batch_size (int): Texts per `nlp.pipe` batch (per worker call with several processes).
+    batch_size (int): Texts per batch, as the caller cuts them; each batch it is
+        given is tagged as one `nlp.pipe` batch.
     """
 
     name = "local"
@@ -59,20 +60,11 @@ class LocalEngine:
         if self.n_process > 1:
             yield from self.run_in_processes(batches)
             return
-        sizes: Deque[int] = deque()
-
-        def texts() -> Iterator[str]:
-            for batch in batches:
-                sizes.append(len(batch))
-                yield from batch
-
-        current: BatchEntities = []
-        for doc in self.nlp.pipe(texts(), batch_size=self.batch_size):
-            current.append(doc_entities(doc))
-            if len(current) == sizes[0]:
-                sizes.popleft()
-                yield current
-                current = []
+        # Batch by batch, not one nlp.pipe stream re-cut by its own batch size:
+        # that would batch texts of two shards together, and a resumed run, which
+        # starts at another shard, would batch (and so, with INT8, tag) differently.
+        for batch in batches:
+            yield tag_batch(self.nlp, batch)
 
     def run_in_processes(self, batches: Iterator[Batch]) -> Iterator[BatchEntities]:
         """Tag batches in a pool of worker processes, a few batches in flight per worker.

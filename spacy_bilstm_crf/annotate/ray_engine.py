@@ -8,8 +8,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import spacy
 
-from .entities import doc_entities
 from .engines import Batch, BatchEntities
+from .tagging import tag_batch
 
 RAY_INSTALL_HINT = (
     "The ray engine needs Ray Data: pip install \"spacy-bilstm-crf[ray]\" "
@@ -50,16 +50,20 @@ class BatchAnnotator:
         torch.set_num_threads(max(1, threads))
         self.nlp = spacy.load(model)
 
-    def __call__(self, batch: Dict[str, Any]) -> Dict[str, Any]:
-        """Tag a batch of texts.
+    def __call__(self, rows: Dict[str, Any]) -> Dict[str, Any]:
+        """Tag batches of texts, each as one batch (as the local engine does).
 
-        batch (Dict[str, numpy.ndarray]): A "text" column.
-        RETURNS (Dict[str, List[str]]): An "entities" column, each text's entities as JSON.
+        rows (Dict[str, numpy.ndarray]): A "texts" column: each row one batch, as a JSON list.
+        RETURNS (Dict[str, List[str]]): An "entities" column: each batch's entities, as JSON.
         """
-        texts = [str(t) for t in batch["text"]]
         # JSON strings: a column of plain strings has the same Arrow type in every
         # block, which nested lists (empty in some blocks) do not.
-        return {"entities": [json.dumps(doc_entities(doc), ensure_ascii=False) for doc in self.nlp.pipe(texts)]}
+        return {
+            "entities": [
+                json.dumps(tag_batch(self.nlp, json.loads(str(texts))), ensure_ascii=False)
+                for texts in rows["texts"]
+            ]
+        }
 
 
 class RayEngine:
@@ -69,7 +73,7 @@ class RayEngine:
     num_workers (int): Actors, each with its own copy of the pipeline.
     cpus_per_worker (float): CPUs reserved per actor.
     gpus_per_worker (float): GPUs reserved per actor.
-    batch_size (int): Texts per actor call.
+    batch_size (int): Texts per batch, as the caller cuts them; each batch is one actor call.
     address (Optional[str]): A running cluster to join ("auto", "ray://host:10001",
         "host:6379"), or None to start a local one.
     window (Optional[int]): Texts per Ray dataset; None: RAY_WINDOW_TEXTS.
@@ -127,7 +131,9 @@ class RayEngine:
         YIELDS (List[List[Dict[str, Any]]]): Each batch's entities, text by text.
         """
         for window in self.windows(batches):
-            rows = [{"text": text} for batch in window for text in batch]
+            # One row per batch, one row per actor call: Ray Data cuts its own
+            # batches across rows, and the batches must be the caller's (see tagging).
+            rows = [{"texts": json.dumps(batch, ensure_ascii=False)} for batch in window]
             dataset = self.ray.data.from_items(rows).map_batches(
                 BatchAnnotator,
                 fn_constructor_kwargs={
@@ -135,14 +141,13 @@ class RayEngine:
                     "threads": int(self.cpus_per_worker),
                     "use_gpu": self.gpus_per_worker > 0,
                 },
-                batch_size=self.batch_size,
+                batch_size=1,
                 concurrency=self.num_workers,
                 num_cpus=self.cpus_per_worker,
                 num_gpus=self.gpus_per_worker,
             )
-            results = (json.loads(row["entities"]) for row in dataset.iter_rows())
-            for batch in window:
-                yield [next(results) for _ in batch]
+            for row in dataset.iter_rows():
+                yield json.loads(row["entities"])
 
     def close(self) -> None:
         """Restore Ray Data's settings; shut down the cluster if this engine started it."""

@@ -4,14 +4,17 @@ Shard i holds records [i * shard_size, (i + 1) * shard_size) of the ordered inpu
 rejects included, so the plan depends only on the input and the shard size: a
 re-run finds the same shards under the same names. A shard is finished when its
 marker exists; the marker is written last, after the shard's data, each by
-writing a temp file and renaming it, so a run killed at any point leaves
-finished shards whole and unfinished ones to be redone.
+writing a temp file, syncing it to disk and renaming it, so a run killed at any
+point (a power loss included) leaves finished shards whole and unfinished ones to
+be redone. One run at a time holds an output directory (see `OutputLock`).
 """
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+from types import TracebackType
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Type
 
 from .inputs import Item, Record, Reject
 
@@ -19,6 +22,7 @@ STATE_DIR = "_shards"
 REJECTS_FILE = "_rejects.jsonl"
 SUMMARY_FILE = "_summary.json"
 PLAN_FILE = "plan.json"
+LOCK_FILE = "_annotate.lock"
 OUTPUT_SUFFIXES = {"jsonl": ".jsonl", "parquet": ".parquet"}
 
 
@@ -73,10 +77,104 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        # On disk before the rename: otherwise a power loss can leave the new name
+        # (a marker, say) pointing at a file whose data never reached the disk.
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)  # the rename itself
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a directory's entries, to disk.
+
+    path (Path): A file or a directory.
+    """
+    if path.is_dir() and os.name == "nt":
+        return  # Windows cannot open a directory to sync it; NTFS journals renames
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class OutputInUseError(RuntimeError):
+    """Another run holds the output directory."""
+
+
+class OutputLock:
+    """Holds an output directory for one run: a second run on it is refused.
+
+    The lock is an OS lock on OUTPUT/_annotate.lock (`flock`; `msvcrt.locking` on
+    Windows), which the OS releases when the process ends, however it ends: a
+    lock file left by a killed run is taken over, never in the way. The file
+    names the holder (host and process id), for the message of a refused run.
+
+    output (Path): The output directory; created if missing.
+    """
+
+    def __init__(self, output: Path) -> None:
+        self.path = output / LOCK_FILE
+        self.file: Optional[IO[str]] = None
+
+    def __enter__(self) -> "OutputLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # "a+": never truncate a lock file that another run holds and has written.
+        handle = self.path.open("a+", encoding="utf8")
+        try:
+            lock_file(handle)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise OutputInUseError(
+                f"{self.path.parent} is in use by another annotate run ({holder}; lock: {self.path}). "
+                "Wait for it to finish, or use another output directory."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self.file = handle
+        return self
+
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        if self.file is not None:
+            # The file stays: deleting it could race with a run that just opened it.
+            unlock_file(self.file)
+            self.file.close()
+            self.file = None
+
+
+def lock_file(handle: IO[str]) -> None:
+    """Take an exclusive lock on an open file without waiting; OSError if it is held."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def unlock_file(handle: IO[str]) -> None:
+    """Release the lock of `lock_file`."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 class Layout:
@@ -138,12 +236,9 @@ class Layout:
                 path.unlink()
         elif plan_path.exists():
             previous = json.loads(plan_path.read_text(encoding="utf8"))
-            if previous != plan:
-                changed = sorted(k for k in set(plan) | set(previous) if plan.get(k) != previous.get(k))
-                raise ValueError(
-                    f"{self.output} holds a run with a different {', '.join(changed)}: "
-                    "resuming it would mix two runs. Use another output directory or overwrite."
-                )
+            problem = plan_mismatch(self.output, previous, plan)
+            if problem is not None:
+                raise ValueError(problem)
         elif any(self.output.glob("part-*")):
             raise ValueError(f"{self.output} holds shards of an unknown run: use another directory or overwrite.")
         self.state.mkdir(parents=True, exist_ok=True)
@@ -162,3 +257,35 @@ class Layout:
         if not marker.exists():
             return None
         return json.loads(marker.read_text(encoding="utf8"))
+
+
+def plan_mismatch(output: Path, previous: Dict[str, Any], plan: Dict[str, Any]) -> Optional[str]:
+    """Why an output directory cannot be resumed with a plan, or None if it can.
+
+    The model is compared by its digest, not its path: the same model moved
+    elsewhere may resume a run, another model saved at the same path may not.
+
+    output (Path): The output directory.
+    previous (Dict[str, Any]): The plan it was written with.
+    plan (Dict[str, Any]): This run's plan.
+    RETURNS (Optional[str]): The message (what differs, what to do), or None.
+    """
+    advice = "Use another output directory, or --overwrite to redo every shard."
+    if "model_digest" not in previous:
+        return (
+            f"{output} was written by an older version that did not record its model's digest: "
+            f"it cannot be checked that {plan['model']} is still the same model. {advice}"
+        )
+    keys = (set(plan) | set(previous)) - {"model"}
+    changed = sorted(k for k in keys if plan.get(k) != previous.get(k))
+    if not changed:
+        return None
+    if "model_digest" in changed:
+        others = [k for k in changed if k != "model_digest"]
+        also = f" (and a different {', '.join(others)})" if others else ""
+        return (
+            f"{output} was tagged with another model than {plan['model']} is now{also}: its files "
+            f"changed since (digest {previous['model_digest']}, now {plan['model_digest']}), and "
+            f"resuming would mix the entities of two models. {advice}"
+        )
+    return f"{output} holds a run with a different {', '.join(changed)}: resuming it would mix two runs. {advice}"

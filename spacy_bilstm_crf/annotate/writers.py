@@ -1,13 +1,15 @@
 """Writing one shard's records with their entities: JSON lines, Parquet, DocBin."""
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Tuple
 
 from spacy.language import Language
 from spacy.tokens import DocBin
 
 from .entities import Entity
 from .inputs import Reject
+from .schema import is_json_field, to_json_text
+from .tagging import make_doc
 
 
 def json_line(row: Dict[str, Any]) -> str:
@@ -48,40 +50,72 @@ def write_rejects(path: Path, rejects: List[Reject]) -> None:
     write_jsonl(path, [reject.to_dict() for reject in rejects])
 
 
-def entities_type() -> Any:
-    """RETURNS (pyarrow.DataType): The Arrow type of a record's entities."""
-    import pyarrow as pa
-
-    return pa.list_(
-        pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string()), ("text", pa.string())])
-    )
+ARROW_ERRORS = (TypeError, ValueError, OverflowError, UnicodeError)  # pyarrow's errors subclass these
 
 
-def write_parquet(
-    path: Path,
-    records: List[Dict[str, Any]],
-    entities: List[List[Entity]],
-    entities_key: str,
-    schema: Optional[Any] = None,
-) -> None:
-    """Write records and their entities as one Parquet file.
+def parquet_rows(records: List[Dict[str, Any]], schema: Any, entities_key: str) -> List[Dict[str, Any]]:
+    """Records as rows of the output schema: JSON fields as their JSON text.
 
-    path (Path): The file.
+    records (List[Dict[str, Any]]): The records as read.
+    schema (pyarrow.Schema): The output schema (see `schema.output_schema`).
+    entities_key (str): The entities field, left out (it is added from the entities).
+    RETURNS (List[Dict[str, Any]]): The rows.
+    """
+    json_fields = {f.name for f in schema if is_json_field(f)}
+    return [
+        {k: (to_json_text(v) if k in json_fields else v) for k, v in record.items() if k != entities_key}
+        for record in records
+    ]
+
+
+def parquet_table(
+    records: List[Dict[str, Any]], entities: List[List[Entity]], schema: Any, entities_key: str
+) -> Tuple[Any, List[Tuple[int, str]]]:
+    """A shard's records and entities as a table of the output schema.
+
+    A record that does not fit the schema (which `output_schema` should rule out)
+    is left out and returned with the reason, for the rejects: one record never
+    stops the run.
+
     records (List[Dict[str, Any]]): The records as read.
     entities (List[List[Dict[str, Any]]]): Each record's entities.
-    entities_key (str): The column for the entities.
-    schema (Optional[pyarrow.Schema]): The records' schema (Parquet input), or None to infer it.
+    schema (pyarrow.Schema): The output schema, the entities field included.
+    entities_key (str): The entities field.
+    RETURNS (Tuple[pyarrow.Table, List[Tuple[int, str]]]): The table, and the
+        (index, reason) of each record left out.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    if schema is not None and entities_key in schema.names:
-        schema = schema.remove(schema.get_field_index(entities_key))
-    rows = [{k: v for k, v in r.items() if k != entities_key} for r in records]
-    table = pa.Table.from_pylist(rows, schema=schema)
+    data_schema = schema.remove(schema.get_field_index(entities_key))
+    rows = parquet_rows(records, schema, entities_key)
+    misfits: List[Tuple[int, str]] = []
+    try:
+        table = pa.Table.from_pylist(rows, schema=data_schema)
+    except ARROW_ERRORS:
+        keep = []
+        for index, row in enumerate(rows):
+            try:
+                pa.Table.from_pylist([row], schema=data_schema)
+            except ARROW_ERRORS as err:
+                misfits.append((index, f"does not fit the output's Parquet schema: {err}"))
+            else:
+                keep.append(index)
+        table = pa.Table.from_pylist([rows[i] for i in keep], schema=data_schema)
+        entities = [entities[i] for i in keep]
     # The entities' type is given, not inferred: a shard without entities would
     # otherwise get a list<null> column that other shards do not have.
-    table = table.append_column(pa.field(entities_key, entities_type()), pa.array(entities, type=entities_type()))
+    field = schema.field(entities_key)
+    return table.append_column(field, pa.array(entities, type=field.type)), misfits
+
+
+def write_parquet(path: Path, table: Any) -> None:
+    """Write a table as one Parquet file.
+
+    path (Path): The file.
+    table (pyarrow.Table): The shard, from `parquet_table`.
+    """
+    import pyarrow.parquet as pq
+
     pq.write_table(table, path)
 
 
@@ -95,7 +129,7 @@ def write_docbin(path: Path, nlp: Language, texts: List[str], entities: List[Lis
     """
     docbin = DocBin(attrs=["ENT_IOB", "ENT_TYPE"], store_user_data=False)
     for text, ents in zip(texts, entities):
-        doc = nlp.make_doc(text)
+        doc = make_doc(nlp, text)  # a text of any length, as it was tagged
         # Entities come from the same tokenizer's tokens, so they align; "expand"
         # only matters for a pipeline whose tokenizer changed since tagging.
         spans = [doc.char_span(e["start"], e["end"], e["label"], alignment_mode="expand") for e in ents]

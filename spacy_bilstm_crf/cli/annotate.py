@@ -1,12 +1,16 @@
-"""Tag a corpus of any size (the ``annotate`` command)."""
+"""Tag a corpus of any size (the ``annotate`` command).
+
+Only light modules at the top: every command's module is imported for
+`python -m spacy_bilstm_crf --help`, and spaCy, torch and Ray take seconds.
+"""
 from pathlib import Path
 from typing import Optional
 
 import typer
 from wasabi import msg
 
-from ..annotate import annotate
-from ..annotate.core import ENGINES, FORMATS
+from ..annotate.engines import ENGINES, FORMATS
+from ..annotate.shards import OutputInUseError
 from ._util import app, fail
 
 
@@ -32,14 +36,19 @@ def annotate_cli(
     docbin: bool = typer.Option(False, "--docbin", help="Also write each shard as a DocBin (.spacy)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run's output instead of resuming it"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar"),
+    max_chars: int = typer.Option(
+        0, "--max-chars", help="Reject texts longer than this many characters (default 0: tag texts of any length)"
+    ),
 ) -> None:
     """Tag a corpus of JSON lines or Parquet records; write them with their entities as shards.
 
     Each record of INPUT_PATH is written to OUTPUT/part-NNNNN.jsonl (or .parquet) with all its fields and an `entities` field: a list of `start`, `end` (character offsets, end exclusive), `label` and `text`. Shard N holds input records N*SHARD_SIZE to (N+1)*SHARD_SIZE, in input order.
 
-    A record whose text is missing, not a string or undecodable goes to OUTPUT/_rejects.jsonl with the reason. OUTPUT/_summary.json has the counts: records in = records out + rejects.
+    A record whose text is missing, not a string, undecodable or longer than `--max-chars` goes to OUTPUT/_rejects.jsonl with the reason. Texts of any length are tagged otherwise (in windows; memory grows with the longest text). OUTPUT/_summary.json has the counts: records in = records out + rejects.
 
-    A run that was stopped can be re-run with the same command: it keeps the finished shards and redoes the others.
+    A run that was stopped can be re-run with the same command: it keeps the finished shards and redoes the others. It is refused if the input, the model's files or a setting that decides the output changed since (use `--overwrite`), and while another run uses OUTPUT.
+
+    Parquet output has one schema for every shard; a field whose values have no common type (e.g. int and str) is written as JSON text, marked `encoding: json` in the field's metadata.
 
     The ray engine runs on a local Ray cluster, or on a running one with `--address`. It needs `pip install "spacy-bilstm-crf[ray]"`; Parquet needs pyarrow, which that extra installs.
     """
@@ -47,6 +56,10 @@ def annotate_cli(
         fail(f"Unknown engine: {engine}", f"Use one of: {', '.join(ENGINES)}")
     if fmt is not None and fmt not in FORMATS:
         fail(f"Unknown format: {fmt}", f"Use one of: {', '.join(FORMATS)}")
+    if max_chars < 0:
+        fail(f"Invalid --max-chars: {max_chars}", "Use a positive number of characters, or 0 for no limit")
+    from ..annotate import annotate  # imports spaCy and torch: only when the command runs
+
     try:
         summary = annotate(
             model,
@@ -65,9 +78,12 @@ def annotate_cli(
             docbin=docbin,
             overwrite=overwrite,
             progress=progress,
+            max_chars=max_chars or None,
         )
     except ImportError as err:  # ray or pyarrow missing: the message says what to install
         fail("A dependency is missing", str(err))
+    except OutputInUseError as err:
+        fail("Output directory in use", str(err))
     except (FileNotFoundError, ValueError, OSError) as err:
         fail("Cannot annotate", str(err))
     msg.good(
