@@ -10,8 +10,11 @@ index, so that wheel alone does not install. This command (the project's
 
 and ``pip install torch==... && pip install packages/<lang>_<name>-<version>/dist/*.whl``
 installs the pipeline and the component together. It also ships the LICENSE
-file (and a LICENSES_SOURCES file made from the meta's ``sources``) inside the
-pipeline, where ``spacy package`` looks for them, without touching MODEL_DIR.
+file (and a LICENSES_SOURCES file made from the meta's ``sources``: what the pipeline
+holds from each, under which licence, and the text of each licence file a source names)
+inside the pipeline, where ``spacy package`` looks for them, without touching MODEL_DIR.
+A meta whose ``license`` claims less than its sources give is refused
+(:func:`check_licenses`).
 """
 import re
 import shutil
@@ -34,6 +37,8 @@ from .about import __title__
 SOURCE_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "LICENSE")
 SOURCE_PACKAGE = "spacy_bilstm_crf"
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.egg-info", ".*")
+# torch's CPU wheels: on Linux the package index's torch is the multi-GB CUDA build.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def source_version(source: Path) -> str:
@@ -47,18 +52,55 @@ def source_version(source: Path) -> str:
     return match.group(1)
 
 
-def licenses_sources(meta: Dict[str, Any]) -> str:
-    """RETURNS (str): The text of LICENSES_SOURCES: one paragraph per source in the meta."""
-    parts = []
+def licenses_sources(meta: Dict[str, Any], base: Optional[Path] = None) -> str:
+    """The text of LICENSES_SOURCES: one paragraph per source in the meta (what the
+    pipeline holds from it and under which licence), then the full text of each licence
+    file that a source names (``license_file``, relative to BASE).
+
+    base (Optional[Path]): The directory of the meta file; None: licence files are not read.
+    RETURNS (str): The text.
+    """
+    parts, texts = [], {}
     for source in meta.get("sources") or []:
         if isinstance(source, str):
             source = {"name": source}
         lines = [source.get("name", "")]
-        for key in ("url", "author", "license"):
+        for key in ("url", "author", "license", "inside"):
             if source.get(key):
                 lines.append(f"{key.capitalize()}: {source[key]}")
         parts.append("\n".join(lines))
+        if base is not None and source.get("license_file"):
+            path = base / source["license_file"]
+            if not path.is_file():
+                raise ValueError(f"{source.get('name')}: its license_file {path} does not exist")
+            texts.setdefault(path.name, (source["license"], path.read_text(encoding="utf8").strip("\n")))
+    for name, (license, text) in texts.items():
+        parts.append(f"{'=' * 72}\n{license} ({name}), for the sources above that name it:\n\n{text}")
     return "\n\n".join(parts) + "\n"
+
+
+def check_licenses(meta: Dict[str, Any]) -> None:
+    """Refuse a meta whose ``license`` claims less than its sources give: every source
+    must state its licence (or that it has none), each licence named by a source (an SPDX
+    identifier such as ``Apache-2.0``) must appear in the meta's ``license``, and a source
+    under no stated licence must be pointed to (``LICENSES_SOURCES``), since the package
+    as a whole cannot then be under one licence.
+    """
+    license = str(meta.get("license") or "")
+    for source in meta.get("sources") or []:
+        if isinstance(source, str):
+            raise ValueError(f"Source {source!r} of the meta has no license: give it as an object with a 'license'")
+        name, stated = source.get("name", "?"), str(source.get("license") or "").strip()
+        if not stated:
+            raise ValueError(f"Source {name!r} of the meta has no license (say so if none is stated)")
+        if re.fullmatch(r"[A-Za-z0-9.+-]+", stated):
+            if stated not in license:
+                raise ValueError(f"The meta's license {license!r} leaves out {stated}, the license of {name!r}")
+        elif "LICENSES_SOURCES" not in license:
+            raise ValueError(
+                f"Source {name!r} is under {stated!r}: the meta's license {license!r} must point to "
+                "LICENSES_SOURCES instead of claiming one licence for everything"
+            )
 
 
 def build_component_wheel(source: Path, dist: Path) -> Path:
@@ -130,6 +172,8 @@ def package(
             f"vars.component_version to {found} (it names the wheel the package step writes)"
         )
     meta = srsly.read_json(meta_path)
+    check_licenses(meta)
+    sources_text = licenses_sources(meta, meta_path.parent)
     lang = srsly.read_json(model_dir / "meta.json")["lang"]
     model_name = name if name.startswith(f"{lang}_") else f"{lang}_{name}"
     main_path = output_dir / f"{model_name}-{version}"
@@ -143,7 +187,7 @@ def package(
         staged = Path(tmp) / model_dir.name
         shutil.copytree(model_dir, staged)
         shutil.copy2(license_path, staged / "LICENSE")
-        (staged / "LICENSES_SOURCES").write_text(licenses_sources(meta), encoding="utf8")
+        (staged / "LICENSES_SOURCES").write_text(sources_text, encoding="utf8")
         spacy_package(
             staged, output_dir, meta_path=meta_path, name=name, version=version,
             create_sdist=False, create_wheel=True, require_parent=True, force=True, silent=False,
@@ -191,7 +235,11 @@ def main(
     dist = wheels[0].parent
     msg.good("Wrote both wheels a deployment needs", "\n".join(str(w) for w in wheels))
     torch = f"torch=={torch_version()}"
-    msg.info(f"Install them, torch first (pick its CPU or CUDA build): pip install {torch} && pip install {dist}/*.whl")
+    msg.info(
+        f"Install them, torch first: pip install {torch} --index-url {TORCH_CPU_INDEX} on a machine "
+        f"without a GPU (plain `pip install {torch}` pulls the CUDA build on Linux), then "
+        f"pip install {dist}/*.whl"
+    )
 
 
 if __name__ == "__main__":

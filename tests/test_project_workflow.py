@@ -215,7 +215,7 @@ def test_package_step_ships_the_component_wheel_beside_the_pipeline(tmp_path: Pa
 
 def test_package_meta_and_license() -> None:
     meta = srsly.read_json(META_FILE)
-    assert meta["license"] == "MIT" and meta["description"] and meta["author"]
+    assert meta["license"].startswith("MIT AND Apache-2.0") and meta["description"] and meta["author"]
     assert "requirements" not in meta  # spacy package works them out; a list here would replace them
     sources = {source["name"]: source for source in meta["sources"]}
     assert sources["CLUENER2020"]["url"] == CLUENER_REPO_URL and sources["CLUENER2020"]["license"]
@@ -467,7 +467,8 @@ def test_project_run_all_smoke(tmp_path: Path) -> None:
         names = zf.namelist()
         assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names), names
         metadata = zf.read(next(name for name in names if name.endswith(".dist-info/METADATA"))).decode("utf8")
-    assert "License: MIT" in metadata and "Requires-Dist: spacy-bilstm-crf" in metadata
+    assert "MIT AND Apache-2.0" in metadata and "Requires-Dist: spacy-bilstm-crf" in metadata
+    assert any(name.endswith("LICENSES_SOURCES") for name in names), names
 
     # Unchanged inputs: every step but data is skipped.
     again = run_project(project, "all", args, env)
