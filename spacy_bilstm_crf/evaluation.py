@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 from spacy import displacy
 from spacy.language import Language
+from spacy.displacy.templates import TPL_PAGE
 from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
@@ -185,6 +186,23 @@ def spacy_scores(examples: Iterable[Example]) -> Dict[str, Any]:
     }
 
 
+def macro_scores(per_type: Mapping[str, Mapping[str, float]]) -> Dict[str, Optional[float]]:
+    """The unweighted means of the per-type P, R and F1 (what seqeval calls "macro avg").
+
+    CLUENER2020's paper reports its overall F1 as this macro average, while spaCy's
+    ``ents_f`` is the micro F1 over all entities, so both are kept.
+
+    per_type (Mapping[str, Mapping[str, float]]): spaCy's ``ents_per_type``: every
+        label that is in the gold data or was predicted.
+    RETURNS (Dict[str, Optional[float]]): ``ents_macro_p``, ``ents_macro_r`` and
+        ``ents_macro_f`` (0..1), ``None`` without any label.
+    """
+    names = {"p": "ents_macro_p", "r": "ents_macro_r", "f": "ents_macro_f"}
+    if not per_type:
+        return {name: None for name in names.values()}
+    return {name: sum(prf[key] for prf in per_type.values()) / len(per_type) for key, name in names.items()}
+
+
 def require_seqeval() -> None:
     """Check that seqeval can be imported, or say how to install it.
 
@@ -340,6 +358,7 @@ def evaluate_docs(
             "n_pred_ents": sum(pred_counts.values()),
             "gold_ents_per_type": gold_counts,
             "pred_ents_per_type": pred_counts,
+            **macro_scores(scores["ents_per_type"]),
             "seqeval_micro_f1": seq_f1,
             "spacy_minus_seqeval_f1_points": diff,
             "score_scale": "0-1",
@@ -367,13 +386,28 @@ def evaluate_docbin(
     return evaluate_docs(nlp, read_docs(path, nlp.vocab), batch_size=batch_size, calibration=calibration)
 
 
-def report_labels(per_type: Mapping[str, Any]) -> List[str]:
-    """The table's row labels: CLUENER's order, then any other label alphabetically.
+def report_labels(scores: Mapping[str, Any]) -> List[str]:
+    """The table's row labels: those of the gold data and of the predictions.
 
-    per_type (Mapping[str, Any]): spaCy's ``ents_per_type``.
+    In CLUENER's order when every label is one of CLUENER's, else alphabetical.
+
+    scores (Mapping[str, Any]): The ``scores`` of an :class:`EvaluationResult`.
     RETURNS (List[str]): The labels.
     """
-    return list(CLUENER_LABELS) + sorted(set(per_type) - set(CLUENER_LABELS))
+    labels = set(scores["ents_per_type"]) | set(scores["gold_ents_per_type"]) | set(scores["pred_ents_per_type"])
+    if is_cluener(labels):
+        return [label for label in CLUENER_LABELS if label in labels]
+    return sorted(labels)
+
+
+def is_cluener(labels: Iterable[str]) -> bool:
+    """Whether the published CLUENER2020 figures apply: every label is one of CLUENER's.
+
+    labels (Iterable[str]): The labels of the gold data and the predictions.
+    RETURNS (bool): True for a non-empty subset of :data:`CLUENER_LABELS`.
+    """
+    labels = set(labels)
+    return bool(labels) and labels <= set(CLUENER_LABELS)
 
 
 def _pct(value: Optional[float]) -> str:
@@ -386,35 +420,76 @@ def _ref(table: Mapping[str, float], key: str) -> str:
     return f"{table[key]:.2f}" if key in table else "n/a"
 
 
-def score_table(scores: Mapping[str, Any]) -> str:
-    """The per-type markdown table next to the published BiLSTM-CRF F1.
+# The published columns' headers say which data and which overall average each is:
+# the paper's overall F1 is a macro average on the test set, the re-implementation's
+# a micro average on the dev set (hemingkx/CLUENER2020 metric.py: one pool of entities).
+PAPER_HEADER = "CLUENER2020 paper BiLSTM+CRF F1 (test)"
+REIMPL_HEADER = "Re-impl. BiLSTM+CRF F1 (dev)"
+
+
+def score_table(scores: Mapping[str, Any], data: str = "this data") -> str:
+    """The per-type markdown table; next to the published BiLSTM-CRF F1 for CLUENER's labels.
 
     scores (Mapping[str, Any]): The ``scores`` of an :class:`EvaluationResult`.
-    RETURNS (str): A markdown table; rows in CLUENER order, then overall (micro).
+    data (str): How to name the evaluated data in the column headers (e.g. ``dev.spacy``).
+    RETURNS (str): A markdown table: a row per label (see :func:`report_labels`),
+        then the micro and the macro averages. The published columns are there
+        only when :func:`is_cluener`; the paper's overall figure is in the macro row,
+        the re-implementation's in the micro row, as each was computed.
     """
+    labels = report_labels(scores)
+    published = is_cluener(labels)
     per_type = scores["ents_per_type"]
     gold_counts, pred_counts = scores["gold_ents_per_type"], scores["pred_ents_per_type"]
-    lines = [
-        "| Type | P | R | F1 | Gold | Pred "
-        "| Paper BiLSTM-CRF F1 (test) | Re-impl. BiLSTM-CRF F1 (dev) |",
-        "|:--|--:|--:|--:|--:|--:|--:|--:|",
-    ]
-    for label in report_labels(per_type):
+    header = f"| Type | P ({data}) | R ({data}) | F1 ({data}) | Gold | Pred |"
+    rule = "|:--|--:|--:|--:|--:|--:|"
+    if published:
+        header += f" {PAPER_HEADER} | {REIMPL_HEADER} |"
+        rule += "--:|--:|"
+    lines = [header, rule]
+
+    def row(name: str, p: Optional[float], r: Optional[float], f: Optional[float], counts: str, refs: str) -> str:
+        return f"| {name} | {_pct(p)} | {_pct(r)} | {_pct(f)} | {counts} |" + (refs if published else "")
+
+    for label in labels:
         prf = per_type.get(label)
         p, r, f = (None, None, None) if prf is None else (prf["p"], prf["r"], prf["f"])
-        lines.append(
-            f"| {label} | {_pct(p)} | {_pct(r)} | {_pct(f)} "
-            f"| {gold_counts.get(label, 0)} | {pred_counts.get(label, 0)} "
-            f"| {_ref(PUBLISHED_BILSTM_CRF_TEST_F1, label)} "
-            f"| {_ref(REIMPL_BILSTM_CRF_DEV_F1, label)} |"
-        )
+        counts = f"{gold_counts.get(label, 0)} | {pred_counts.get(label, 0)}"
+        refs = f" {_ref(PUBLISHED_BILSTM_CRF_TEST_F1, label)} | {_ref(REIMPL_BILSTM_CRF_DEV_F1, label)} |"
+        lines.append(row(label, p, r, f, counts, refs))
+    totals = f"{scores['n_gold_ents']} | {scores['n_pred_ents']}"
+    overall = _ref(PUBLISHED_BILSTM_CRF_TEST_F1, "overall"), _ref(REIMPL_BILSTM_CRF_DEV_F1, "overall")
     lines.append(
-        f"| **overall (micro)** | **{_pct(scores['ents_p'])}** | **{_pct(scores['ents_r'])}** "
-        f"| **{_pct(scores['ents_f'])}** | {scores['n_gold_ents']} | {scores['n_pred_ents']} "
-        f"| {_ref(PUBLISHED_BILSTM_CRF_TEST_F1, 'overall')} "
-        f"| {_ref(REIMPL_BILSTM_CRF_DEV_F1, 'overall')} |"
+        row("**overall (micro)**", scores["ents_p"], scores["ents_r"], scores["ents_f"], totals, f" – | {overall[1]} |")
     )
+    macro = [scores.get(f"ents_macro_{key}") for key in "prf"]
+    lines.append(row("**overall (macro)**", *macro, " | ", f" {overall[0]} | – |"))
     return "\n".join(lines)
+
+
+def table_note(scores: Mapping[str, Any]) -> str:
+    """The paragraph under the table: what each column and average is.
+
+    scores (Mapping[str, Any]): The ``scores`` of an :class:`EvaluationResult`.
+    RETURNS (str): Markdown.
+    """
+    note = (
+        "P/R/F1 are spaCy's exact-span entity scores (`spacy.scorer.get_ner_prf`) on the data "
+        "evaluated here. *Micro*: one pool of all entities (spaCy's `ents_f`); *macro*: the "
+        "unweighted mean over the rows' labels (seqeval's *macro avg*)."
+    )
+    if not is_cluener(report_labels(scores)):
+        return note + (
+            " The published CLUENER2020 figures are not shown: the labels are not CLUENER's."
+        )
+    return note + (
+        " The paper column is the BiLSTM+CRF baseline of CLUENER2020 (Xu et al. 2020, "
+        "arXiv:2001.04351; per-type table of the CLUEbenchmark/CLUENER2020 README) on the "
+        "**test** set, F1 only; its overall figure (70.00) is a **macro** average (*Overall@Macro*), "
+        "so it is in the macro row. The re-implementation column is the widely used "
+        "hemingkx/CLUENER2020 BiLSTM+CRF on the **dev** set; its overall figure (67.47) is a "
+        "**micro** average, in the micro row. Test and dev numbers are not directly comparable."
+    )
 
 
 def _num(value: Optional[float]) -> str:
@@ -479,15 +554,9 @@ def render_report(
         "",
         "## Scores per entity type (percent)",
         "",
-        score_table(s),
+        score_table(s, data),
         "",
-        "P/R/F1 are spaCy's exact-span entity scores (`spacy.scorer.get_ner_prf`). "
-        "The paper column is the BiLSTM+CRF baseline of CLUENER2020 (Xu et al. 2020, "
-        "arXiv:2001.04351; per-type table of the CLUEbenchmark/CLUENER2020 README, "
-        "whose overall row is labelled *Overall@Macro*) on the **test** set, F1 only. "
-        "The re-implementation column is the widely used hemingkx/CLUENER2020 "
-        "BiLSTM+CRF on the **dev** set (overall 67.47). Test and dev numbers are "
-        "not directly comparable.",
+        table_note(s),
         "",
         "## seqeval (entity level, strict IOB2)",
         "",
@@ -514,14 +583,70 @@ def render_report(
     return "\n".join(sections)
 
 
-def render_displacy(docs: Sequence[Doc], limit: int = 50) -> str:
-    """A standalone displaCy ``ent`` page of the first ``limit`` predicted docs.
+# displaCy colour of an entity that is wrong: a gold entity that was not predicted
+# (label "<label> ✗ missed") or a predicted one that is not in the gold data ("<label> ✗ wrong").
+ERROR_COLOR = "#ff6f61"
+MISSED, WRONG = "✗ missed", "✗ wrong"
+
+DISPLACY_LEGEND = (
+    '<p style="margin-bottom: 3rem">Each doc: its <b>gold</b> entities above the '
+    "<b>predicted</b> ones. Red, with ✗: an entity that is not in the other row with the "
+    f"same start, end and label (<b>{MISSED}</b>: gold, not predicted; <b>{WRONG}</b>: "
+    "predicted, not gold).</p>"
+)
+
+
+def render_displacy(docs: Sequence[Doc], limit: int = 50, gold: Optional[Sequence[Doc]] = None) -> str:
+    """A standalone displaCy ``ent`` page of the first ``limit`` docs.
+
+    With ``gold``, each doc's gold entities are shown above its predicted ones
+    and every entity that the other row lacks (same start, end and label) is
+    marked, so the errors can be read off the page. Without, the predictions alone.
 
     docs (Sequence[Doc]): The predicted docs.
     limit (int): How many docs to show.
+    gold (Optional[Sequence[Doc]]): The gold docs, in the order of ``docs``.
     RETURNS (str): The HTML page.
     """
     sample = list(docs[: max(limit, 0)])
-    labels = report_labels({ent.label_: None for doc in sample for ent in doc.ents})
-    options = {"ents": labels, "colors": DISPLACY_COLORS}
-    return displacy.render(sample, style="ent", page=True, options=options, jupyter=False)
+    colors = {**DISPLACY_COLORS}
+    if gold is None:
+        labels = sorted({ent.label_ for doc in sample for ent in doc.ents})
+        options = {"ents": labels, "colors": colors}
+        return displacy.render(sample, style="ent", page=True, options=options, jupyter=False)
+    figures = []
+    for i, (gold_doc, pred_doc) in enumerate(zip(gold, sample), start=1):
+        rows = comparison_rows(gold_doc, pred_doc, i)
+        labels = sorted({ent["label"] for row in rows for ent in row["ents"]})
+        colors.update({label: ERROR_COLOR for label in labels if "✗" in label})
+        options = {"ents": labels, "colors": colors}
+        html = displacy.render(rows, style="ent", manual=True, page=False, options=options, jupyter=False)
+        figures.append(f'<figure style="margin: 0 0 4rem 0">{html}</figure>')
+    content = DISPLACY_LEGEND + "".join(figures)
+    return TPL_PAGE.format(lang="zh", dir="ltr", content=content).strip()
+
+
+def comparison_rows(gold: Doc, predicted: Doc, number: int) -> List[Dict[str, Any]]:
+    """displaCy's manual input for one doc: its gold row and its predicted row.
+
+    gold (Doc): The gold doc.
+    predicted (Doc): The predicted doc (the same text).
+    number (int): The doc's number on the page, for the titles.
+    RETURNS (List[Dict[str, Any]]): Two ``{"text", "ents", "title"}`` dicts; an
+        entity missing from the other row has ``MISSED`` or ``WRONG`` after its label.
+    """
+    gold_ents = {(e.start_char, e.end_char, e.label_) for e in gold.ents}
+    pred_ents = {(e.start_char, e.end_char, e.label_) for e in predicted.ents}
+
+    def ents(own: set, other: set, mark: str) -> List[Dict[str, Any]]:
+        return [
+            {"start": start, "end": end, "label": label if (start, end, label) in other else f"{label} {mark}"}
+            for start, end, label in sorted(own)
+        ]
+
+    missed, wrong = len(gold_ents - pred_ents), len(pred_ents - gold_ents)
+    verdict = "correct" if missed == wrong == 0 else f"{missed} missed, {wrong} wrong"
+    return [
+        {"text": gold.text, "ents": ents(gold_ents, pred_ents, MISSED), "title": f"#{number} gold"},
+        {"text": predicted.text, "ents": ents(pred_ents, gold_ents, WRONG), "title": f"#{number} predicted: {verdict}"},
+    ]

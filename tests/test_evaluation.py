@@ -15,6 +15,7 @@ Gold and rules (zh tokenizes per character):
     position  tp 1 fp 0 fn 0 → 1, 1, 1
     micro     tp 5 fp 3 fn 3 → P = R = F = 5/8
 """
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,29 +141,106 @@ def test_check_agreement() -> None:
         check_agreement(0.625, 0.6)
 
 
+def _table_rows(report: str) -> List[List[str]]:
+    """The cells of the report's score table (header first, without the rule)."""
+    rows = [line for line in report.split("## seqeval")[0].splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in rows]
+
+
 def test_report_order_and_published_numbers() -> None:
     nlp = _ruler_nlp()
     report = render_report(evaluate_docs(nlp, _gold_docs(nlp)), "ruler", "dev.spacy")
-    rows = [line for line in report.splitlines() if line.startswith("| ")]
-    labels = [row.split("|")[1].strip() for row in rows[1:]]
-    assert labels == [
-        "address", "book", "company", "game", "government", "movie",
-        "name", "organization", "position", "scene", "**overall (micro)**",
+    header, *rows = _table_rows(report)
+    # The data's own labels, in CLUENER's order; no rows for CLUENER labels it lacks.
+    assert [row[0] for row in rows] == [
+        "address", "company", "name", "position", "**overall (micro)**", "**overall (macro)**",
     ]
-    name_row = rows[1 + CLUENER_LABELS.index("name")]
-    assert name_row.split("|")[2:5] == [" 100.00 ", " 66.67 ", " 80.00 "]
-    assert f"{PUBLISHED_BILSTM_CRF_TEST_F1['name']:.2f}" in name_row
-    assert "| 70.00 | 67.47 |" in rows[-1]
-    assert "62.50" in rows[-1]
+    # The headers say which numbers are ours (on which data) and which are published.
+    assert header == [
+        "Type", "P (dev.spacy)", "R (dev.spacy)", "F1 (dev.spacy)", "Gold", "Pred",
+        "CLUENER2020 paper BiLSTM+CRF F1 (test)", "Re-impl. BiLSTM+CRF F1 (dev)",
+    ]
+    name_row = rows[2]
+    assert name_row[1:4] == ["100.00", "66.67", "80.00"]
+    assert name_row[6] == f"{PUBLISHED_BILSTM_CRF_TEST_F1['name']:.2f}"
+    # The paper's overall F1 is a macro average, the re-implementation's a micro one:
+    # each sits in the row of its own average.
+    micro, macro = rows[-2], rows[-1]
+    assert micro[1:4] == ["62.50"] * 3 and micro[6:] == ["–", "67.47"]
+    assert macro[3] == "61.67" and macro[6:] == ["70.00", "–"]  # (80 + 66.67 + 0 + 100) / 4
+    assert "**macro** average" in report and "**micro** average" in report
     assert "```" in report and "micro avg" in report
 
 
-def test_displacy_page() -> None:
+def test_macro_scores_agree_with_seqeval() -> None:
+    nlp = _ruler_nlp()
+    result = evaluate_docs(nlp, _gold_docs(nlp))
+    macro_line = next(line for line in result.seqeval_report.splitlines() if "macro avg" in line)
+    p, r, f = (float(cell) for cell in macro_line.split()[2:5])
+    s = result.scores
+    assert (s["ents_macro_p"], s["ents_macro_r"], s["ents_macro_f"]) == pytest.approx((p, r, f), abs=1e-4)
+    assert s["ents_macro_f"] == pytest.approx((0.8 + 2 / 3 + 0.0 + 1.0) / 4)
+
+
+# A People's-Daily-like corpus: other labels than CLUENER's.
+PD_GOLD: List[Tuple[str, List[Tuple[int, int, str]]]] = [
+    ("张三在北京工作", [(0, 2, "PER"), (3, 5, "LOC")]),
+    ("李四去新华社", [(0, 2, "PER"), (3, 6, "ORG")]),
+]
+PD_PATTERNS = [
+    {"label": "PER", "pattern": "张三"},
+    {"label": "LOC", "pattern": "北京"},
+    {"label": "LOC", "pattern": "新华社"},
+]
+
+
+def test_report_of_other_labels_has_no_cluener_rows_or_columns() -> None:
+    nlp = spacy.blank("zh")
+    nlp.add_pipe("entity_ruler").add_patterns(PD_PATTERNS)
+    report = render_report(evaluate_docs(nlp, docs_with_ents(nlp, PD_GOLD)), "pd", "pd_dev.spacy")
+    header, *rows = _table_rows(report)
+    assert [row[0] for row in rows] == ["LOC", "ORG", "PER", "**overall (micro)**", "**overall (macro)**"]
+    assert len(header) == 6 and not any("CLUENER" in cell or "Re-impl" in cell for cell in header)
+    assert all("n/a" not in row for row in rows[:3])  # every label was scored
+    # gold / predicted counts: LOC 1/2, ORG 1/0 (predicted as LOC), PER 2/1
+    assert [row[4:6] for row in rows[:3]] == [["1", "2"], ["1", "0"], ["2", "1"]]
+    assert rows[0][1:4] == ["50.00", "100.00", "66.67"]
+    table = report.split("## seqeval")[0]
+    assert "70.00" not in table and "67.47" not in table
+    assert not any(label in table for label in CLUENER_LABELS)
+    assert "not CLUENER's" in table
+
+
+def _marks(html: str) -> List[Tuple[str, str]]:
+    """The (entity text, label) of every displaCy mark on a page, in order."""
+    found = re.findall(r'<mark class="entity"[^>]*>\s*(.*?)\s*<span[^>]*>(.*?)</span>', html, flags=re.S)
+    return [(text.strip(), label.strip()) for text, label in found]
+
+
+def test_displacy_page_shows_gold_above_prediction_and_marks_errors() -> None:
+    nlp = _ruler_nlp()
+    result = evaluate_docs(nlp, _gold_docs(nlp))
+    html = render_displacy(result.predicted, limit=3, gold=result.gold)
+    assert html.startswith("<!DOCTYPE html>")
+    assert "王五" not in html  # only the first 3 docs
+    assert _marks(html) == [
+        # 1: both right
+        ("张三", "name"), ("北京", "address"), ("张三", "name"), ("北京", "address"),
+        # 2: 上海 missed
+        ("李四", "name"), ("上海", "address ✗ missed"), ("李四", "name"),
+        # 3: the boundary of 腾讯公司
+        ("腾讯公司", "company ✗ missed"), ("深圳", "address"), ("腾讯", "company ✗ wrong"), ("深圳", "address"),
+    ]
+    assert "#2 gold" in html and "#2 predicted: 1 missed, 0 wrong" in html and "#1 predicted: correct" in html
+
+
+def test_displacy_page_of_predictions_alone() -> None:
     nlp = _ruler_nlp()
     predicted = evaluate_docs(nlp, _gold_docs(nlp)).predicted
     html = render_displacy(predicted, limit=2)
     assert html.startswith("<!DOCTYPE html>")
     assert "张" in html and "腾讯" not in html  # only the first 2 docs
+    assert ("上海", "address") not in _marks(html)
 
 
 def test_cli_writes_files(model_and_data: Tuple[Path, Path], tmp_path: Path) -> None:
@@ -178,6 +256,8 @@ def test_cli_writes_files(model_and_data: Tuple[Path, Path], tmp_path: Path) -> 
     assert "| address |" in (out / "dev_report.md").read_text(encoding="utf8")
     html = (out / "dev_displacy.html").read_text(encoding="utf8")
     assert "腾讯" in html and "王五" not in html  # --displacy-limit 3
+    # The gold entities are on the page, next to the predictions (上海 was not predicted).
+    assert ("上海", "address ✗ missed") in _marks(html) and ("腾讯公司", "company ✗ missed") in _marks(html)
 
 
 @pytest.mark.parametrize("which", ["model", "data"])
