@@ -8,6 +8,8 @@ import io
 import json
 import os
 import struct
+import subprocess
+import sys
 import tarfile
 import urllib.error
 from pathlib import Path
@@ -176,6 +178,15 @@ def test_word_lookup(vocab):
     assert vocab.word_id("上海") is None and vocab.word_id("OOV") is None
     assert vocab.char_id("Ａ") == 6 and vocab.char_id("萬") == 5 and vocab.char_id("？") == vocab.oov_id
     assert vocab.token_ids("北京") == [8] and vocab.token_ids("京北") == [2, 1]
+    assert vocab.words() == ["北京", "大学", "iPhone", "2019"]
+
+
+def test_word_lookup_where_q2b_goes_to_traditional():
+    # LAC's q2b sends 动 to 動 (its table keeps 動): a lexicon's 動漫 finds the word 动漫,
+    # and the character 动 reads as 動.
+    vocab = LACVocab({"動": 0, "漫": 1, "动漫": 2, "OOV": 3}, {"动": "動"})
+    assert vocab.word_id("動漫") == 2 and vocab.word_id("动漫") == 2
+    assert vocab.char_id("动") == 0 and vocab.token_ids("漫动") == [1, 0]
 
 
 def test_lexicon_word_vectors(vocab):
@@ -199,6 +210,15 @@ def test_full_encoder_from_files(sdist):
     with torch.no_grad():
         tags = encoder.decode(encoder.output(encoder.encode_ids(ids, lengths)), lengths)
     assert tags.shape == (1, 3) and 0 <= int(tags.min()) and int(tags.max()) < N_TAGS
+
+
+def test_modules_need_no_spacy():
+    code = (
+        "import sys; import spacy_bilstm_crf.lac.sdist, spacy_bilstm_crf.lac.fetch, "
+        "spacy_bilstm_crf.lac.word_vectors, spacy_bilstm_crf.lac.segmenter, spacy_bilstm_crf.lac.full_encoder; "
+        "assert 'spacy' not in sys.modules and 'thinc' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 class FakeIndex:

@@ -14,7 +14,7 @@ What the archive holds (``LAC-2.1.2/LAC/lac_model/``):
 - ``conf/word.dic`` ``id<TAB>entry`` (entry 0 is a space); ``conf/tag.dic``
   ``id<TAB>name``, 57 names on 49 ids (``PER-B`` shares 16 with ``nr-B``; LAC reads
   the last name of an id); ``conf/q2b.dic`` ``from<TAB>to``, 5,906 single characters
-  (full-width → half-width, traditional → simplified); ``conf/small_seg.dic``
+  to the form the table keeps (``word_vectors.py``); ``conf/small_seg.dic``
   ``word<SPACE>count``, 95,390 words of 2 or 3 characters.
 
 The sdist has no LICENSE file: its licence is stated in PKG-INFO (``License:

@@ -4,10 +4,15 @@ LAC-full's embedding table (``word_emb``) has a row per character (8,223), per
 multi-character word (50,000: Chinese words, and digit/letter strings such as
 ``2019`` or ``iPhone``, case kept) and one ``OOV`` row. LAC reads a text as tokens
 of its segmenter (``segmenter.py``): a token in the vocabulary is one id; any other
-token is read character by character, each through ``q2b.dic`` (full-width →
-half-width, traditional → simplified) and then looked up, ``OOV`` if absent. A
-multi-character token is looked up as it is: ``q2b.dic`` maps single characters
-only, so LAC never normalizes a word before looking it up.
+token is read character by character, each through ``q2b.dic`` and then looked
+up, ``OOV`` if absent. ``q2b.dic`` maps 5,906 characters, once (158 of its targets
+are keys too), to the form LAC's table keeps: full-width → half-width, A-Z → a-z,
+most traditional → simplified, but some simplified characters to another form
+(三 → 叁, 动 → 動, 创 → 創, 沈 → 渖). It maps single characters only, so a
+multi-character token is looked up as it is (case kept: ``iPhone``).
+
+LAC's 50,000 words are jieba's words: all but 2 Chinese ones are in jieba's
+dictionary (folded alike); the other 8,855 are digit and letter strings.
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -56,6 +61,12 @@ class LACVocab:
         """RETURNS (int): the row of characters LAC lacks."""
         return self.ids["OOV"]
 
+    def words(self) -> List[str]:
+        """RETURNS (List[str]): the multi-character entries (words, digit and letter
+            strings), by row: by falling frequency.
+        """
+        return [entry for entry, _ in sorted(self.ids.items(), key=lambda item: item[1]) if self.is_word(entry)]
+
     def normalize(self, text: str) -> str:
         """RETURNS (str): ``text`` with ``q2b.dic`` applied once to each character."""
         return "".join(self.q2b.get(char, char) for char in text)
@@ -80,10 +91,12 @@ class LACVocab:
         """The row of a lexicon word of 2+ characters, or None.
 
         Tried in order: the word as it is; with ``q2b`` applied (traditional or
-        full-width forms); folded as the project folds its lexicon (capitals, full
-        width), which finds ``iPhone`` for a lexicon's ``iphone``. Among vocabulary
-        words that fold alike, the smallest row wins (``word.dic`` lists words by
-        falling frequency).
+        full-width forms); both sides through ``q2b`` and the project's folding
+        (``q2b`` sends some simplified characters to traditional ones, so only a
+        comparison of normalized forms finds ``动漫`` for ``動漫``; the folding finds
+        ``iPhone`` for the project's folded ``iphone``). Among vocabulary words that
+        normalize alike, the smallest row wins (``word.dic`` lists words by falling
+        frequency).
         RETURNS (Optional[int]): The row, or None for single characters and words LAC lacks.
         """
         if len(word) < 2:
