@@ -63,30 +63,27 @@ class UnigramSegmenter:
     def _log_weight(self, word: str, count: int) -> float:
         return math.log(len(word) if self.scoring == "lac" else count)
 
-    def edges(self, text: str, start: int) -> List[Tuple[int, float]]:
-        """RETURNS (List[Tuple[int, float]]): the ends and scores of the graph's edges from ``start``."""
-        out = [(start + 1, self.scores.get(text[start], self.char_score))]
-        for end in range(start + 2, min(len(text), start + self.max_len) + 1):
-            score = self.scores.get(text[start:end])
-            if score is not None:
-                out.append((end, score))
-        return out
-
     def best_path(self, text: str) -> Tuple[float, List[Span]]:
         """RETURNS (Tuple[float, List[Span]]): the best path's score and its (start, end) spans,
             before ASCII runs are joined.
         """
         n = len(text)
-        # route[i]: best score of text[i:] and the end of its first token, from the right.
-        route: List[Tuple[float, int]] = [(0.0, 0)] * (n + 1)
+        scores, char_score, max_len = self.scores, self.char_score, self.max_len
+        # best[i]: the best score of text[i:], from the right; ends[i]: the end of its first
+        # token. (score, end) pairs compare as LAC's ``max``: on equal scores the later end.
+        best, ends = [0.0] * (n + 1), [0] * (n + 1)
         for start in range(n - 1, -1, -1):
-            route[start] = max((score + route[end][0], end) for end, score in self.edges(text, start))
+            top = (scores.get(text[start], char_score) + best[start + 1], start + 1)
+            for end in range(start + 2, min(n, start + max_len) + 1):
+                score = scores.get(text[start:end])
+                if score is not None and (score + best[end], end) > top:
+                    top = (score + best[end], end)
+            best[start], ends[start] = top
         spans, start = [], 0
         while start < n:
-            end = route[start][1]
-            spans.append((start, end))
-            start = end
-        return (route[0][0] if n else 0.0), spans
+            spans.append((start, ends[start]))
+            start = ends[start]
+        return best[0], spans
 
     def cut_spans(self, text: str) -> List[Span]:
         """RETURNS (List[Span]): the tokens of ``text`` as (start, end) character offsets."""
