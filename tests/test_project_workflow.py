@@ -213,6 +213,17 @@ def test_package_step_ships_the_component_wheel_beside_the_pipeline(tmp_path: Pa
     assert "--source /src/tree" in other["script"][0] and "/src/tree/LICENSE" in other["deps"]
 
 
+def test_workflow_outputs_and_state_are_not_tracked() -> None:
+    """``spacy project run all`` leaves its outputs and ``project.lock`` (the hashes of this
+    machine's last run of each step) out of ``git status``."""
+    if not (REPO / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    for path in ("project.lock", "assets/cluener/train.json", "corpus/train.spacy", "training/model-best",
+                 "metrics/dev.json", "packages/zh_x-0.1.0", "exported/model.pt2"):
+        result = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=REPO)
+        assert result.returncode == 0, f"{path} is not ignored by .gitignore"
+
+
 def test_package_meta_and_license() -> None:
     meta = srsly.read_json(META_FILE)
     assert meta["license"].startswith("MIT AND Apache-2.0") and meta["description"] and meta["author"]
