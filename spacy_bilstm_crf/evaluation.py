@@ -461,7 +461,7 @@ def score_table(scores: Mapping[str, Any], data: str = "this data") -> str:
     totals = f"{scores['n_gold_ents']} | {scores['n_pred_ents']}"
     overall = _ref(PUBLISHED_BILSTM_CRF_TEST_F1, "overall"), _ref(REIMPL_BILSTM_CRF_DEV_F1, "overall")
     lines.append(
-        row("**overall (micro)**", scores["ents_p"], scores["ents_r"], scores["ents_f"], totals, f" – | {overall[1]} |")
+        row("**overall (micro)**", *(scores[f"ents_{key}"] for key in "prf"), totals, f" – | {overall[1]} |")
     )
     macro = [scores.get(f"ents_macro_{key}") for key in "prf"]
     lines.append(row("**overall (macro)**", *macro, " | ", f" {overall[0]} | – |"))

@@ -85,7 +85,10 @@ def remove(relative: str) -> Callable[[Path], None]:
         # spaCy's own error says only "Expected object or value": the file is named for it.
         (write("meta.json", "{"), ["meta.json is not valid JSON"]),
         (write("vocab/strings.json", "["), ["strings.json is not valid JSON"]),
-        (write("config.cfg", "[nlp\nlang = "), ["ConfigValidationError", "no section headers", "config.cfg does not parse"]),
+        (
+            write("config.cfg", "[nlp\nlang = "),
+            ["ConfigValidationError", "no section headers", "config.cfg does not parse"],
+        ),
         (remove("meta.json"), ["Could not read meta.json"]),
         (remove("config.cfg"), ["Not a pipeline directory", "has no config.cfg"]),
     ],

@@ -229,7 +229,8 @@ def test_displacy_page_shows_gold_above_prediction_and_marks_errors() -> None:
         # 2: 上海 missed
         ("李四", "name"), ("上海", "address ✗ missed"), ("李四", "name"),
         # 3: the boundary of 腾讯公司
-        ("腾讯公司", "company ✗ missed"), ("深圳", "address"), ("腾讯", "company ✗ wrong"), ("深圳", "address"),
+        ("腾讯公司", "company ✗ missed"), ("深圳", "address"),
+        ("腾讯", "company ✗ wrong"), ("深圳", "address"),
     ]
     assert "#2 gold" in html and "#2 predicted: 1 missed, 0 wrong" in html and "#1 predicted: correct" in html
 

@@ -76,7 +76,8 @@ def initialized_training(tmp_path: Path, overrides: Dict[str, object]) -> dict:
     }
     nlp = init_nlp(load_config(CONFIG, overrides=config_overrides))
     resolved = nlp.config.interpolate()["training"]
-    return {**registry.resolve(resolved, schema=ConfigSchemaTraining), "period": resolved["optimizer"]["learn_rate"]["period"]}
+    period = resolved["optimizer"]["learn_rate"]["period"]
+    return {**registry.resolve(resolved, schema=ConfigSchemaTraining), "period": period}
 
 
 def cli_args(overrides: Dict[str, object]) -> List[str]:
