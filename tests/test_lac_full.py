@@ -194,7 +194,8 @@ def test_lexicon_word_vectors(vocab):
     rows, vectors, covered = lexicon_word_vectors(["大学", "上海", "北", "2019"], vocab, table)
     assert rows.tolist() == [9, -1, -1, 11] and covered.tolist() == [True, False, False, True]
     numpy.testing.assert_array_equal(vectors, numpy.stack([table[9], numpy.zeros(4), numpy.zeros(4), table[11]]))
-    assert coverage(["大学", "上海", "北", "2019"], vocab) == {"words": 3, "exact": 2, "covered": 2, "share": 2 / 3}
+    expected_coverage = {"words": 3, "exact": 2, "covered": 2, "share": 2 / 3}
+    assert coverage(["大学", "上海", "北", "2019"], vocab) == expected_coverage
     rows, vectors, covered = lexicon_word_vectors([], vocab, table)
     assert rows.shape == (0,) and vectors.shape == (0, 4) and covered.shape == (0,)
 

@@ -14,7 +14,7 @@ import re
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Tuple, Union
 from urllib.parse import urljoin
 
 from .sdist import SDIST_NAME, SDIST_SHA256, SdistError, sha256_of
@@ -84,7 +84,7 @@ def find_sdist_url(index_url: str, opener: Opener) -> str:
     return urljoin(page_url, url)
 
 
-def _from_json(body: str) -> "tuple[Optional[str], Optional[str]]":
+def _from_json(body: str) -> Tuple[Optional[str], Optional[str]]:
     try:
         files = json.loads(body).get("files", [])
     except (ValueError, AttributeError):
@@ -95,7 +95,7 @@ def _from_json(body: str) -> "tuple[Optional[str], Optional[str]]":
     return None, None
 
 
-def _from_html(body: str) -> "tuple[Optional[str], Optional[str]]":
+def _from_html(body: str) -> Tuple[Optional[str], Optional[str]]:
     for href in re.findall(r'href="([^"]+)"', body):
         link, _, fragment = href.replace("&amp;", "&").partition("#")
         if link.rsplit("/", 1)[-1] == SDIST_NAME:

@@ -21,7 +21,7 @@ position's characters and each character's place in its position (B/M/E/S).
 """
 import math
 from dataclasses import dataclass
-from typing import List, Mapping, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 from .word_vectors import LACVocab
 
@@ -41,11 +41,11 @@ class UnigramSegmenter:
 
     counts (Mapping[str, int]): Dictionary words (``small_seg.dic``) and their counts.
     scoring (str): ``"lac"`` (LAC 2.1.2's own, see the module) or ``"counts"`` (jieba's).
-    merge_alnum (bool): Join runs of single ASCII letters and digits (LAC does). By
+    merge_alnum (Optional[bool]): Join runs of single ASCII letters and digits (LAC does). By
         default on with ``"lac"`` and off with ``"counts"``.
     """
 
-    def __init__(self, counts: Mapping[str, int], scoring: str = "lac", merge_alnum: "bool | None" = None) -> None:
+    def __init__(self, counts: Mapping[str, int], scoring: str = "lac", merge_alnum: Optional[bool] = None) -> None:
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
         bad = [(word, count) for word, count in counts.items() if not word or count < 1]
