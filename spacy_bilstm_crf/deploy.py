@@ -2,16 +2,19 @@
 
 Both work on a loaded ``Language``; the ``quantize`` and ``export`` commands
 (``cli/deploy.py``) wrap them. The export is served by ``serving.py``, which
-needs torch only. A float32 network is exported with ``torch.export`` (format
-version 2: code points → emissions, the Viterbi runs in ``serving.py``); an INT8
-one as TorchScript (version 1: code points → tags), as torch.export cannot take
-its dynamically quantized LSTM.
+needs torch only (and ``windows.py``). A float32 network is exported with
+``torch.export`` (format version 2: code points → emissions, the Viterbi runs in
+``serving.py``); an INT8 one as TorchScript (version 1), as torch.export cannot
+take its dynamically quantized LSTM. TorchScript runs code of its own when it is
+loaded, so a version 1 export loads only where the caller says it trusts it.
 """
 import copy
+import hashlib
+import io
 import json
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from spacy.language import Language
@@ -178,7 +181,10 @@ def export_pipeline(
     Format version 2 (float32 networks): ``model.pt2``, the emissions as a
     ``torch.export`` program; ``crf.pt``, the CRF's masked scores for the Viterbi
     in ``serving.py``. Version 1 (INT8 networks, which torch.export cannot take):
-    ``model.pt``, the whole network as TorchScript. Both with ``tagger.json``.
+    ``model.pt``, the whole network as TorchScript, which ``Tagger.load`` reads
+    only with ``trust_torchscript=True`` (TorchScript holds code that runs on
+    load). Both with ``tagger.json``: the labels, tags and scheme, the
+    pipeline's window settings, and the SHA-256 of every file and of itself.
 
     nlp (Language): A ``zh`` pipeline (character segmenter) with a trained
         ``bilstm_crf_ner``, float32 or INT8.
@@ -208,33 +214,49 @@ def export_pipeline(
         "scheme": pipe.scheme.scheme,
         "tags": pipe.scheme.tags,
         "quantized": is_quantized(module),
+        # The pipeline's windows: the tagger cuts long texts where the pipeline does.
+        "window_size": pipe.window_size,
+        "window_overlap": pipe.window_overlap,
+        "batch_chars": pipe.batch_chars,
         "tokenizer": "spacy.zh.ChineseTokenizer (segmenter = char)",
         "component": pipe.name,
         "spacy_bilstm_crf_version": __version__,
         "torch_version": torch.__version__,
     }
+    files: Dict[str, bytes] = {}
     if version == serving.FORMAT_VERSION:
-        program = export_module(module)
+        files[serving.PROGRAM_FILE] = _saved(lambda f: torch.export.save(export_module(module), f))
         trans, start, end = module.crf.masked_scores(float("-inf"))
-        torch.export.save(program, str(output_dir / serving.PROGRAM_FILE))
-        torch.save(
-            {"transitions": trans.contiguous(), "start": start.contiguous(), "end": end.contiguous()},
-            str(output_dir / serving.CRF_FILE),
-        )
+        scores = {"transitions": trans.contiguous(), "start": start.contiguous(), "end": end.contiguous()}
+        files[serving.CRF_FILE] = _saved(lambda f: torch.save(scores, f))
         meta["min_width"] = min_width(module)
-        stale = [serving.MODEL_FILE]
     else:
         scripted = script_module(module)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.save(scripted, str(output_dir / serving.MODEL_FILE))
-        stale = [serving.PROGRAM_FILE, serving.CRF_FILE]
-    for file_name in stale:  # another format's files from an earlier export
-        (output_dir / file_name).unlink(missing_ok=True)
+            files[serving.MODEL_FILE] = _saved(lambda f: torch.jit.save(scripted, f))
+    # Every file is checked against its SHA-256 before the tagger reads it, and
+    # tagger.json (written last) against its own.
+    meta[serving.FILE_CHECKSUMS_KEY] = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    meta[serving.CHECKSUM_KEY] = serving.meta_checksum(meta)
+    (output_dir / serving.META_FILE).unlink(missing_ok=True)  # no stale tagger.json beside new files
+    for file_name in (serving.PROGRAM_FILE, serving.CRF_FILE, serving.MODEL_FILE):
+        if file_name not in files:  # another format's files from an earlier export
+            (output_dir / file_name).unlink(missing_ok=True)
+    for file_name, data in files.items():
+        (output_dir / file_name).write_bytes(data)
     (output_dir / serving.META_FILE).write_text(
         json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf8"
     )
     return output_dir
+
+
+def _saved(save: Callable[[io.BytesIO], None]) -> bytes:
+    """RETURNS (bytes): What ``save`` writes: the bytes that are checksummed are the
+    bytes written."""
+    buffer = io.BytesIO()
+    save(buffer)
+    return buffer.getvalue()
 
 
 def check_tokenizer(nlp: Language) -> None:

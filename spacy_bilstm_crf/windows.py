@@ -8,17 +8,18 @@ sides so that an entity on a cut is seen whole by some window; the windows'
 entities are stitched back into one non-overlapping set; and the sequences of a
 batch are sorted by length and run in groups of bounded padded size.
 
-Pure numpy: nothing here knows about spaCy or torch.
+Plain Python, standard library only: the spaCy component (``pipe.py``) and the
+exported tagger (``serving.py``, which runs with torch alone and may be copied
+next to an export together with this file) cut and stitch with this one code,
+so both find the same entities in a long text.
 """
 from dataclasses import dataclass
-from typing import Iterable, List, Sequence, Tuple
-
-import numpy
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 # Where a cut is best: right after the end of a sentence, then after a clause
 # separator or whitespace (code points, full- and half-width forms).
-_STRONG_BREAKS = numpy.array([ord(c) for c in "。！？!?；;…\n\r"], dtype="int64")
-_WEAK_BREAKS = numpy.array([ord(c) for c in "，,、：:）)」』》 \t\u3000"], dtype="int64")
+_STRONG_BREAKS = frozenset(ord(c) for c in "。！？!?；;…\n\r")
+_WEAK_BREAKS = _STRONG_BREAKS | frozenset(ord(c) for c in "，,、：:）)」』》 \t\u3000")
 
 Span = Tuple[int, int, int]  # (start, end exclusive, label id), in token offsets
 
@@ -39,14 +40,16 @@ class Window:
     own_end: int
 
 
-def plan_windows(codepoints: numpy.ndarray, size: int, overlap: int) -> List[Window]:
+def plan_windows(codepoints: Sequence[int], size: int, overlap: int) -> List[Window]:
     """Cut a sequence into windows of at most ``size`` tokens.
 
     A sequence of at most ``size`` tokens is one window. Otherwise the owned parts
     have at most ``size - 2 * overlap`` tokens each, and each window adds up to
     ``overlap`` tokens of context on both sides.
 
-    codepoints (numpy.ndarray): The code point of each token.
+    codepoints (Sequence[int]): The code point of each token (a list, an
+        ``array``, a numpy array: anything with ``len`` and, for a long sequence,
+        ``tolist`` or iteration).
     size (int): Longest window.
     overlap (int): Context added on each side of a window's own part.
     RETURNS (List[Window]): The windows, in order; their own parts tile the sequence.
@@ -57,25 +60,31 @@ def plan_windows(codepoints: numpy.ndarray, size: int, overlap: int) -> List[Win
     core = size - 2 * overlap
     if core < 2:
         raise ValueError(f"A window of {size} tokens leaves no room for an overlap of {overlap} on each side.")
-    strong = numpy.isin(codepoints, _STRONG_BREAKS)
-    weak = strong | numpy.isin(codepoints, _WEAK_BREAKS)
+    # Plain ints: indexing a numpy array element by element would cost more than the copy.
+    points = codepoints.tolist() if hasattr(codepoints, "tolist") else list(codepoints)
     cuts = [0]
     while n - cuts[-1] > core:
         start = cuts[-1]
         # Cut after the last break in the second half of the owned part, so parts
         # stay at least half as long as they may be.
         lo, hi = start + core // 2, start + core
-        cut = hi
-        for breaks in (strong, weak):
-            found = numpy.flatnonzero(breaks[lo - 1 : hi])
-            if len(found):
-                cut = lo + int(found[-1])
-                break
-        cuts.append(cut)
+        cut = _last_break(points, lo - 1, hi, _STRONG_BREAKS)
+        if cut is None:
+            cut = _last_break(points, lo - 1, hi, _WEAK_BREAKS)
+        cuts.append(hi if cut is None else cut)
     cuts.append(n)
     return [
         Window(max(0, a - overlap), min(n, b + overlap), a, b) for a, b in zip(cuts[:-1], cuts[1:])
     ]
+
+
+def _last_break(points: List[int], lo: int, hi: int, breaks: frozenset) -> Optional[int]:
+    """RETURNS (Optional[int]): The position right after the last of ``points[lo:hi]``
+    that is in ``breaks``, or None."""
+    for i in range(hi - 1, lo - 1, -1):
+        if points[i] in breaks:
+            return i + 1
+    return None
 
 
 def stitch_spans(windows: Sequence[Window], spans: Sequence[Iterable[Span]], length: int) -> List[Span]:
@@ -102,12 +111,12 @@ def stitch_spans(windows: Sequence[Window], spans: Sequence[Iterable[Span]], len
                 continue
             is_own = window.own_start <= start < window.own_end
             (owned if is_own else others).append((start, end, label))
-    taken = numpy.zeros(length, dtype=bool)
+    taken = bytearray(length)  # 1 where an entity already lies
     result: List[Span] = []
     for group in (owned, others):
         for start, end, label in sorted(group):
-            if not taken[start:end].any():
-                taken[start:end] = True
+            if taken.find(1, start, end) == -1:
+                taken[start:end] = b"\x01" * (end - start)
                 result.append((start, end, label))
     return sorted(result)
 

@@ -3,6 +3,7 @@ older exports) and their spaCy-free loader, and the mixed-precision code paths t
 run without a GPU."""
 import json
 import random
+import shutil
 import subprocess
 import sys
 import warnings
@@ -12,7 +13,7 @@ import pytest
 import spacy
 import torch
 
-from spacy_bilstm_crf import serving
+from spacy_bilstm_crf import serving, windows
 from spacy_bilstm_crf.architectures import get_torch_module
 from spacy_bilstm_crf.deploy import (
     SELF_CHECK_TEXTS,
@@ -119,7 +120,8 @@ def test_exported_entities_equal_the_pipeline(saved_model, int8_model, tmp_path,
     version = 2 if variant == "fp32" else 1
     files = {"tagger.json", "model.pt2", "crf.pt"} if version == 2 else {"tagger.json", "model.pt"}
     assert {f.name for f in (tmp_path / "export").iterdir()} == files
-    tagger = Tagger.load(tmp_path / "export")
+    # TorchScript (version 1) runs code on load: only with the caller's trust.
+    tagger = Tagger.load(tmp_path / "export", trust_torchscript=version == 1)
     assert tagger.version == tagger.meta["version"] == version
     assert tagger.meta["format"] == (serving.FORMAT if version == 2 else serving.TORCHSCRIPT_FORMAT)
     assert tagger.meta["quantized"] is (variant == "int8")
@@ -158,8 +160,10 @@ def test_version_1_export_from_the_old_writer_still_loads(saved_model, tmp_path)
         "torch_version": "2.5.1",
     }
     (out / "tagger.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf8")
-    tagger = Tagger.load(out)
-    assert tagger.version == 1 and tagger.crf is None
+    with pytest.raises(ValueError, match="trust_torchscript=True"):
+        Tagger.load(out)
+    tagger = Tagger.load(out, trust_torchscript=True)
+    assert tagger.version == 1 and tagger.window_size == 512  # the pipeline's default windows
     assert tagger.batch(TEXTS) == [ents_of(doc) for doc in nlp.pipe(TEXTS, batch_size=256)]
     assert compare_with_pipeline(nlp, tagger, SELF_CHECK_TEXTS)["n_different"] == 0
 
@@ -169,11 +173,11 @@ def test_int8_export_is_torchscript_and_torch_export_refuses_it(int8_model, tmp_
     with pytest.raises(NotImplementedError, match="INT8"):
         export_pipeline(nlp, tmp_path / "v2", version=2)
     export_pipeline(nlp, tmp_path / "v1")
-    tagger = Tagger.load(tmp_path / "v1")
+    tagger = Tagger.load(tmp_path / "v1", trust_torchscript=True)
     assert tagger.meta["quantized"] and tagger.version == 1
     assert compare_with_pipeline(nlp, tagger, SELF_CHECK_TEXTS)["n_different"] == 0
     with pytest.raises(ValueError, match="CPU only"):
-        Tagger.load(tmp_path / "v1", device="cuda:0")
+        Tagger.load(tmp_path / "v1", device="cuda:0", trust_torchscript=True)
 
 
 def test_reexport_replaces_the_other_formats_files_and_unknown_formats_are_refused(
@@ -194,7 +198,7 @@ def test_reexport_replaces_the_other_formats_files_and_unknown_formats_are_refus
     for fmt, version in [("spacy-bilstm-crf.torchscript", 2), ("spacy-bilstm-crf.export", 1), ("other", 2)]:
         (out / "tagger.json").write_text(json.dumps({**meta, "format": fmt, "version": version}))
         with pytest.raises(ValueError, match="Not a known export"):
-            Tagger.load(out)
+            Tagger.load(out, trust_torchscript=True)
 
 
 def test_exported_emissions_equal_eager_for_any_batch_and_width():
@@ -260,19 +264,21 @@ def test_char_tokens_match_spacy_zh_tokenizer():
 
 
 def test_serving_needs_only_torch(saved_model, tmp_path):
-    """Load and run an export with spaCy, thinc and even numpy unimportable."""
+    """serving.py and windows.py, copied next to an export, load and run it with spaCy,
+    thinc, numpy and the package unimportable."""
     export_pipeline(spacy.load(saved_model), tmp_path / "export")
+    for module in (serving, windows):
+        shutil.copy(module.__file__, tmp_path / Path(module.__file__).name)
     code = f"""
-import importlib.util, json, sys
+import json, sys
 for name in ("numpy", "spacy", "thinc", "srsly", "spacy_bilstm_crf"):
     sys.modules[name] = None  # makes `import name` raise ImportError
-spec = importlib.util.spec_from_file_location("serving", {serving.__file__!r})
-serving = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(serving)
-tagger = serving.Tagger.load({str(tmp_path / "export")!r})
+sys.path.insert(0, {str(tmp_path)!r})
+from serving import Tagger
+tagger = Tagger.load({str(tmp_path / "export")!r})
 print(json.dumps(tagger.batch({TEXTS[:2]!r})))
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == (
         '[[[0, 2, "name"], [3, 7, "company"], [7, 9, "address"]], [[0, 2, "name"], [3, 7, "organization"]]]'
@@ -318,7 +324,8 @@ def test_quantize_and_export_commands(saved_model, tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert Tagger.load(tmp_path / "export")("李明去北京大学读书") == [
+    assert "trust_torchscript=True" in result.stdout  # INT8 is TorchScript: the command says how to load it
+    assert Tagger.load(tmp_path / "export", trust_torchscript=True)("李明去北京大学读书") == [
         (0, 2, "name"),
         (3, 7, "organization"),
     ]
@@ -328,7 +335,10 @@ def test_quantize_and_export_commands(saved_model, tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "ts" / "model.pt").exists() and not (tmp_path / "ts" / "model.pt2").exists()
-    assert Tagger.load(tmp_path / "ts")("李明去北京大学读书") == [(0, 2, "name"), (3, 7, "organization")]
+    assert Tagger.load(tmp_path / "ts", trust_torchscript=True)("李明去北京大学读书") == [
+        (0, 2, "name"),
+        (3, 7, "organization"),
+    ]
 
 
 def test_quantize_bf16_writes_a_pipeline_that_loads_with_bfloat16_inference(saved_model, int8_model, tmp_path):

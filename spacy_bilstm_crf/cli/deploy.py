@@ -1,14 +1,15 @@
-"""Deployment commands: ``quantize`` (an INT8 or bfloat16 pipeline) and ``export`` (for serving with torch only)."""
+"""Deployment commands: ``quantize`` (an INT8 or bfloat16 pipeline) and ``export`` (for serving with torch only).
+
+torch, spaCy and the modules that import them are imported inside the commands, so
+that listing the commands (``--help``) does not load them.
+"""
 from pathlib import Path
 from typing import Optional
 
 import typer
 from wasabi import msg
 
-from .. import serving
-from ..deploy import SELF_CHECK_TEXTS, bf16_pipeline, compare_with_pipeline, export_pipeline, quantize_pipeline
 from ._util import COMMAND, app, fail
-from .evaluate import load_pipeline
 
 
 def directory_size(path: Path) -> int:
@@ -34,6 +35,9 @@ def quantize_cli(
     recurrences in bfloat16 (on CPUs without bfloat16 units it may be slower
     than float32). Either way `spacy.load(OUTPUT_DIR)` loads it as is.
     """
+    from ..deploy import bf16_pipeline, quantize_pipeline
+    from .evaluate import load_pipeline
+
     nlp = load_pipeline(input_path, gpu_id=-1)
     kind = "bfloat16" if bf16 else "INT8"
     try:
@@ -62,12 +66,18 @@ def export_cli(
     A float32 network (code points → emissions) is written with torch.export as
     OUTPUT_DIR/model.pt2, with the CRF's scores for the Viterbi in crf.pt; an INT8
     one (code points → tags) as TorchScript, OUTPUT_DIR/model.pt, as is any with
-    --torchscript. Its labels, tags
-    and scheme go to tagger.json. Load it with
-    `spacy_bilstm_crf.serving.Tagger.load(OUTPUT_DIR)` (serving.py also works as a
-    copy on its own) and call the tagger on a text. The export is checked against
+    --torchscript. Its labels, tags and scheme, the pipeline's window settings and
+    the SHA-256 of every file go to tagger.json. Load it with
+    `spacy_bilstm_crf.serving.Tagger.load(OUTPUT_DIR)` (serving.py and windows.py
+    also work as copies on their own) and call the tagger on a text. A TorchScript
+    export holds code that runs when it is loaded: it loads only with
+    `Tagger.load(OUTPUT_DIR, trust_torchscript=True)`. The export is checked against
     the pipeline on a few texts.
     """
+    from .. import serving
+    from ..deploy import SELF_CHECK_TEXTS, compare_with_pipeline, export_pipeline, quantize_pipeline
+    from .evaluate import load_pipeline
+
     nlp = load_pipeline(input_path, gpu_id=-1)
     try:
         if int8:
@@ -75,12 +85,19 @@ def export_cli(
         export_pipeline(nlp, output_dir, component, version=serving.TORCHSCRIPT_VERSION if torchscript else None)
     except (ValueError, RuntimeError) as err:
         fail("Cannot export the pipeline", str(err))
-    tagger = serving.Tagger.load(output_dir)
+    # The directory was written just now, by this process: its TorchScript is ours.
+    tagger = serving.Tagger.load(output_dir, trust_torchscript=True)
     check = compare_with_pipeline(nlp, tagger, SELF_CHECK_TEXTS)
     if check["n_different"]:
         fail("The export disagrees with the pipeline", repr(check["differences"]))
+    trust = ", trust_torchscript=True" if tagger.version == serving.TORCHSCRIPT_VERSION else ""
     msg.good(
         f"Exported to {output_dir} ({directory_size(output_dir) / 1e6:.1f} MB); "
-        f"serve with {serving.__name__}.Tagger.load('{output_dir}')"
+        f"serve with {serving.__name__}.Tagger.load('{output_dir}'{trust})"
     )
+    if trust:
+        msg.warn(
+            "This export is TorchScript (format version 1): loading it runs the code it holds. "
+            "Load it only where you trust the directory as you would trust code."
+        )
     msg.text(f"See also: {COMMAND} quantize, for an INT8 spaCy pipeline.")
