@@ -1,25 +1,24 @@
-"""CLUE JSON / char-per-line corpora → DocBin (the ``convert`` command)."""
+"""CLUE JSON / char-per-line corpora → DocBin (the ``convert`` command).
+
+spaCy and the readers are imported inside the command, so that
+``python -m spacy_bilstm_crf --help`` does not import them because of this module.
+"""
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
-import spacy
 import srsly
 import typer
-from spacy.language import Language
-from spacy.tokens import Doc, DocBin
 from wasabi import msg
 
-from ..corpus import (
-    DEFAULT_ENCODING,
-    CorpusError,
-    CorpusStats,
-    InputEncodingError,
-    codec_name,
-    read_clue,
-    read_conll,
-)
+from ..corpus.textio import DEFAULT_ENCODING, NotATextEncoding, codec_name
 from ._util import app, fail
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+    from spacy.tokens import Doc, DocBin
+
+    from ..corpus import CorpusStats
 
 # The CLUENER2020 release: where to get it when the input is missing.
 CLUENER_URL = "https://github.com/CLUEbenchmark/CLUENER2020 (cluener_public.zip)"
@@ -58,8 +57,10 @@ def read_labels_file(path: Path) -> List[str]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise ValueError(f"Labels file {path} is not UTF-8: {err}") from None
+    except OSError as err:
+        raise ValueError(f"Cannot read the labels file {path}: {err.strerror or err}") from None
     if path.suffix != ".json":
-        return [line.strip() for line in text.splitlines()]
+        return text.splitlines()
     try:
         labels = srsly.json_loads(text)
     except ValueError as err:
@@ -69,34 +70,83 @@ def read_labels_file(path: Path) -> List[str]:
     return labels
 
 
-def parse_labels(value: Optional[str]) -> Optional[List[str]]:
-    """Read the ``--labels`` option: a path to a file (one label per line, or a
-    JSON list), or a comma-separated list.
+def clean_labels(labels: List[str], source: str) -> List[str]:
+    """Strip the labels (``" name "`` is ``name``, as in the records) and drop blank
+    lines; an empty result is an error, because every entity would be dropped.
 
-    A value that looks like a file name but names no file is an error rather
-    than a one-label list, which would drop every entity as ``unknown_label``.
-    So is a list without labels, for the same reason.
-
-    value (Optional[str]): The option value.
-    RETURNS (Optional[List[str]]): The labels, or ``None`` for "allow all".
-    RAISES (ValueError): The file is missing or unreadable, or has no labels.
+    labels (List[str]): The labels as given.
+    source (str): Where they come from, for the message.
+    RETURNS (List[str]): The labels, stripped, in their order, without repeats.
+    RAISES (ValueError): No label is left.
     """
+    cleaned = list(dict.fromkeys(label.strip() for label in labels if label.strip()))
+    if not cleaned:
+        raise ValueError(f"No labels in {source}: every entity would be dropped.")
+    return cleaned
+
+
+def parse_labels(
+    value: Optional[str], labels_file: Optional[Path] = None
+) -> Tuple[Optional[List[str]], Optional[Path]]:
+    """Read the label set from ``--labels`` or ``--labels-file``.
+
+    ``--labels-file`` always names a file. ``--labels`` is a comma-separated list;
+    for compatibility with earlier versions, a value that names an existing file
+    is read as a labels file (the caller says so). A value that looks like a file
+    name (a suffix or a directory part) but names no file is an error, not a
+    one-label list that would drop every entity.
+
+    value (Optional[str]): The ``--labels`` value.
+    labels_file (Optional[Path]): The ``--labels-file`` value.
+    RETURNS (Tuple[Optional[List[str]], Optional[Path]]): The labels (``None``:
+        allow all) and the file they were read from (``None`` for a list).
+    RAISES (ValueError): Both options, a missing or unreadable file, or no labels.
+    """
+    if value and labels_file is not None:
+        raise ValueError("Pass either --labels or --labels-file, not both.")
+    if labels_file is not None:
+        if not labels_file.is_file():
+            what = "is a directory" if labels_file.is_dir() else "not found"
+            raise ValueError(f"Labels file {what}: {labels_file}")
+        return clean_labels(read_labels_file(labels_file), str(labels_file)), labels_file
     if not value:
-        return None
+        return None, None
     path = Path(value)
     if path.is_file():
-        labels = read_labels_file(path)
-    elif looks_like_path(value):
+        return clean_labels(read_labels_file(path), str(path)), path
+    if path.is_dir() or looks_like_path(value):
+        what = "is a directory" if path.is_dir() else "not found"
         raise ValueError(
-            f"Labels file not found: {path}. Pass an existing file, or the labels "
-            "themselves separated by commas (e.g. --labels name,company)."
+            f"Labels file {what}: {path}. Pass an existing file (--labels-file PATH), or the "
+            "labels themselves separated by commas (e.g. --labels name,company)."
         )
-    else:
-        labels = [label.strip() for label in value.split(",")]
-    labels = [label for label in labels if label]
-    if not labels:
-        raise ValueError(f"No labels in --labels {value!r}: every entity would be dropped.")
-    return labels
+    return clean_labels(value.split(","), f"--labels {value!r}"), None
+
+
+def check_labels_used(stats: "CorpusStats", labels: List[str], labels_from: Optional[Path]) -> None:
+    """Fail when the label set dropped every entity of the input (a label set that
+    matches nothing is a mistake: e.g. a labels file name given to --labels that
+    does not exist, read as one label), and warn about labels no entity had.
+
+    stats (CorpusStats): The counts of the conversion.
+    labels (List[str]): The label set.
+    labels_from (Optional[Path]): The file the labels were read from, if any.
+    """
+    source = f"the labels file {labels_from}" if labels_from else f"--labels {','.join(labels)}"
+    found = ", ".join(sorted(stats.unknown_labels)) or "none"
+    if stats.entities_in and stats.dropped["unknown_label"] == stats.entities_in:
+        hint = "" if labels_from else (
+            f" If {','.join(labels)!r} was meant as a labels file, it does not exist: pass "
+            "--labels-file PATH."
+        )
+        fail(
+            "No entity has a label in the label set",
+            f"All {stats.entities_in} entities were dropped as unknown_label: {source} matches "
+            f"none of the input's labels ({found}).{hint} Nothing was written.",
+        )
+    unused = [label for label in labels if not stats.labels[label]]
+    if unused:
+        msg.warn(f"No entity has the label(s) {', '.join(unused)} from {source}")
 
 
 def missing_input_message(input_path: Path, input_format: InputFormat) -> str:
@@ -113,7 +163,33 @@ def missing_input_message(input_path: Path, input_format: InputFormat) -> str:
     )
 
 
-def print_stats(stats: CorpusStats) -> None:
+def check_output_path(path: Path, what: str) -> None:
+    """Fail before converting when ``path`` cannot be written: it is a directory,
+    or a parent that must be created is a file.
+
+    path (Path): The file to write.
+    what (str): What it is, for the message (``"output"``, ``"--stats"``).
+    """
+    if path.is_dir():
+        fail(f"Cannot write the {what}", f"{path} is a directory; pass a file path.")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                fail(f"Cannot write the {what}", f"{parent} is a file, not a directory: {path} cannot be created.")
+            return
+
+
+def check_encoding(encoding: str) -> None:
+    """Fail unless ``encoding`` names a codec that can read a text file."""
+    try:
+        codec_name(encoding)
+    except NotATextEncoding as err:
+        fail("Not a text encoding", f"--encoding {encoding}: {err}. Use a text encoding, e.g. utf-8, gbk, gb18030.")
+    except LookupError as err:
+        fail("Unknown encoding", f"--encoding {encoding}: {err}. Use a Python codec name, e.g. utf-8, gbk, gb18030.")
+
+
+def print_stats(stats: "CorpusStats") -> None:
     """Print the counts and a few examples of each drop/skip reason."""
     counts = stats.to_dict()
     msg.table(
@@ -147,7 +223,8 @@ def convert_cli(
     output_path: Path = typer.Argument(..., help="Output .spacy file (DocBin); parent dirs are created", dir_okay=False),
     input_format: InputFormat = typer.Option(InputFormat.clue, "--format", "-f", help="Input format"),
     scheme: Scheme = typer.Option(Scheme.BIOES, "--scheme", "-s", help="Tag scheme of a conll input"),
-    labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Allowed labels: comma-separated, or a file (one per line, or a JSON list); others are dropped and counted"),
+    labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Allowed labels, comma-separated (an existing file is read as with --labels-file); others are dropped and counted"),
+    labels_file: Optional[Path] = typer.Option(None, "--labels-file", help="Allowed labels from a file: one per line, or a JSON list (.json)", dir_okay=False),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip and count malformed records instead of stopping"),
     repair_tags: bool = typer.Option(False, "--repair-tags", help="conll: repair invalid tag sequences (a stray I-/E- starts an entity; an unclosed entity ends at its last tag) and count them"),
     encoding: str = typer.Option(DEFAULT_ENCODING, "--encoding", "-e", help="Encoding of the input file, e.g. gbk or gb18030 (a UTF-8 byte order mark is skipped)"),
@@ -160,24 +237,38 @@ def convert_cli(
     The input is CLUE-format JSON (CLUENER2020; one object per line, or one
     array) or a char-per-line file (`char TAG` per line, BIO/BIOES/BMES tags).
     Every doc has its entities set as `doc.ents`, and its other tokens as O.
+    Texts of any length are converted. Labels are stripped of surrounding spaces.
 
     Bad entities (offsets out of range or not matching the text, off token
     boundaries, overlapping: the longest wins, unknown labels) are dropped and
-    counted. Malformed records stop the conversion with the file and line,
-    unless --skip-invalid skips and counts them. Bytes that are not valid in
-    the --encoding always stop it. The counts are printed and written as JSON.
+    counted; a label set that drops every entity is an error. Malformed records
+    (bad JSON, JSON nested too deeply, bad fields or tags) stop the conversion
+    with the file and line, unless --skip-invalid skips and counts them. Bytes
+    that are not valid in the --encoding always stop it. The counts are printed
+    and written as JSON.
     """
+    import spacy
+    from spacy.tokens import DocBin
+
+    from ..corpus import CorpusError, CorpusStats, InputEncodingError
+
     if not input_path.exists():
         fail("Input file not found", missing_input_message(input_path, input_format))
+    check_encoding(encoding)
     try:
-        codec_name(encoding)
-    except LookupError as err:
-        fail("Unknown encoding", f"--encoding {encoding}: {err}. Use a Python codec name, e.g. utf-8, gbk, gb18030.")
-    try:
-        label_list = parse_labels(labels)
+        label_list, labels_from = parse_labels(labels, labels_file)
     except ValueError as err:
-        fail("Bad --labels", str(err))
-    nlp = spacy.blank(lang)
+        fail("Bad --labels" if labels_file is None else "Bad --labels-file", str(err))
+    if labels_from is not None:
+        msg.info(f"Labels from {labels_from}: {', '.join(label_list or [])}")
+    if stats_path is None:
+        stats_path = output_path.with_suffix(".stats.json")
+    check_output_path(output_path, "output")
+    check_output_path(stats_path, "--stats file")
+    try:
+        nlp = spacy.blank(lang)
+    except (ImportError, ValueError) as err:
+        fail("Unknown --lang", f"--lang {lang}: {err}")
     stats = CorpusStats()
     docs = read_docs(
         input_path, nlp, stats, input_format, scheme.value, label_list, skip_invalid, repair_tags, encoding
@@ -193,20 +284,35 @@ def convert_cli(
             "for a Chinese file that is not UTF-8.",
         )
     except CorpusError as err:
-        fail("Malformed input", f"{err}\nFix the record, or pass --skip-invalid to skip (and count) malformed records.")
+        # With --skip-invalid, only what cannot be skipped gets here: the rest of a
+        # JSON array cannot be parsed after a syntax error.
+        hint = "This error cannot be skipped: fix the file." if skip_invalid else (
+            "Fix the record, or pass --skip-invalid to skip (and count) malformed records."
+        )
+        fail("Malformed input", f"{err}\n{hint}")
     stats.check()
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    doc_bin.to_disk(output_path)
-    if stats_path is None:
-        stats_path = output_path.with_suffix(".stats.json")
-    stats_path.parent.mkdir(parents=True, exist_ok=True)
-    srsly.write_json(stats_path, {"input": str(input_path), "output": str(output_path), **stats.to_dict()})
+    if label_list is not None:
+        check_labels_used(stats, label_list, labels_from)
+    write_outputs(doc_bin, output_path, stats_path, {"input": str(input_path), "output": str(output_path), **stats.to_dict()})
     print_stats(stats)
     warn_if_empty(stats, input_path)
     msg.good(f"Wrote {stats.docs_written} docs to {output_path}", f"Counts: {stats_path}")
 
 
-def warn_if_empty(stats: CorpusStats, input_path: Path) -> None:
+def write_outputs(doc_bin: "DocBin", output_path: Path, stats_path: Path, counts: dict) -> None:
+    """Write the DocBin and the counts, failing cleanly when a path cannot be written."""
+    for path, write in (
+        (output_path, lambda: doc_bin.to_disk(output_path)),
+        (stats_path, lambda: srsly.write_json(stats_path, counts)),
+    ):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write()
+        except OSError as err:
+            fail(f"Cannot write {path}", f"{path}: {err.strerror or err}")
+
+
+def warn_if_empty(stats: "CorpusStats", input_path: Path) -> None:
     """Warn when no doc was written: an empty corpus is valid output, but rarely
     what was meant (an empty download, the wrong file, the wrong --format).
     """
@@ -218,23 +324,24 @@ def warn_if_empty(stats: CorpusStats, input_path: Path) -> None:
 
 def read_docs(
     input_path: Path,
-    nlp: Language,
-    stats: CorpusStats,
+    nlp: "Language",
+    stats: "CorpusStats",
     input_format: InputFormat,
     scheme: str,
     labels: Optional[List[str]],
     skip_invalid: bool,
     repair_tags: bool,
     encoding: str = DEFAULT_ENCODING,
-) -> Iterator[Doc]:
+) -> Iterator["Doc"]:
     """Pick the reader for the input format.
 
     RETURNS (Iterator[Doc]): The docs, streamed; ``stats`` fills as they are read.
     """
+    from ..corpus import read_clue, read_conll
+
     if input_format == InputFormat.clue:
         return read_clue(input_path, nlp, stats, labels=labels, skip_invalid=skip_invalid, encoding=encoding)
     return read_conll(
         input_path, nlp, stats, scheme=scheme, labels=labels,
         skip_invalid=skip_invalid, repair_tags=repair_tags, encoding=encoding,
     )
-

@@ -36,27 +36,35 @@ Rules, stated once:
   tag starts a new entity, an unclosed entity ends at its last tag) and each
   repair is counted under ``stats.repaired[reason]``.
 """
-from .clue import clue_record_to_doc, parse_clue_record, read_clue
-from .conll import (
-    DOCSTART,
-    OUTSIDE,
-    SCHEME_PREFIXES,
-    TagSequenceError,
-    conll_sentence_to_doc,
-    doc_to_conll,
-    read_conll,
-    spans_to_tags,
-    split_tag,
-    tags_to_spans,
-)
-from .docs import CharSpan, make_doc, resolve_overlaps
-from .stats import DROP_REASONS, MAX_EXAMPLES, SKIP_REASONS, CorpusError, CorpusStats
-from .textio import DEFAULT_ENCODING, InputEncodingError, codec_name
+import importlib
+from typing import Any, Dict, List
 
-__all__ = [
-    "CharSpan", "CorpusError", "CorpusStats", "DEFAULT_ENCODING", "DOCSTART", "DROP_REASONS",
-    "InputEncodingError", "MAX_EXAMPLES", "OUTSIDE", "SCHEME_PREFIXES", "SKIP_REASONS",
-    "TagSequenceError", "clue_record_to_doc", "codec_name", "conll_sentence_to_doc",
-    "doc_to_conll", "make_doc", "parse_clue_record", "read_clue", "read_conll",
-    "resolve_overlaps", "spans_to_tags", "split_tag", "tags_to_spans",
-]  # fmt: skip
+# Where each public name lives. They are imported on first use (PEP 562), so that
+# importing a light submodule (textio, stats) does not import spaCy: the CLI's
+# --help must not pay for it.
+_EXPORTS: Dict[str, str] = {
+    "clue_record_to_doc": "clue", "parse_clue_record": "clue", "read_clue": "clue",
+    "DOCSTART": "conll", "OUTSIDE": "conll", "SCHEME_PREFIXES": "conll", "TagSequenceError": "conll",
+    "conll_sentence_to_doc": "conll", "doc_to_conll": "conll", "read_conll": "conll",
+    "spans_to_tags": "conll", "split_tag": "conll", "tags_to_spans": "conll",
+    "CharSpan": "docs", "make_doc": "docs", "resolve_overlaps": "docs",
+    "MAX_JSON_DEPTH": "nesting", "NestingGuard": "nesting",
+    "DROP_REASONS": "stats", "MAX_EXAMPLES": "stats", "SKIP_REASONS": "stats",
+    "CorpusError": "stats", "CorpusStats": "stats",
+    "DEFAULT_ENCODING": "textio", "InputEncodingError": "textio", "NotATextEncoding": "textio",
+    "codec_name": "textio",
+}  # fmt: skip
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its submodule on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -9,8 +9,14 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from .docs import CharSpan, make_doc
+from .nesting import MAX_JSON_DEPTH, NestingGuard
 from .stats import CorpusError, CorpusStats, count_and_convert
 from .textio import DEFAULT_ENCODING, Utf8Reader, first_char, has_surrogate_escape, iter_lines
+
+# Nesting beyond what any CLUE record has (5 levels: record, label, surfaces,
+# offset list, pair) is a record error, not a crash of the parser.
+TOO_DEEP = f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep (a CLUE record has 5 levels)"
+TOO_DEEP_LINE = "the JSON is nested too deeply for the parser (a CLUE record has 5 levels)"
 
 
 def _is_int(value: Any) -> bool:
@@ -65,10 +71,12 @@ def parse_clue_record(
         got = type(labels).__name__
         raise CorpusError(path, location, "bad_label", f"'label' must be an object, got {got}")
     mentions: List[Tuple[int, int, str, str]] = []
-    for label, surfaces in labels.items():
+    for key, surfaces in labels.items():
+        # " name " is the label name: surrounding whitespace is never part of a label.
+        label = key.strip()
         # An empty label would be counted as kept but saved as no entity at all.
-        if not label.strip():
-            detail = f"an entity label is empty: 'label' has the key {label!r}"
+        if not label:
+            detail = f"an entity label is empty: 'label' has the key {key!r}"
             raise CorpusError(path, location, "bad_label", detail)
         if lone_surrogate_at(label) >= 0:
             detail = f"the label {label!r} has a lone surrogate, which is not valid Unicode"
@@ -123,6 +131,7 @@ def clue_record_to_doc(
     for start, end, label, surface in mentions:
         # CLUE offsets are end INCLUSIVE.
         if labels is not None and label not in labels:
+            stats.unknown_labels[label] += 1
             stats.drop("unknown_label", f"{where}: label {label!r} ({surface!r}) is not in the label set")
         elif not 0 <= start <= end < len(text):
             stats.drop(
@@ -147,32 +156,43 @@ def _iter_json_lines(path: Path, encoding: str) -> Iterator[Tuple[str, Any, Opti
             continue
         location = f"line {line_no}"
         try:
-            yield location, json.loads(line), None
+            record = json.loads(line)
         except json.JSONDecodeError as err:
             yield location, None, CorpusError(path, location, "invalid_json", f"invalid JSON: {err}")
+        except RecursionError:  # the json module recurses once per nesting level
+            yield location, None, CorpusError(path, location, "too_deep", TOO_DEEP_LINE)
+        else:
+            yield location, record, None
 
 
 def _iter_json_array(path: Path, encoding: str) -> Iterator[Tuple[str, Any, Optional[CorpusError]]]:
     """Yield ``(location, record, error)`` per array item, streamed with ijson.
 
     A syntax error inside the array cannot be skipped (the parser cannot resync),
-    so it always raises, naming the index of the record it was reading.
+    so it always raises, naming the index of the record it was reading. A record
+    nested too deeply is cut from the text before parsing (see ``NestingGuard``)
+    and reported as a ``too_deep`` record error, which can be skipped.
     """
     # ijson's C backend mangles \uD800-\uDFFF escapes that do not form a pair
     # ("\ud800" → "?", "\ud800\u0041" → U+10041, "\udc00" → UnicodeDecodeError),
     # so such files go through its slower pure-Python backend, which keeps them
     # as the json module does and lets the record check report them.
     backend = ijson.get_backend("python") if has_surrogate_escape(path, encoding) else ijson
-    with closing(Utf8Reader(path, encoding)) as file_:
+    guard = NestingGuard()
+    with closing(Utf8Reader(path, encoding, transform=guard.feed)) as file_:
         index = 0
         try:
             # use_float: plain floats instead of Decimal, so type checks reject them alike.
             for index, record in enumerate(backend.items(file_, "item", use_float=True), start=1):
-                yield f"record {index}", record, None
+                if index in guard.too_deep:  # the parser saw a placeholder, not the record
+                    yield f"record {index}", None, CorpusError(path, f"record {index}", "too_deep", TOO_DEEP)
+                else:
+                    yield f"record {index}", record, None
         except ijson.JSONError as err:
-            raise CorpusError(
-                path, f"record {index + 1}", "invalid_json", f"invalid JSON in the array: {err}"
-            ) from err
+            detail = f"invalid JSON in the array: {err}"
+            if index + 1 in guard.too_deep:
+                detail = f"{TOO_DEEP}, and the array does not go on after it ({err})"
+            raise CorpusError(path, f"record {index + 1}", "invalid_json", detail) from err
 
 
 def read_clue(

@@ -44,6 +44,8 @@ def split_tag(tag: str) -> Tuple[str, str]:
     if tag == OUTSIDE:
         return OUTSIDE, ""
     prefix, sep, label = tag.partition("-")
+    # "B- name" has the label name, as a CLUE label key " name " does.
+    prefix, label = prefix.strip(), label.strip()
     if not sep or not label or not prefix:
         raise ValueError(f"tag {tag!r} is neither 'O' nor PREFIX-LABEL")
     return prefix, label
@@ -168,7 +170,9 @@ def _iter_conll_sentences(
     """Yield ``(first_line, [(line_no, char, tag)], error)`` per sentence.
 
     Blank lines separate sentences; ``-DOCSTART-`` lines are ignored. A line is
-    ``CHAR TAG`` separated by a tab (then CHAR may be a space) or by whitespace.
+    ``CHAR TAG`` separated by a tab or by whitespace; whitespace around either
+    field is stripped, except that with a tab a CHAR of only whitespace (a
+    space character) is kept.
     A malformed line makes its sentence an error, reported once the sentence ends.
     """
     rows: List[Row] = []
@@ -185,7 +189,11 @@ def _iter_conll_sentences(
         if not rows and error is None:
             first = line_no
         if "\t" in line:
-            char, _, tag = line.rpartition("\t")
+            raw_char, _, tag = line.rpartition("\t")
+            # "马 \tB-name" is the character 马: whitespace around a field is not
+            # part of it. Only a field that is all whitespace is kept as written
+            # (" \tO" is a space character).
+            char = raw_char.strip() or raw_char
             tag = tag.strip()
         else:
             parts = line.split()
@@ -246,6 +254,7 @@ def conll_sentence_to_doc(
     for start, end, label in spans:
         if labels is not None and label not in labels:
             surface = text[offsets[start] : offsets[end]]
+            stats.unknown_labels[label] += 1
             stats.drop("unknown_label", f"{where}: label {label!r} ({surface!r}) is not in the label set")
         else:
             candidates.append((offsets[start], offsets[end], label))

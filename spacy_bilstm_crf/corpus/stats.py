@@ -2,9 +2,10 @@
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from spacy.tokens import Doc
+if TYPE_CHECKING:  # spaCy is not imported for the counts alone (the CLI's --help stays fast)
+    from spacy.tokens import Doc
 
 # How many example messages to keep per reason, so reports stay short.
 MAX_EXAMPLES = 5
@@ -14,6 +15,7 @@ DROP_REASONS = ("unknown_label", "out_of_range", "text_mismatch", "misaligned", 
 # Record-level reasons (fatal unless skip_invalid).
 SKIP_REASONS = (
     "invalid_json",
+    "too_deep",
     "bad_record",
     "bad_text",
     "empty_text",
@@ -58,6 +60,7 @@ class CorpusStats:
     skipped (Counter): Skipped records by reason (``SKIP_REASONS``).
     repaired (Counter): Repaired tag-sequence problems by kind.
     labels (Counter): Kept entities by label.
+    unknown_labels (Counter): Entities dropped as ``unknown_label``, by label.
     examples (Dict[str, List[str]]): Up to ``MAX_EXAMPLES`` messages per reason.
     """
 
@@ -70,6 +73,7 @@ class CorpusStats:
     skipped: Counter = field(default_factory=Counter)
     repaired: Counter = field(default_factory=Counter)
     labels: Counter = field(default_factory=Counter)
+    unknown_labels: Counter = field(default_factory=Counter)
     examples: Dict[str, List[str]] = field(default_factory=dict)
 
     def note(self, reason: str, message: str) -> None:
@@ -115,16 +119,17 @@ class CorpusStats:
             "dropped": dict(sorted(self.dropped.items())),
             "repaired": dict(sorted(self.repaired.items())),
             "labels": dict(sorted(self.labels.items())),
+            "unknown_labels": dict(sorted(self.unknown_labels.items())),
             "examples": self.examples,
         }
 
 
 def count_and_convert(
     records: Iterable[Tuple[Any, Any, Optional[CorpusError]]],
-    to_doc: Callable[[Any, Any], Doc],
+    to_doc: Callable[[Any, Any], "Doc"],
     stats: CorpusStats,
     skip_invalid: bool,
-) -> Iterator[Doc]:
+) -> Iterator["Doc"]:
     """Convert ``(location, record, parse_error)`` triples, counting every record:
     each one is either written as a doc or, with ``skip_invalid``, skipped by reason.
     """

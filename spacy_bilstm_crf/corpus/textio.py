@@ -3,7 +3,7 @@ import codecs
 import io
 import re
 from pathlib import Path
-from typing import Generator, Iterator, List, Tuple
+from typing import Callable, Generator, Iterator, List, Optional, Tuple
 
 from .stats import CorpusError
 
@@ -28,19 +28,34 @@ class InputEncodingError(CorpusError):
         super().__init__(path, location, "bad_encoding", detail)
 
 
+class NotATextEncoding(LookupError):
+    """A codec Python knows that cannot read a text file: a bytes-to-bytes codec
+    (``base64``), or one that cannot decode text with error locating
+    (``undefined``, ``idna``)."""
+
+
 def codec_name(encoding: str) -> str:
     """The codec that reads a file in ``encoding``: UTF-8 is read as ``utf-8-sig``,
     so that a byte order mark (as Windows editors write it) is not taken as text.
 
+    The codec is tried on a short text first, so that one that cannot read a
+    file fails here with a clear message, not halfway through the file.
+
     encoding (str): An encoding name Python knows, e.g. ``"utf-8"``, ``"gbk"``.
     RETURNS (str): The codec's canonical name.
-    RAISES (LookupError): Unknown, or not a text encoding (e.g. ``"base64"``).
+    RAISES (LookupError): Unknown encoding.
+    RAISES (NotATextEncoding): Not a text encoding (e.g. ``"base64"``), or one
+        that cannot decode text (e.g. ``"undefined"``, ``"idna"``).
     """
     name = codecs.lookup(encoding).name
     try:
-        "a".encode(name)  # str.encode raises LookupError for bytes-to-bytes codecs
-    except UnicodeError:
-        pass  # a text encoding without "a" is still a text encoding
+        probe = "a\n".encode(name)  # raises LookupError for bytes-to-bytes codecs
+        # errors="replace" is what locating a decoding error uses (idna refuses it).
+        codecs.getincrementaldecoder(name)(errors="replace").decode(probe, final=True)
+    except LookupError:
+        raise NotATextEncoding(f"{encoding!r} is not a text encoding") from None
+    except (UnicodeError, ValueError, TypeError) as err:
+        raise NotATextEncoding(f"the {name!r} codec cannot decode text ({err})") from None
     return "utf-8-sig" if name == "utf-8" else name
 
 
@@ -59,7 +74,10 @@ def _decode_error(
     RETURNS (InputEncodingError): The error, naming the line and the byte offset (from 0).
     """
     offset = bytes_read - len(err.object) + err.start
-    before = err.object[: err.start].decode(codec_name(encoding), errors="replace")
+    try:
+        before = err.object[: err.start].decode(codec_name(encoding), errors="replace")
+    except (UnicodeError, LookupError):  # a codec without "replace": count lines in what it did decode
+        before = ""
     line += before.count("\n") + before.count("\r") - before.count("\r\n")
     bad = " ".join(f"0x{byte:02x}" for byte in err.object[err.start : err.end])
     detail = f"cannot decode {bad} as {encoding} ({err.reason}): is the file in another encoding?"
@@ -88,6 +106,9 @@ def iter_text(path: Path, encoding: str = DEFAULT_ENCODING) -> Generator[str, No
                 text = decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as err:
                 raise _decode_error(path, encoding, err, bytes_read, line) from None
+            except (UnicodeError, ValueError) as err:  # a codec failing without saying where
+                detail = f"the {encoding} codec failed: {err}: is the file in another encoding?"
+                raise InputEncodingError(path, f"line {line}", detail) from None
             line += text.count("\n")
             if text:
                 yield text
@@ -150,10 +171,15 @@ class Utf8Reader:
 
     path (Path): The file.
     encoding (str): Its encoding.
+    transform (Optional[Callable[[str], str]]): Applied to each decoded piece
+        in order, e.g. ``NestingGuard.feed``.
     """
 
-    def __init__(self, path: Path, encoding: str = DEFAULT_ENCODING) -> None:
+    def __init__(
+        self, path: Path, encoding: str = DEFAULT_ENCODING, transform: Optional[Callable[[str], str]] = None
+    ) -> None:
         self._chunks: Generator[str, None, None] = iter_text(path, encoding)
+        self._transform = transform
         self._buffer = b""
 
     def close(self) -> None:
@@ -169,6 +195,8 @@ class Utf8Reader:
             text = next(self._chunks, None)
             if text is None:
                 break
+            if self._transform is not None:
+                text = self._transform(text)
             self._buffer += text.encode("utf-8")
         if size < 0:
             size = len(self._buffer)
