@@ -1,13 +1,13 @@
 """CLUE JSON / char-per-line corpora → DocBin (the ``convert`` command).
 
-spaCy and the readers are imported inside the command, so that
+spaCy, srsly and the readers are imported inside the command, so that
 ``python -m spacy_bilstm_crf --help`` does not import them because of this module.
 """
+import json
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
-import srsly
 import typer
 from wasabi import msg
 
@@ -62,7 +62,7 @@ def read_labels_file(path: Path) -> List[str]:
     if path.suffix != ".json":
         return text.splitlines()
     try:
-        labels = srsly.json_loads(text)
+        labels = json.loads(text)
     except ValueError as err:
         raise ValueError(f"Labels file {path} is not valid JSON: {err}") from None
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
@@ -301,6 +301,8 @@ def convert_cli(
 
 def write_outputs(doc_bin: "DocBin", output_path: Path, stats_path: Path, counts: dict) -> None:
     """Write the DocBin and the counts, failing cleanly when a path cannot be written."""
+    import srsly
+
     for path, write in (
         (output_path, lambda: doc_bin.to_disk(output_path)),
         (stats_path, lambda: srsly.write_json(stats_path, counts)),
