@@ -168,7 +168,7 @@ def test_labels_are_stripped(tmp_path: Path, nlp: Language) -> None:
         '{"text": "张三和李四", "label": {" name ": {"张三": [[0, 1]]}, "name": {"李四": [[3, 4]]}}}\n',
     )
     stats = CorpusStats()
-    docs = list(read_clue(source, nlp, stats, labels=["name"]))
+    docs = list(read_clue(source, nlp, stats, labels=[" name"]))
     stats.check()
     assert [(e.text, e.label_) for e in docs[0].ents] == [("张三", "name"), ("李四", "name")]
     assert stats.labels == {"name": 2} and not stats.dropped

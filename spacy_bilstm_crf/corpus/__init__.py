@@ -9,12 +9,22 @@ by reason, and every entity is either kept or counted as dropped by reason, in a
 
 Rules, stated once:
 
-* Record-level problems (bad JSON, ``text`` not a non-empty string, a lone
-  UTF-16 surrogate such as ``"\\ud800"`` in the text or a label, ``label`` not an
-  object, an empty label, offsets not a list of ``[int, int]`` pairs, an invalid
-  tag sequence) raise ``CorpusError`` naming the file, the line (the record
-  index for JSON arrays) and the problem, unless ``skip_invalid=True``: then the
-  record is skipped and counted under ``stats.skipped[reason]``.
+* Record-level problems (bad JSON, JSON nested too deeply (``too_deep``; more
+  than ``MAX_JSON_DEPTH`` levels in an array, more than the parser can take in
+  a line), ``text`` not a non-empty string, a lone UTF-16 surrogate such as
+  ``"\\ud800"`` in the text or a label, ``label`` not an object, an empty label,
+  offsets not a list of ``[int, int]`` pairs, an invalid tag sequence) raise
+  ``CorpusError`` naming the file, the line (the record index for JSON arrays)
+  and the problem, unless ``skip_invalid=True``: then the record is skipped and
+  counted under ``stats.skipped[reason]``. A syntax error inside a JSON array
+  always raises: the parser cannot find the next record after it.
+* Texts of any length are converted: spaCy's ``nlp.max_length`` does not apply
+  (it guards the memory of parsers; the component tags long texts in windows).
+* Labels are stripped of surrounding whitespace wherever they come from (a CLUE
+  key ``" name "``, a tag ``B- name``, the label set); one that is empty after
+  stripping is a record-level error (``bad_label``; ``bad_tag`` in a tag).
+* Char-per-line fields are stripped (``"马 \\tB-name"`` is the character 马); with
+  a tab separator, a character field of only whitespace is kept (a space).
 * Bytes that are not valid in the file's encoding (``encoding=``, UTF-8 by
   default) raise ``InputEncodingError`` naming the line and byte offset, even
   with ``skip_invalid``: a wrong encoding is a property of the file, not of a
@@ -28,7 +38,7 @@ Rules, stated once:
   whitespace), ``duplicate`` (same span and label listed twice), ``overlap``.
 * Overlaps: the longest span wins; ties go to the earliest start, then to the
   span listed first in the record. Every span that overlaps a kept span is
-  dropped as ``overlap``.
+  dropped as ``overlap``. Resolving n spans takes O(n log n).
 * Tag sequences (char-per-line format): an ``I-``/``M-``/``E-`` tag that does not
   continue an open entity of the same label, or (BIOES/BMES) an entity that is
   not closed by ``E-``/``S-``, is invalid. By default that is a record-level

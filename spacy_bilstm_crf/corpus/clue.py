@@ -221,7 +221,7 @@ def read_clue(
         ``skip_invalid``).
     """
     path = Path(path)
-    label_set = set(labels) if labels is not None else None
+    label_set = {label.strip() for label in labels} if labels is not None else None
     is_array = first_char(path, encoding) == "["
     records = _iter_json_array(path, encoding) if is_array else _iter_json_lines(path, encoding)
     yield from count_and_convert(

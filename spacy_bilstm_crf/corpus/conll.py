@@ -36,6 +36,7 @@ class TagSequenceError(ValueError):
 
 def split_tag(tag: str) -> Tuple[str, str]:
     """Split ``"B-PER"`` into ``("B", "PER")``; ``"O"`` gives ``("O", "")``.
+    Whitespace around the prefix and the label is stripped.
 
     tag (str): A tag in ``PREFIX-LABEL`` form.
     RETURNS (Tuple[str, str]): The prefix and the label.
@@ -292,7 +293,7 @@ def read_conll(
     if scheme not in SCHEME_PREFIXES:
         raise ValueError(f"Unknown tag scheme {scheme!r}: use one of {sorted(SCHEME_PREFIXES)}")
     path = Path(path)
-    label_set = set(labels) if labels is not None else None
+    label_set = {label.strip() for label in labels} if labels is not None else None
     yield from count_and_convert(
         _iter_conll_sentences(path, encoding),
         lambda _, rows: conll_sentence_to_doc(
