@@ -99,6 +99,14 @@ def test_deeply_nested_json_line_is_a_record_error(tmp_path: Path) -> None:
     assert [d.text for d in read_docbin(output)] == ["马云", "张三"]
 
 
+def test_integer_too_long_to_convert_is_a_record_error(tmp_path: Path, nlp: Language) -> None:
+    # Python refuses int("1" + 5000 digits) with a ValueError that is not a JSONDecodeError.
+    source = write(tmp_path / "in.jsonl", '{"text": "ab"}\n{"text": "ab", "label": {"n": {"a": [[0, 1%s]]}}}\n' % ("0" * 5000))
+    stats = CorpusStats()
+    assert [d.text for d in read_clue(source, nlp, stats, skip_invalid=True)] == ["ab"]
+    assert stats.skipped == {"invalid_json": 1} and "line 2" in stats.examples["invalid_json"][0]
+
+
 def test_deeply_nested_array_record_is_skippable(tmp_path: Path, nlp: Language) -> None:
     # 3,000 levels: deep enough to be cut, shallow enough that the parser copes
     # without the guard (100,000 took it gigabytes of memory).

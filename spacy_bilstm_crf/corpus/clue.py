@@ -157,7 +157,7 @@ def _iter_json_lines(path: Path, encoding: str) -> Iterator[Tuple[str, Any, Opti
         location = f"line {line_no}"
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as err:
+        except ValueError as err:  # JSONDecodeError, or an integer of over 4,300 digits
             yield location, None, CorpusError(path, location, "invalid_json", f"invalid JSON: {err}")
         except RecursionError:  # the json module recurses once per nesting level
             yield location, None, CorpusError(path, location, "too_deep", TOO_DEEP_LINE)
