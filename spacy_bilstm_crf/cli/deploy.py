@@ -85,8 +85,11 @@ def export_cli(
         export_pipeline(nlp, output_dir, component, version=serving.TORCHSCRIPT_VERSION if torchscript else None)
     except (ValueError, RuntimeError) as err:
         fail("Cannot export the pipeline", str(err))
-    # The directory was written just now, by this process: its TorchScript is ours.
-    tagger = serving.Tagger.load(output_dir, trust_torchscript=True)
+    try:
+        # The directory was written just now, by this process: its TorchScript is ours.
+        tagger = serving.Tagger.load(output_dir, trust_torchscript=True)
+    except ValueError as err:  # e.g. a graph operator the loader does not allow (yet)
+        fail("The export was written but cannot be loaded", str(err))
     check = compare_with_pipeline(nlp, tagger, SELF_CHECK_TEXTS)
     if check["n_different"]:
         fail("The export disagrees with the pipeline", repr(check["differences"]))
