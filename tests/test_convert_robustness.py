@@ -162,6 +162,28 @@ def test_output_below_a_file_is_an_error(tmp_path: Path, option: str) -> None:
     assert_clean_failure(result, "Cannot write", f"{blocker} is a file, not a directory")
 
 
+@pytest.mark.parametrize("args,error", [(["in.jsonl", "in.jsonl"], "The output is the input"), (["in.jsonl", "o.spacy", "--stats", "o.spacy"], "The --stats file is the output")])  # fmt: skip
+def test_output_that_would_overwrite_an_input_is_an_error(tmp_path: Path, args: List[str], error: str) -> None:
+    source = write(tmp_path / "in.jsonl", '{"text": "好"}\n')
+    result = runner.invoke(app, ["convert", *(str(tmp_path / a) if not a.startswith("-") else a for a in args)])
+    assert_clean_failure(result, error)
+    assert source.read_text(encoding="utf-8") == '{"text": "好"}\n'
+
+
+def test_unreadable_input_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = write(tmp_path / "in.jsonl", '{"text": "好"}\n')
+    real_open = Path.open
+
+    def refuse(self: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self == source:
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    result = runner.invoke(app, ["convert", str(source), str(tmp_path / "o.spacy")])
+    assert_clean_failure(result, "Cannot read the input", "Permission denied")
+
+
 def test_unknown_lang_is_an_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["convert", str(SAMPLE_DEV), str(tmp_path / "o.spacy"), "--lang", "xx-nope"])
     assert_clean_failure(result, "Unknown --lang", "xx-nope")

@@ -179,6 +179,16 @@ def check_output_path(path: Path, what: str) -> None:
             return
 
 
+def check_distinct_paths(input_path: Path, output_path: Path, stats_path: Path) -> None:
+    """Fail when two of the files are one: the output would overwrite the input
+    (or the counts the output) once the conversion is done."""
+    named = [("input", input_path), ("output", output_path), ("--stats file", stats_path)]
+    for i, (first, first_path) in enumerate(named):
+        for second, second_path in named[i + 1 :]:
+            if first_path.resolve() == second_path.resolve():
+                fail(f"The {second} is the {first}", f"{second_path}: pass another path for the {second}.")
+
+
 def check_encoding(encoding: str) -> None:
     """Fail unless ``encoding`` names a codec that can read a text file."""
     try:
@@ -265,6 +275,7 @@ def convert_cli(
         stats_path = output_path.with_suffix(".stats.json")
     check_output_path(output_path, "output")
     check_output_path(stats_path, "--stats file")
+    check_distinct_paths(input_path, output_path, stats_path)
     try:
         nlp = spacy.blank(lang)
     except (ImportError, ValueError) as err:
@@ -283,6 +294,8 @@ def convert_cli(
             f"{err}\nPass the file's encoding with --encoding, e.g. --encoding gbk (or gb18030) "
             "for a Chinese file that is not UTF-8.",
         )
+    except OSError as err:  # e.g. no permission to read it
+        fail("Cannot read the input", f"{input_path}: {err.strerror or err}")
     except CorpusError as err:
         # With --skip-invalid, only what cannot be skipped gets here: the rest of a
         # JSON array cannot be parsed after a syntax error.
