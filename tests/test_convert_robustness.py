@@ -101,7 +101,8 @@ def test_deeply_nested_json_line_is_a_record_error(tmp_path: Path) -> None:
 
 def test_integer_too_long_to_convert_is_a_record_error(tmp_path: Path, nlp: Language) -> None:
     # Python refuses int("1" + 5000 digits) with a ValueError that is not a JSONDecodeError.
-    source = write(tmp_path / "in.jsonl", '{"text": "ab"}\n{"text": "ab", "label": {"n": {"a": [[0, 1%s]]}}}\n' % ("0" * 5000))
+    big = "1" + "0" * 5000
+    source = write(tmp_path / "in.jsonl", '{"text": "ab"}\n{"text": "ab", "label": {"n": {"a": [[0, %s]]}}}\n' % big)
     stats = CorpusStats()
     assert [d.text for d in read_clue(source, nlp, stats, skip_invalid=True)] == ["ab"]
     assert stats.skipped == {"invalid_json": 1} and "line 2" in stats.examples["invalid_json"][0]
@@ -128,7 +129,8 @@ def test_deeply_nested_array_record_is_skippable(tmp_path: Path, nlp: Language) 
 def test_unclosed_deep_array_is_a_clean_error_even_when_skipping(tmp_path: Path) -> None:
     source = write(tmp_path / "deep.json", '[{"text": "马云"}, ' + "[" * 100_000)
     result = runner.invoke(app, ["convert", str(source), str(tmp_path / "out.spacy"), "--skip-invalid"])
-    assert_clean_failure(result, "deep.json, record 2", f"more than {MAX_JSON_DEPTH} levels", "cannot be skipped")
+    expected = ("deep.json, record 2", f"more than {MAX_JSON_DEPTH} levels", "cannot be skipped")
+    assert_clean_failure(result, *expected)
 
 
 def test_nesting_guard_cuts_deep_containers_and_ignores_strings() -> None:
@@ -162,7 +164,13 @@ def test_output_below_a_file_is_an_error(tmp_path: Path, option: str) -> None:
     assert_clean_failure(result, "Cannot write", f"{blocker} is a file, not a directory")
 
 
-@pytest.mark.parametrize("args,error", [(["in.jsonl", "in.jsonl"], "The output is the input"), (["in.jsonl", "o.spacy", "--stats", "o.spacy"], "The --stats file is the output")])  # fmt: skip
+@pytest.mark.parametrize(
+    "args,error",
+    [
+        (["in.jsonl", "in.jsonl"], "The output is the input"),
+        (["in.jsonl", "o.spacy", "--stats", "o.spacy"], "The --stats file is the output"),
+    ],
+)
 def test_output_that_would_overwrite_an_input_is_an_error(tmp_path: Path, args: List[str], error: str) -> None:
     source = write(tmp_path / "in.jsonl", '{"text": "好"}\n')
     result = runner.invoke(app, ["convert", *(str(tmp_path / a) if not a.startswith("-") else a for a in args)])
@@ -206,7 +214,8 @@ def test_labels_are_stripped(tmp_path: Path, nlp: Language) -> None:
 
 
 def test_label_of_only_spaces_is_a_record_error(tmp_path: Path, nlp: Language) -> None:
-    source = write(tmp_path / "in.jsonl", '{"text": "好"}\n{"text": "张三", "label": {"  ": {"张三": [[0, 1]]}}}\n')
+    record = '{"text": "张三", "label": {"  ": {"张三": [[0, 1]]}}}'
+    source = write(tmp_path / "in.jsonl", '{"text": "好"}\n' + record + "\n")
     with pytest.raises(CorpusError) as err:
         list(read_clue(source, nlp, CorpusStats()))
     assert "in.jsonl, line 2:" in str(err.value) and err.value.reason == "bad_label"

@@ -6,7 +6,7 @@ spaCy, srsly and the readers are imported inside the command, so that
 import json
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 import typer
 from wasabi import msg
@@ -258,19 +258,13 @@ def convert_cli(
     and written as JSON.
     """
     import spacy
-    from spacy.tokens import DocBin
 
-    from ..corpus import CorpusError, CorpusStats, InputEncodingError
+    from ..corpus import CorpusStats
 
     if not input_path.exists():
         fail("Input file not found", missing_input_message(input_path, input_format))
     check_encoding(encoding)
-    try:
-        label_list, labels_from = parse_labels(labels, labels_file)
-    except ValueError as err:
-        fail("Bad --labels" if labels_file is None else "Bad --labels-file", str(err))
-    if labels_from is not None:
-        msg.info(f"Labels from {labels_from}: {', '.join(label_list or [])}")
+    label_list, labels_from = read_label_options(labels, labels_file)
     if stats_path is None:
         stats_path = output_path.with_suffix(".stats.json")
     check_output_path(output_path, "output")
@@ -284,6 +278,46 @@ def convert_cli(
     docs = read_docs(
         input_path, nlp, stats, input_format, scheme.value, label_list, skip_invalid, repair_tags, encoding
     )
+    doc_bin = collect_docs(docs, input_path, encoding, skip_invalid)
+    stats.check()
+    if label_list is not None:
+        check_labels_used(stats, label_list, labels_from)
+    counts = {"input": str(input_path), "output": str(output_path), **stats.to_dict()}
+    write_outputs(doc_bin, output_path, stats_path, counts)
+    print_stats(stats)
+    warn_if_empty(stats, input_path)
+    msg.good(f"Wrote {stats.docs_written} docs to {output_path}", f"Counts: {stats_path}")
+
+
+def read_label_options(
+    labels: Optional[str], labels_file: Optional[Path]
+) -> Tuple[Optional[List[str]], Optional[Path]]:
+    """``parse_labels``, failing cleanly, and saying where labels were read from.
+
+    RETURNS (Tuple[Optional[List[str]], Optional[Path]]): The labels and their file.
+    """
+    try:
+        label_list, labels_from = parse_labels(labels, labels_file)
+    except ValueError as err:
+        fail("Bad --labels" if labels_file is None else "Bad --labels-file", str(err))
+    if labels_from is not None:
+        msg.info(f"Labels from {labels_from}: {', '.join(label_list or [])}")
+    return label_list, labels_from
+
+
+def collect_docs(docs: Iterator["Doc"], input_path: Path, encoding: str, skip_invalid: bool) -> "DocBin":
+    """Read every doc into a DocBin, failing cleanly on what stops a conversion.
+
+    docs (Iterator[Doc]): The reader's docs.
+    input_path (Path): The input file, for messages.
+    encoding (str): The --encoding, for messages.
+    skip_invalid (bool): Whether malformed records are skipped, for the hint.
+    RETURNS (DocBin): The docs, with their entities.
+    """
+    from spacy.tokens import DocBin
+
+    from ..corpus import CorpusError, InputEncodingError
+
     doc_bin = DocBin(attrs=["ENT_IOB", "ENT_TYPE"], store_user_data=False)
     try:
         for doc in docs:
@@ -303,16 +337,10 @@ def convert_cli(
             "Fix the record, or pass --skip-invalid to skip (and count) malformed records."
         )
         fail("Malformed input", f"{err}\n{hint}")
-    stats.check()
-    if label_list is not None:
-        check_labels_used(stats, label_list, labels_from)
-    write_outputs(doc_bin, output_path, stats_path, {"input": str(input_path), "output": str(output_path), **stats.to_dict()})
-    print_stats(stats)
-    warn_if_empty(stats, input_path)
-    msg.good(f"Wrote {stats.docs_written} docs to {output_path}", f"Counts: {stats_path}")
+    return doc_bin
 
 
-def write_outputs(doc_bin: "DocBin", output_path: Path, stats_path: Path, counts: dict) -> None:
+def write_outputs(doc_bin: "DocBin", output_path: Path, stats_path: Path, counts: Dict[str, Any]) -> None:
     """Write the DocBin and the counts, failing cleanly when a path cannot be written."""
     import srsly
 
