@@ -47,7 +47,18 @@ Rules, stated once:
   repair is counted under ``stats.repaired[reason]``.
 """
 import importlib
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
+
+if TYPE_CHECKING:  # the names for type checkers and IDEs, without the imports at runtime
+    from .clue import clue_record_to_doc, parse_clue_record, read_clue
+    from .conll import (
+        DOCSTART, OUTSIDE, SCHEME_PREFIXES, TagSequenceError, conll_sentence_to_doc, doc_to_conll,
+        read_conll, spans_to_tags, split_tag, tags_to_spans,
+    )
+    from .docs import CharSpan, make_doc, resolve_overlaps
+    from .nesting import MAX_JSON_DEPTH, NestingGuard
+    from .stats import DROP_REASONS, MAX_EXAMPLES, SKIP_REASONS, CorpusError, CorpusStats
+    from .textio import DEFAULT_ENCODING, InputEncodingError, NotATextEncoding, codec_name
 
 # Where each public name lives. They are imported on first use (PEP 562), so that
 # importing a light submodule (textio, stats) does not import spaCy: the CLI's
