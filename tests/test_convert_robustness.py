@@ -354,3 +354,9 @@ def test_convert_and_data_modules_import_neither_spacy_nor_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "", result.stdout
+
+
+def test_every_lazily_exported_corpus_name_resolves() -> None:
+    import spacy_bilstm_crf.corpus as corpus
+
+    assert all(getattr(corpus, name) is not None for name in corpus.__all__)
