@@ -145,7 +145,8 @@ class Tagger:
         self.module = module
         self.meta = meta
         self.device = torch.device(device)
-        self.crf = tuple(t.to(self.device) for t in crf)
+        trans, start, end = (scores.to(self.device) for scores in crf)
+        self.crf: Tuple[Tensor, Tensor, Tensor] = (trans, start, end)
         self.min_width = int(meta.get("min_width", MIN_WIDTH)) if self.version == FORMAT_VERSION else 1
         self.window_size = int(meta.get("window_size", WINDOW_SIZE))
         self.window_overlap = int(meta.get("window_overlap", WINDOW_OVERLAP))
