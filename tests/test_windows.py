@@ -36,6 +36,21 @@ def test_windows_tile_the_sequence_within_size(seed: int) -> None:
         assert w.start == max(0, w.own_start - overlap) and w.end == min(n, w.own_end + overlap)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_plan_and_stitch_take_plain_python_sequences(seed: int) -> None:
+    """The exported tagger (torch only, no numpy) plans on lists of code points: the same
+    windows as on the pipeline's numpy arrays."""
+    rng = random.Random(seed)
+    text = "".join(rng.choice("的一是在。，！ 、\n") for _ in range(rng.randint(100, 400)))
+    size, overlap = rng.randint(10, 40), rng.randint(0, 4)
+    windows = plan_windows([ord(c) for c in text], size, overlap)
+    assert windows == plan_windows(cps(text), size, overlap)
+    spans = [[(0, 2, 1), (w.end - w.start - 2, w.end - w.start, 0)] for w in windows]
+    stitched = stitch_spans(windows, spans, len(text))
+    assert stitched == sorted(stitched) and stitched
+    assert all(a[1] <= b[0] for a, b in zip(stitched, stitched[1:]))  # never overlapping
+
+
 def test_cuts_prefer_sentence_ends_then_commas() -> None:
     text = "甲" * 30 + "。" + "乙" * 10 + "，" + "丙" * 40
     windows = plan_windows(cps(text), size=50, overlap=2)
