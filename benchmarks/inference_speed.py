@@ -130,7 +130,7 @@ def build_variants(model_dir: Path, fast_model: Optional[Path], spacy_ner: Optio
     variants.append(Variant("exported", dir_size(work / "exported"), tagger=Tagger.load(work / "exported")))
     export_pipeline(int8, work / "exported_int8")
     variants.append(
-        Variant("exported_int8", dir_size(work / "exported_int8"), tagger=Tagger.load(work / "exported_int8"))
+        Variant("exported_int8", dir_size(work / "exported_int8"), tagger=Tagger.load(work / "exported_int8", trust_torchscript=True))
     )
     if fast_model is not None:
         variants.append(Variant("fast_fp32", dir_size(fast_model), nlp=spacy.load(fast_model)))
