@@ -23,6 +23,12 @@ BOUNDARY_RULES = ("expand", "contract", "drop")
 # ent_iob values (spaCy): 0 missing, 1 inside, 2 outside, 3 begin.
 INSIDE, OUTSIDE, BEGIN = 1, 2, 3
 
+# Every code point for which ``str.isspace()`` is True lies at or below U+3000 (the
+# ideographic space): a lookup table that size answers for any code point, the ones
+# above it being looked up at the first entry past the table's last space.
+_SPACE_LIMIT = 0x3001
+_IS_SPACE = numpy.array([chr(c).isspace() for c in range(_SPACE_LIMIT + 1)], dtype=bool)
+
 
 @dataclass
 class DocChars:
@@ -98,6 +104,25 @@ def doc_chars(doc: Doc) -> DocChars:
     lengths = doc.to_array(LENGTH).astype("int64")
     ends = numpy.cumsum(lengths)
     return DocChars(codepoints, ends - lengths, ends)
+
+
+def whitespace_mask(codepoints: numpy.ndarray) -> Optional[numpy.ndarray]:
+    """Where the characters are whitespace (``str.isspace()``), or None when none is.
+
+    Whitespace is never part of an entity (as in spaCy's ``ner``, which never starts
+    or ends one on a whitespace token): the decoder forces these characters to ``O``.
+    Under the character segmenter they are the characters of whitespace tokens (a
+    newline, a run of spaces); the single space that spaCy keeps after a token as its
+    ``whitespace_`` is not read at all.
+
+    codepoints (numpy.ndarray): Int64 code points (``DocChars.codepoints``).
+    RETURNS (Optional[numpy.ndarray]): Bool (n_chars,), or None when no character is
+        whitespace, so that text without whitespace takes the unconstrained path.
+    """
+    if len(codepoints) == 0:
+        return None
+    mask = _IS_SPACE[numpy.minimum(codepoints, _SPACE_LIMIT)]
+    return mask if mask.any() else None
 
 
 def blocked_tokens(doc: Doc) -> numpy.ndarray:

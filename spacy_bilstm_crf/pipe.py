@@ -31,11 +31,19 @@ from .architectures import (
     tok2vec_layer,
     torch_layer,
 )
-from .chars import BOUNDARY_RULES, DocChars, blocked_tokens, chars_to_tokens, doc_chars, preset_tags
+from .chars import (
+    BOUNDARY_RULES,
+    DocChars,
+    blocked_tokens,
+    chars_to_tokens,
+    doc_chars,
+    preset_tags,
+    whitespace_mask,
+)
 from .confidence import Lattice, candidate_spans, span_probabilities
 from .crf import BANNED, constrain
 from .gazetteer_table import build_gazetteer_table
-from .integrity import CHECKSUM_KEY, check_weights, parse_cfg, weights_checksum
+from .integrity import CHECKSUM_KEY, SIZE_KEYS, check_table_sizes, check_weights, parse_cfg, weights_checksum
 from .lac import load_lac_encoder
 from .lexicon import load_lexicon
 from .lexicon_table import build_lexicon_table
@@ -193,6 +201,22 @@ class DocPrediction:
     preset: bool = False
 
 
+@dataclass
+class WindowScores:
+    """What confidence found in one window, kept after its lattice is gone.
+
+    spans (List[Tuple[int, int, int]]): The entities the window decoded (cut ones
+        included), ``(start, end, label index)`` in the window's characters.
+    scores (numpy.ndarray): Float64, the probability of each of them in the window.
+    candidates (List[Tuple[int, int, int, float]]): The spans above ``threshold`` that
+        start in the window's own part, in the doc's characters.
+    """
+
+    spans: List[Tuple[int, int, int]]
+    scores: numpy.ndarray
+    candidates: List[Tuple[int, int, int, float]]
+
+
 class BiLSTMCRFNER(TrainablePipe):
     """Character BiLSTM-CRF NER with batched, constrained Viterbi decoding.
 
@@ -263,6 +287,8 @@ class BiLSTMCRFNER(TrainablePipe):
         }
         self._scheme: Optional[TagScheme] = None
         self._warned_dropout = False
+        # Where the last loaded cfg came from, for errors found while loading the weights.
+        self._cfg_source = "cfg"
 
     # -- labels -------------------------------------------------------------------
 
@@ -393,8 +419,10 @@ class BiLSTMCRFNER(TrainablePipe):
         Docs longer than ``window_size`` characters are tagged as overlapping windows
         whose entities are stitched together; all sequences run in groups of similar
         length (at most ``batch_chars`` padded characters per forward pass). Entities
-        already on a doc constrain its decoding (``preset_ents``); with confidence on,
-        each entity's probability is computed on the same constrained lattice.
+        already on a doc constrain its decoding (``preset_ents``), and whitespace
+        characters are always ``O``; with confidence on, each entity's probability is
+        computed on the same constrained lattice, window by window as they are decoded
+        (see ``_decode_group``), so memory does not grow with the doc.
         RETURNS (List[DocPrediction]): Tags, entities (and scores) per doc, in characters.
         """
         docs = list(docs)
@@ -409,23 +437,25 @@ class BiLSTMCRFNER(TrainablePipe):
         # Every doc as windows (one, for all but long docs), every window as a sequence.
         plans = [plan_windows(c.codepoints, self.window_size, self.window_overlap) for c in chars]
         doc_vectors = self._char_vectors(docs, chars)
-        sequences, forced, vectors = [], [], []
+        sequences, forced, vectors, windows = [], [], [], []
         for k, (c, preset, plan) in enumerate(zip(chars, presets, plans)):
+            spaces = whitespace_mask(c.codepoints)
             for w in plan:
                 sequences.append(c.codepoints[w.start : w.end])
-                forced.append(None if preset is None else window_presets(preset, w, self.scheme))
+                forced.append(window_constraints(preset, spaces, w, self.scheme))
                 vectors.append(None if doc_vectors is None else doc_vectors[k][w.start : w.end])
+                windows.append((w, len(plan) == 1))
         tags: List[numpy.ndarray] = [numpy.zeros(0, dtype="int64")] * len(sequences)
-        lattices: List[Optional[Lattice]] = [None] * len(sequences)
+        window_scores: List[Optional[WindowScores]] = [None] * len(sequences)
         for group in length_batches([len(seq) for seq in sequences], self.batch_chars):
             group_seqs = [sequences[i] for i in group]
             group_vectors = None if doc_vectors is None else [vectors[i] for i in group]
             if scored or any(forced[i] is not None for i in group):
-                group_tags, group_lattices = self._decode_lattice(
-                    group_seqs, [forced[i] for i in group], scored, group_vectors
+                group_tags, group_scores = self._decode_group(
+                    group_seqs, [forced[i] for i in group], [windows[i] for i in group], scored, group_vectors
                 )
-                for i, row, lattice in zip(group, group_tags, group_lattices):
-                    tags[i], lattices[i] = row, lattice
+                for i, row, found in zip(group, group_tags, group_scores):
+                    tags[i], window_scores[i] = row, found
                 continue
             batch = self.model.ops.to_numpy(self.model.predict((group_seqs, None, group_vectors)))
             for row, i in zip(batch, group):
@@ -434,7 +464,7 @@ class BiLSTMCRFNER(TrainablePipe):
         offset = 0
         for c, preset, plan in zip(chars, presets, plans):
             window_tags = tags[offset : offset + len(plan)]
-            window_lattices = lattices[offset : offset + len(plan)]
+            doc_scores = window_scores[offset : offset + len(plan)]
             offset += len(plan)
             if len(plan) == 1:
                 doc_tags, spans = window_tags[0], self.scheme.tags_to_spans(window_tags[0])
@@ -444,7 +474,7 @@ class BiLSTMCRFNER(TrainablePipe):
                 doc_tags = self.scheme.spans_to_tags(len(c.codepoints), spans)
             prediction = DocPrediction(doc_tags, spans, chars=c, preset=preset is not None)
             if scored:
-                self._score(prediction, plan, window_lattices)
+                _collect_scores(prediction, plan, doc_scores)
             result.append(prediction)
         return result
 
@@ -496,31 +526,47 @@ class BiLSTMCRFNER(TrainablePipe):
         ]
         return rows, lattices
 
-    def _score(self, prediction: DocPrediction, plan: Sequence, lattices: Sequence[Optional[Lattice]]) -> None:
-        """Fill in the entities' probabilities (and the candidates above ``threshold``).
+    def _decode_group(
+        self,
+        sequences: List[numpy.ndarray],
+        forced: List[Optional[numpy.ndarray]],
+        windows: List[Tuple[Window, bool]],
+        scored: bool,
+        vectors: Optional[List[object]] = None,
+    ) -> Tuple[List[numpy.ndarray], List[Optional["WindowScores"]]]:
+        """Decode a group of windows and, with ``scored``, score each window's entities
+        (and candidates) on its lattice at once.
 
-        A long doc's entity is scored in the window that decided it: the one whose own
-        part holds its start, else any window that holds it whole.
+        The lattices (three float64 arrays per window and tag, ~1 KB per character
+        under 10 labels) die when this returns: only one group's are ever alive, so
+        memory with confidence on stays bounded however long the doc.
+
+        windows (List[Tuple[Window, bool]]): Each sequence's window, and whether it is
+            its doc's only one.
+        RETURNS (Tuple[List[numpy.ndarray], List[Optional[WindowScores]]]): The tags,
+            and the scores (None when not ``scored``) of each sequence.
+        """
+        rows, lattices = self._decode_lattice(sequences, forced, scored, vectors)
+        if not scored:
+            return rows, [None] * len(rows)
+        found = []
+        for row, lattice, (window, single) in zip(rows, lattices, windows):
+            assert lattice is not None
+            found.append(self._score_window(row, lattice, window, single))
+        return rows, found
+
+    def _score_window(self, tags: numpy.ndarray, lattice: Lattice, window: Window, single: bool) -> "WindowScores":
+        """The probability of each entity a window decoded (offsets in the window), and
+        the candidates above ``threshold`` that start in its own part (offsets in the doc).
         """
         scheme = self.scheme
-        scores = numpy.zeros(len(prediction.spans), dtype="float64")
+        spans = scheme.tags_to_spans(tags)
         candidates: List[Tuple[int, int, int, float]] = []
-        for w, lattice in zip(plan, lattices):
-            assert lattice is not None
-            inside = [
-                k
-                for k, (start, end, _) in enumerate(prediction.spans)
-                if w.start <= start and end <= w.end and (len(plan) == 1 or w.own_start <= start < w.own_end)
-            ]
-            local = [(prediction.spans[k][0] - w.start, prediction.spans[k][1] - w.start, prediction.spans[k][2]) for k in inside]
-            scores[inside] = span_probabilities(lattice, scheme, local)
-            if self.threshold is not None:
-                for start, end, label, p in candidate_spans(lattice, scheme, self.threshold, CANDIDATE_MAX_LEN):
-                    if len(plan) == 1 or w.own_start <= start + w.start < w.own_end:
-                        candidates.append((start + w.start, end + w.start, label, p))
-        prediction.scores = scores
-        predicted = set(prediction.spans)
-        prediction.candidates = [c for c in candidates if c[:3] not in predicted]
+        if self.threshold is not None:
+            for start, end, label, p in candidate_spans(lattice, scheme, self.threshold, CANDIDATE_MAX_LEN):
+                if single or window.own_start <= start + window.start < window.own_end:
+                    candidates.append((start + window.start, end + window.start, label, p))
+        return WindowScores(spans, span_probabilities(lattice, scheme, spans), candidates)
 
     def set_annotations(
         self, docs: Iterable[Doc], predictions: Sequence[Union[DocPrediction, numpy.ndarray]]
@@ -720,7 +766,9 @@ class BiLSTMCRFNER(TrainablePipe):
         """The serialized fields besides the vocab: cfg (with the weights' checksum) and the weights."""
         model_bytes = self.model.to_bytes()
         cfg = dict(self.cfg)
-        cfg[CHECKSUM_KEY] = weights_checksum(model_bytes, self.labels, str(self.cfg["scheme"]))
+        # The checksum covers the table sizes too: they are read before the weights.
+        cfg.pop(CHECKSUM_KEY, None)
+        cfg[CHECKSUM_KEY] = weights_checksum(model_bytes, self.labels, str(self.cfg["scheme"]), cfg)
         return {"cfg": srsly.json_dumps(cfg).encode("utf8"), "model": model_bytes}
 
     def _loaders(self) -> Dict[str, Callable[[bytes, str], None]]:
@@ -736,9 +784,10 @@ class BiLSTMCRFNER(TrainablePipe):
         cfg = parse_cfg(data, source, self.name)
         # The table sizes and checksum come from the loaded cfg (or the legacy fields),
         # never from an earlier initialization of this pipe.
-        for key in ("n_chars", "n_lexicon_keys", "n_gazetteer_keys", CHECKSUM_KEY):
+        for key in (*SIZE_KEYS, CHECKSUM_KEY):
             self.cfg.pop(key, None)
         self.cfg.update(cfg)
+        self._cfg_source = source  # for errors about cfg found while loading the weights
         if "n_gazetteer_keys" not in cfg:
             # Saved by a version without the gazetteer: its weights have none. spaCy fills
             # the missing ``gazetteer`` setting of its config from the factory's default
@@ -811,8 +860,11 @@ class BiLSTMCRFNER(TrainablePipe):
         return self
 
     def _load_model(self, data: bytes, source: str) -> None:
-        """Check the weights against cfg, rebuild the torch module for its sizes, load them."""
-        check_weights(self.cfg, data, source, self.name)
+        """Check the weights and the table sizes against cfg, then rebuild the torch module
+        for its sizes and load them: nothing is allocated for sizes that were not checked.
+        """
+        check_weights(self.cfg, data, source, self.name, self._cfg_source)
+        check_table_sizes(self.cfg, data, source, self.name, self._cfg_source)
         # No sizes: the pipe was saved before initialize(), there is no network yet.
         if "n_chars" in self.cfg:
             build_torch_layer(self.model, self.scheme, *self.table_sizes)
@@ -874,6 +926,67 @@ def window_presets(preset: numpy.ndarray, window: Window, scheme: TagScheme) -> 
             fixed[k] = 0
             k -= 1
     return fixed
+
+
+def window_constraints(
+    preset: Optional[numpy.ndarray], spaces: Optional[numpy.ndarray], window: Window, scheme: TagScheme
+) -> Optional[numpy.ndarray]:
+    """The tags fixed on one window: the doc's pre-set ones (``window_presets``), and
+    ``O`` on its whitespace characters; None when nothing is fixed, so that windows
+    without either decode on the unconstrained path.
+
+    A pre-set entity keeps its tags on whitespace inside it: it is kept as it was set.
+
+    preset (Optional[numpy.ndarray]): The doc's fixed tags (``chars.preset_tags``).
+    spaces (Optional[numpy.ndarray]): The doc's whitespace (``chars.whitespace_mask``).
+    window (Window): The window.
+    scheme (TagScheme): The component's tags.
+    RETURNS (Optional[numpy.ndarray]): Int64 (window length,): a tag id, or -1 where free.
+    """
+    fixed = None if preset is None else window_presets(preset, window, scheme)
+    if spaces is None:
+        return fixed
+    local = spaces[window.start : window.end]
+    if not local.any():
+        return fixed
+    if fixed is None:
+        fixed = numpy.full(len(local), -1, dtype="int64")
+    fixed[local & (fixed < 0)] = 0  # tag 0 is O
+    return fixed
+
+
+def _collect_scores(prediction: DocPrediction, plan: Sequence[Window], found: Sequence[Optional[WindowScores]]) -> None:
+    """Fill in a doc's entity probabilities and candidates from its windows' scores.
+
+    An entity is scored in the window that owns its start when that window decoded
+    it (for a doc of one window, always); an entity stitched in from a neighbour that
+    the owner did not decode is scored in the window whose whole copy was stitched in
+    (the first in the doc, if several): the lattice its tags came from.
+    """
+    if len(plan) == 1:
+        only = found[0]
+        assert only is not None
+        prediction.scores = only.scores
+        candidates = only.candidates
+    else:
+        owned: Dict[Tuple[int, int, int], float] = {}
+        others: Dict[Tuple[int, int, int], float] = {}
+        candidates = []
+        n = len(prediction.tags)
+        for window, scores in zip(plan, found):
+            assert scores is not None
+            candidates.extend(scores.candidates)
+            for (start, end, label), p in zip(scores.spans, scores.scores):
+                start, end = start + window.start, end + window.start
+                if window.own_start <= start < window.own_end:
+                    owned[(start, end, label)] = float(p)
+                elif not (start == window.start > 0 or end == window.end < n):  # a whole copy
+                    others.setdefault((start, end, label), float(p))
+        prediction.scores = numpy.array(
+            [owned[span] if span in owned else others.get(span, 0.0) for span in prediction.spans], dtype="float64"
+        )
+    predicted = set(prediction.spans)
+    prediction.candidates = [c for c in candidates if c[:3] not in predicted]
 
 
 def blocked_spans(doc: Doc) -> List[Span]:

@@ -15,6 +15,11 @@ from spacy_bilstm_crf.integrity import parse_cfg, weights_checksum
 
 from .conftest import SMALL_MODEL, ents_of
 
+# A pipeline saved before the checksum covered the table sizes (a "sha256:" checksum of
+# the weights, labels and scheme only), with the gazetteer: it must keep loading.
+# ``expected.json`` holds the entities it gave when saved.
+FIXTURE = Path(__file__).parent / "fixtures" / "pipeline_checksum_v1"
+
 
 def saved_pipe(nlp, tmp_path: Path) -> Path:
     nlp.to_disk(tmp_path / "nlp")
@@ -32,6 +37,106 @@ def test_checksum_covers_weights_labels_and_scheme() -> None:
     assert base != weights_checksum(b"weights", ["name", "organization"], "BIOES")
     assert base != weights_checksum(b"weights", ["company", "name"], "BIOES")
     assert base != weights_checksum(b"weights", ["name", "company"], "BIO")
+
+
+def test_new_checksums_cover_the_table_sizes() -> None:
+    sizes = {"n_chars": 74, "n_lexicon_keys": None, "n_gazetteer_keys": 16}
+    base = weights_checksum(b"weights", ["name"], "BIOES", sizes)
+    assert base.startswith("sha256-v2:") and base == weights_checksum(b"weights", ["name"], "BIOES", dict(sizes))
+    assert base != weights_checksum(b"weights", ["name"], "BIOES")
+    for key, value in (("n_chars", 75), ("n_lexicon_keys", 0), ("n_gazetteer_keys", None)):
+        assert base != weights_checksum(b"weights", ["name"], "BIOES", {**sizes, key: value})
+    # A missing key counts as null, as cfgs without n_gazetteer_keys load.
+    assert weights_checksum(b"w", ["name"], "BIOES", {"n_chars": 3}) == weights_checksum(
+        b"w", ["name"], "BIOES", {"n_chars": 3, "n_lexicon_keys": None, "n_gazetteer_keys": None}
+    )
+
+
+def copy_fixture(tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(FIXTURE, tmp_path / "nlp")
+    return tmp_path / "nlp"
+
+
+def test_pipeline_saved_before_sizes_were_checksummed_loads_and_predicts_the_same(tmp_path) -> None:
+    expected = srsly.read_json(FIXTURE / "expected.json")
+    assert srsly.read_json(FIXTURE / "bilstm_crf_ner" / "cfg")["checksum"].startswith("sha256:")
+    nlp = spacy.load(FIXTURE)
+    found = [[[e.start_char, e.end_char, e.label_] for e in doc.ents] for doc in nlp.pipe(expected["texts"])]
+    assert found == expected["ents"]
+    # Saved again, it gets the checksum that covers the sizes, and loads the same.
+    nlp.to_disk(tmp_path / "again")
+    assert srsly.read_json(tmp_path / "again" / "bilstm_crf_ner" / "cfg")["checksum"].startswith("sha256-v2:")
+    again = spacy.load(tmp_path / "again")
+    assert [[[e.start_char, e.end_char, e.label_] for e in doc.ents] for doc in again.pipe(expected["texts"])] == found
+
+
+@pytest.mark.parametrize("key", ["n_chars", "n_lexicon_keys", "n_gazetteer_keys"])
+def test_huge_table_size_is_an_error_naming_file_and_key(tmp_path, key: str) -> None:
+    """The old checksum does not cover the sizes: they are bounded by the weights' size
+    before anything is allocated (2**40 entries was a raw allocator error)."""
+    path = copy_fixture(tmp_path)
+    cfg = srsly.read_json(path / "bilstm_crf_ner" / "cfg")
+    cfg[key] = 2**40
+    srsly.write_json(path / "bilstm_crf_ner" / "cfg", cfg)
+    with pytest.raises(ValueError) as err:
+        spacy.load(path)
+    message = str(err.value)
+    assert f"'{key}' = {2**40}" in message and str(path / "bilstm_crf_ner" / "cfg") in message
+    assert str(path / "bilstm_crf_ner" / "model") in message
+
+
+@pytest.mark.parametrize("key,value", [("n_chars", 2**40), ("n_chars", 75), ("n_lexicon_keys", 3)])
+def test_edited_table_size_of_a_new_save_fails_its_checksum(trained_nlp, tmp_path, key: str, value: int) -> None:
+    path = saved_pipe(trained_nlp, tmp_path)
+    cfg = srsly.read_json(path / "cfg")
+    cfg[key] = value
+    srsly.write_json(path / "cfg", cfg)
+    with pytest.raises(ValueError, match="table sizes") as err:
+        fresh_pipe().from_disk(path)
+    assert "checksum" in str(err.value) and str(path / "model") in str(err.value)
+
+
+def test_removed_checksum_is_refused(trained_nlp, tmp_path) -> None:
+    path = saved_pipe(trained_nlp, tmp_path)
+    cfg = srsly.read_json(path / "cfg")
+    del cfg["checksum"]
+    srsly.write_json(path / "cfg", cfg)
+    with pytest.raises(ValueError, match="has no 'checksum'") as err:
+        spacy.load(tmp_path / "nlp")
+    assert str(path / "cfg") in str(err.value)
+
+
+def test_pipeline_saved_before_checksums_loads_with_a_warning(trained_nlp, tmp_path) -> None:
+    """Such a cfg has neither a checksum nor n_gazetteer_keys (which came later)."""
+    path = saved_pipe(trained_nlp, tmp_path)
+    cfg = srsly.read_json(path / "cfg")
+    del cfg["checksum"], cfg["n_gazetteer_keys"]
+    srsly.write_json(path / "cfg", cfg)
+    with pytest.warns(UserWarning, match="NOT verified") as record:
+        loaded = spacy.load(tmp_path / "nlp")
+    assert any(str(path / "cfg") in str(w.message) for w in record)
+    text = "张伟担任华为公司总经理"
+    assert ents_of(loaded(text)) == ents_of(trained_nlp(text))
+
+
+def test_unknown_checksum_kind_is_an_error(trained_nlp, tmp_path) -> None:
+    path = saved_pipe(trained_nlp, tmp_path)
+    cfg = srsly.read_json(path / "cfg")
+    cfg["checksum"] = "md5:" + "0" * 32
+    srsly.write_json(path / "cfg", cfg)
+    with pytest.raises(ValueError, match="unknown kind"):
+        fresh_pipe().from_disk(path)
+
+
+@pytest.mark.parametrize("content", [b"[" * 100_000, b'{"labels": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"])
+def test_deeply_nested_cfg_is_an_error_naming_the_file(trained_nlp, tmp_path, content: bytes) -> None:
+    path = saved_pipe(trained_nlp, tmp_path)
+    (path / "cfg").write_bytes(content)
+    with pytest.raises(ValueError, match="nested too deeply") as err:
+        fresh_pipe().from_disk(path)
+    assert str(path / "cfg") in str(err.value)
 
 
 def test_flipped_block_in_the_weights_is_an_error_naming_the_file(trained_nlp, tmp_path) -> None:
@@ -120,7 +225,11 @@ def test_crafted_weights_never_run_code_even_when_torch_is_told_to_allow_it(trai
     model["shims"][node][0] = srsly.msgpack_dumps(shim)
     (path / "model").write_bytes(srsly.msgpack_dumps(model))
     cfg = srsly.read_json(path / "cfg")
-    del cfg["checksum"]  # whoever crafts the weights can edit cfg too (pipes of 0.1.0 have none)
+    # Whoever crafts the weights can edit cfg too: made to look saved before checksums
+    # (no checksum, no n_gazetteer_keys), with table sizes small enough for the crafted
+    # file, it loads with a warning and reaches the weights.
+    del cfg["checksum"], cfg["n_gazetteer_keys"]
+    cfg["n_chars"], cfg["n_lexicon_keys"] = 1, 1
     srsly.write_json(path / "cfg", cfg)
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
     code = f"import spacy; spacy.load({str(tmp_path / 'nlp')!r})"
