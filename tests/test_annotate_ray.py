@@ -1,6 +1,7 @@
 """The ray engine (Ray Data on a local 2-CPU cluster) gives the local engine's output,
 and resumes the same way. Skipped only when Ray is not installed."""
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -74,3 +75,30 @@ def test_ray_engine_resumes_and_writes_parquet(ray_cluster: None, model_dir: Pat
     annotate(model_dir, source, tmp_path / "local.parquet", shard_size=20)
     for name in ["part-00000.parquet", "part-00001.parquet"]:
         assert pq.read_table(output / name).equals(pq.read_table(tmp_path / "local.parquet" / name))
+
+
+def test_a_refused_join_says_how_to_pass_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ray's own error hides the reason in its cause, with a traceback in the text.
+    def refuse(**kwargs: Any) -> None:
+        try:
+            raise RuntimeError(
+                "Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                '  File "node.py", line 1\nray.exceptions.AuthenticationError: Authentication token is missing'
+            )
+        except RuntimeError as err:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from err
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setenv("RAY_AUTH_MODE", "unset")  # recorded: restored (unset or not) after the test
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/somewhere/auth_token")
+    with pytest.raises(ConnectionError) as err:
+        ray_engine.RayEngine("model", address="10.0.0.1:6379")
+    message = str(err.value)
+    assert message.startswith("Cannot join the Ray cluster at 10.0.0.1:6379: Failed to connect")
+    assert "AuthenticationError: Authentication token is missing" in message and "Traceback" not in message
+    assert "RAY_AUTH_MODE=token" in message and "RAY_AUTH_TOKEN_PATH" in message
+    # A token given without the mode is used: Ray ignores it for an explicit address otherwise.
+    assert os.environ["RAY_AUTH_MODE"] == "token"

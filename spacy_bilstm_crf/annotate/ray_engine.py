@@ -4,6 +4,7 @@ Ray is imported only here, and only when this engine is asked for.
 """
 import json
 import logging
+import os
 from typing import Any, Dict, Iterator, List, Optional
 
 import spacy
@@ -14,6 +15,16 @@ from .tagging import tag_batch
 RAY_INSTALL_HINT = (
     "The ray engine needs Ray Data: pip install \"spacy-bilstm-crf[ray]\" "
     "(or: pip install \"ray[data]\" pyarrow)"
+)
+# Token authentication (Ray >= 2.52; on by default for clusters that `ray start
+# --head` starts where a token exists, from 2.59): the mode and where the token is.
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+AUTH_TOKEN_ENVS = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+AUTH_HINT = (
+    "A cluster started with `ray start --head` may require token authentication (Ray >= 2.59 turns it on "
+    "when the head has a token, e.g. ~/.ray/auth_token): set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH "
+    "to a copy of the head's token file (or RAY_AUTH_TOKEN to the token) for annotate, as on every node "
+    "that joins the cluster."
 )
 # Texts per Ray Data dataset: the driver holds this many texts at a time, and
 # each dataset starts its actors (and loads the pipeline) once.
@@ -31,6 +42,38 @@ def require_ray() -> Any:
     except ImportError as err:
         raise ImportError(RAY_INSTALL_HINT) from err
     return ray
+
+
+def without_traceback(text: str) -> str:
+    """A message with an embedded traceback (Ray puts one in its own) cut to its last line.
+
+    text (str): The message.
+    RETURNS (str): The text before the traceback, and the traceback's last line.
+    """
+    marker = "Traceback (most recent call last):"
+    if marker not in text:
+        return text
+    before, _, trace = text.partition(marker)
+    lines = [line.strip() for line in trace.splitlines() if line.strip()]
+    return " ".join(part for part in (before.strip(), lines[-1] if lines else "") if part)
+
+
+def causes(err: BaseException) -> str:
+    """An error with the errors that caused it: Ray's own message hides the reason.
+
+    err (BaseException): The error.
+    RETURNS (str): Its message and its causes', outermost first, without repeats.
+    """
+    messages: List[str] = []
+    seen = set()
+    current: Optional[BaseException] = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = without_traceback(str(current).strip()) or type(current).__name__
+        if text not in messages:
+            messages.append(text)
+        current = current.__cause__ or current.__context__
+    return ": ".join(messages)
 
 
 class BatchAnnotator:
@@ -102,7 +145,7 @@ class RayEngine:
         # started here is shut down by close().
         self.owns_ray = not self.ray.is_initialized()
         if self.owns_ray:
-            self.ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            self.join(address)
         context = self.ray.data.DataContext.get_current()
         self.context = context
         self.saved = (context.execution_options.preserve_order, context.enable_progress_bars)
@@ -110,6 +153,22 @@ class RayEngine:
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+    def join(self, address: Optional[str]) -> None:
+        """Start a local cluster, or join the one at `address`, with a clear error if refused.
+
+        address (Optional[str]): The cluster, or None to start a local one.
+        """
+        if address is not None and AUTH_MODE_ENV not in os.environ and any(os.environ.get(k) for k in AUTH_TOKEN_ENVS):
+            # Ray uses a token given in the environment for an explicit address only
+            # in token mode: a token given without the mode is meant to be used.
+            os.environ[AUTH_MODE_ENV] = "token"
+        try:
+            self.ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except Exception as err:  # Ray raises several types here (ConnectionError, AuthenticationError, ...)
+            if address is None:
+                raise
+            raise ConnectionError(f"Cannot join the Ray cluster at {address}: {causes(err)}\n{AUTH_HINT}") from err
 
     def windows(self, batches: Iterator[Batch]) -> Iterator[List[Batch]]:
         """Group batches into windows of about `window` texts."""
