@@ -56,19 +56,18 @@ def node_ports() -> List[str]:
     return [arg for name, port in zip(names, free_ports(len(names))) for arg in (name, str(port))]
 
 
+def cmdline(pid: int) -> str:
+    """A process's command line, or "" if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf8", "replace")
+    except OSError:
+        return ""
+
+
 def processes_of(marker: str) -> List[int]:
     """The ids of the processes whose command line holds `marker` (this test's temp dir)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf8", "replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            found.append(int(entry.name))
-    return found
+    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    return [pid for pid in pids if pid != os.getpid() and marker in cmdline(pid)]
 
 
 def stop_processes(marker: str, grace: float = 15.0) -> None:
@@ -132,7 +131,7 @@ class Cluster:
         assert node.returncode == 0, node.stdout + node.stderr
 
     def raylets(self) -> int:
-        return sum(1 for pid in processes_of(str(self.root)) if "raylet/raylet" in Path(f"/proc/{pid}/cmdline").read_text("utf8", "replace"))
+        return sum(1 for pid in processes_of(str(self.root)) if "raylet/raylet" in cmdline(pid))
 
     def stop(self) -> None:
         stop_processes(str(self.root))

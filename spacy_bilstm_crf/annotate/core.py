@@ -149,7 +149,10 @@ class ShardWriter:
         reasons = dict(misfits)
         items = [item for i, item in enumerate(shard.items) if i not in reasons]
         kept = [ents for i, ents in enumerate(entities) if i not in reasons]
-        moved = [Reject(shard.items[i].source, shard.items[i].position, reason, shard.items[i].record) for i, reason in misfits]
+        moved = [
+            Reject(shard.items[i].source, shard.items[i].position, reason, shard.items[i].record)
+            for i, reason in misfits
+        ]
         rejects = sorted(shard.rejects + moved, key=lambda r: (r.source, r.position))
         return items, kept, rejects
 
@@ -227,7 +230,10 @@ def annotate(
     """Tag a corpus of any size and write it, with every record's entities, as shards.
 
     Re-running the same call after an interruption keeps the finished shards and
-    redoes the others; the output is the same as that of an uninterrupted run.
+    redoes the others; the output is the same as that of an uninterrupted run (each
+    shard is cut into the same batches). Resuming is refused when the input files'
+    content, the model's files or a setting that decides the output changed, and
+    while another run holds the output directory (OUTPUT/_annotate.lock).
 
     model (Union[str, Path]): A pipeline directory or installed package.
     input_path (Union[str, Path]): A JSON lines or Parquet file, a directory of them, or a glob.

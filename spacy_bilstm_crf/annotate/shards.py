@@ -288,4 +288,4 @@ def plan_mismatch(output: Path, previous: Dict[str, Any], plan: Dict[str, Any]) 
             f"changed since (digest {previous['model_digest']}, now {plan['model_digest']}), and "
             f"resuming would mix the entities of two models. {advice}"
         )
-    return f"{output} holds a run with a different {', '.join(changed)}: resuming it would mix two runs. {advice}"
+    return f"{output} holds a run of other settings (changed: {', '.join(changed)}): resuming it would mix two runs. {advice}"
