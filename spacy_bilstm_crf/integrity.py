@@ -58,7 +58,9 @@ def weights_checksum(
     return (_V1_PREFIX if sizes is None else _V2_PREFIX) + digest.hexdigest()
 
 
-def check_weights(cfg: Dict[str, object], model_bytes: bytes, source: str, name: str, cfg_source: str = "cfg") -> None:
+def check_weights(
+    cfg: Dict[str, object], model_bytes: bytes, source: str, name: str, cfg_source: str = "cfg"
+) -> None:
     """Raise if the weights, labels or table sizes differ from those the checksum in
     ``cfg`` was made of, or if cfg's checksum was removed; warn for a pipe saved before
     checksums existed (see the module's docstring).
@@ -114,7 +116,9 @@ def _check_unchecksummed(cfg: Dict[str, object], cfg_source: str, name: str) -> 
     )
 
 
-def check_table_sizes(cfg: Dict[str, object], model_bytes: bytes, source: str, name: str, cfg_source: str = "cfg") -> None:
+def check_table_sizes(
+    cfg: Dict[str, object], model_bytes: bytes, source: str, name: str, cfg_source: str = "cfg"
+) -> None:
     """Raise before the network is built if cfg's table sizes cannot be those of the weights.
 
     A size sets how much the network allocates before its weights are loaded, and

@@ -78,7 +78,9 @@ def test_scores_equal_those_of_scoring_every_window_at_the_end(scoring, trained_
     in the neighbour that decoded it whole (before: in the owner, which had not chosen it)."""
     doc = trained_nlp(TEXT)
     group = doc.spans["bilstm_crf_ner"]
-    scores: Dict[Tuple[int, int, str], float] = {(s.start, s.end, s.label_): p for s, p in zip(group, group.attrs["scores"])}
+    scores: Dict[Tuple[int, int, str], float] = {
+        (s.start, s.end, s.label_): p for s, p in zip(group, group.attrs["scores"])
+    }
     plan, lattices, found = reference_scores(scoring, TEXT)
     assert len(plan) >= 4
     labels = scoring.labels
@@ -95,7 +97,8 @@ def test_scores_equal_those_of_scoring_every_window_at_the_end(scoring, trained_
                 if (start - v.start, end - v.start, label) in found[k] and v.start < start and end <= v.end
             )  # fmt: skip
             v = plan[source]
-            expected = span_probabilities(lattices[source], scoring.scheme, [(start - v.start, end - v.start, label)])[0]
+            local = (start - v.start, end - v.start, label)
+            expected = span_probabilities(lattices[source], scoring.scheme, [local])[0]
         assert scores[(start, end, labels[label])] == pytest.approx(expected, rel=1e-5, abs=1e-7)
     # The candidates: those of each window's own part, other than the entities.
     expected_candidates = {}

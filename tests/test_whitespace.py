@@ -7,7 +7,6 @@ from typing import List
 
 import numpy
 import pytest
-import spacy
 import torch
 from spacy.tokens import Doc
 
@@ -83,7 +82,8 @@ def test_scores_equal_the_brute_force_constrained_distribution(pushed) -> None:
     ner = pushed.get_pipe("bilstm_crf_ner")
     ner.confidence, ner.threshold = True, 1e-12
     doc = pushed("张\n王")
-    found = {(s.start, s.end, s.label_): p for s, p in zip(doc.spans["bilstm_crf_ner"], doc.spans["bilstm_crf_ner"].attrs["scores"])}
+    group = doc.spans["bilstm_crf_ner"]
+    found = {(s.start, s.end, s.label_): p for s, p in zip(group, group.attrs["scores"])}
     module = get_torch_module(ner.model)
     tags = ner.scheme.tags
     with torch.no_grad():
