@@ -1,4 +1,14 @@
 """Shared fixtures: a small pipeline overfit once per test session."""
+import os
+
+# Before anything imports ray: on Linux, Ray turns every node address, even
+# 127.0.0.1, into the machine's outward interface address, so a local test
+# cluster would listen on and talk to that interface. With this set to 0, Ray
+# keeps a single-node cluster on loopback (it then refuses multi-node
+# clusters; tests/test_annotate_ray_cluster.py runs its own in a private
+# network namespace, and clears RAY_* variables for its processes).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
 from pathlib import Path
 from typing import List, Optional, Tuple
 

@@ -86,7 +86,7 @@ def test_a_refused_join_says_how_to_pass_the_token(monkeypatch: pytest.MonkeyPat
                 '  File "node.py", line 1\nray.exceptions.AuthenticationError: Authentication token is missing'
             )
         except RuntimeError as err:
-            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from err
+            raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379") from err
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", refuse)
@@ -95,9 +95,9 @@ def test_a_refused_join_says_how_to_pass_the_token(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "/somewhere/auth_token")
     with pytest.raises(ConnectionError) as err:
-        ray_engine.RayEngine("model", address="10.0.0.1:6379")
+        ray_engine.RayEngine("model", address="127.0.0.1:6379")
     message = str(err.value)
-    assert message.startswith("Cannot join the Ray cluster at 10.0.0.1:6379: Failed to connect")
+    assert message.startswith("Cannot join the Ray cluster at 127.0.0.1:6379: Failed to connect")
     assert "AuthenticationError: Authentication token is missing" in message and "Traceback" not in message
     assert "RAY_AUTH_MODE=token" in message and "RAY_AUTH_TOKEN_PATH" in message
     # A token given without the mode is used: Ray ignores it for an explicit address otherwise.
