@@ -405,7 +405,9 @@ class BiLSTMCRFNER(TrainablePipe):
             gazetteer=gazetteer,
             lac=load_lac_encoder() if uses_lac else None,
         )
-        if nlp is not None:
+        if nlp is not None and not scales_training(nlp.config):
+            # With scale_training, max_steps and eval_frequency are replaced after
+            # initialize; the callback checks the values it writes itself.
             warn_about_training_settings(nlp.config.get("training", {}), self.name)
         # Check that gold data converts (labels known, spans aligned) on a sample.
         for eg in islice(get_examples(), 10):
@@ -875,6 +877,20 @@ class BiLSTMCRFNER(TrainablePipe):
                 f"Cannot load the weights of '{self.name}' from {source}: {err}. The file is "
                 "corrupt or was saved with a different config (labels, sizes)."
             ) from err
+
+
+SCALE_TRAINING = "spacy-bilstm-crf.scale_training.v1"
+
+
+def scales_training(config: Dict[str, object]) -> bool:
+    """Whether ``[initialize.after_init]`` is the ``scale_training`` callback.
+
+    config (Dict[str, object]): The nlp's config.
+    RETURNS (bool): True when the training length is set after initialize.
+    """
+    initialize = config.get("initialize") or {}
+    after_init = initialize.get("after_init") if isinstance(initialize, dict) else None
+    return isinstance(after_init, dict) and after_init.get("@callbacks") == SCALE_TRAINING
 
 
 def warn_about_training_settings(training: Dict[str, object], name: str) -> None:

@@ -156,3 +156,18 @@ def test_initialize_checks_the_training_settings() -> None:
     nlp.add_pipe("bilstm_crf_ner", config={"model": {**SMALL_MODEL, "lexicon": None}})
     with pytest.warns(UserWarning, match="UNTRAINED"):
         nlp.initialize(lambda: make_examples(nlp))
+
+
+def test_initialize_leaves_the_check_to_scale_training() -> None:
+    # scale_training replaces max_steps and eval_frequency after initialize (150 steps
+    # give eval_frequency 25), so the values in [training] before it are not warned about.
+    config = {
+        "training": {"max_steps": 150, "eval_frequency": 500},
+        "initialize": {"after_init": {"@callbacks": "spacy-bilstm-crf.scale_training.v1"}},
+    }
+    nlp = spacy.blank("zh", config=config)
+    nlp.add_pipe("bilstm_crf_ner", config={"model": {**SMALL_MODEL, "lexicon": None}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nlp.get_pipe("bilstm_crf_ner").initialize(lambda: make_examples(nlp), nlp=nlp)
+    assert not [w for w in caught if "eval_frequency" in str(w.message)]
