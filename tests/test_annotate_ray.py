@@ -11,6 +11,7 @@ from spacy.language import Language
 from spacy_bilstm_crf.annotate import annotate, ray_engine
 
 from .conftest import TRAIN_DATA, ents_of
+from .ray_netns_cluster import offline_ray_home
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -20,12 +21,16 @@ TEXTS = [text for text, _ in TRAIN_DATA] * 3 + ["".join(t for t, _ in TRAIN_DATA
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     # One local cluster for the module: starting Ray costs seconds. The engine
-    # joins a running Ray and leaves it running.
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    # joins a running Ray and leaves it running. It lives on loopback (see
+    # conftest.py) and in a HOME of its own: there its auth token is made, and
+    # its head does not ask the cloud metadata addresses where it runs.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(offline_ray_home(tmp_path_factory.mktemp("ray_home"))))
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
