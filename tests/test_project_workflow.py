@@ -24,7 +24,7 @@ import srsly
 from spacy.tokens import DocBin
 from typer.testing import CliRunner
 
-from spacy_bilstm_crf import packaging
+from spacy_bilstm_crf.serving import packaging
 from spacy_bilstm_crf.about import __version__
 from spacy_bilstm_crf.cli import app
 from spacy_bilstm_crf.cli import data as data_cli
@@ -203,7 +203,7 @@ def test_package_step_ships_the_component_wheel_beside_the_pipeline(tmp_path: Pa
         f"{dist}/spacy_bilstm_crf-{__version__}-py3-none-any.whl",
     ]
     assert cmd["script"] == [
-        f"python -m spacy_bilstm_crf.packaging training/model-best packages --name {vars_['name']}"
+        f"python -m spacy_bilstm_crf.serving.packaging training/model-best packages --name {vars_['name']}"
         f" --version {vars_['version']} --meta configs/meta.json --source ."
         f" --component-version {__version__}"
     ]
@@ -497,5 +497,6 @@ def test_project_run_all_smoke(tmp_path: Path) -> None:
     for key in ("package", "component", "plugin"):  # imported from the venv, not the checkout
         path = Path(loaded[key]).resolve()
         assert Path(loaded["venv"]) in path.parents and REPO not in path.parents, (key, path)
-    assert loaded["license"] == "MIT"
+    # The installed pipeline declares what configs/meta.json says its parts are under.
+    assert loaded["license"] == json.loads((REPO / "configs" / "meta.json").read_text("utf8"))["license"]
     assert CLUENER_REPO_URL in [source.get("url") for source in loaded["sources"]]
