@@ -40,7 +40,7 @@ import torch
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 
-from spacy_bilstm_crf.calibration import (
+from spacy_bilstm_crf.evaluation.calibration import (
     calibrate_docs,
     doc_entities,
     save_reliability_diagram,

@@ -21,8 +21,8 @@ from typing import Callable, Dict
 
 import torch
 
-from spacy_bilstm_crf.crf import LinearChainCRF
-from spacy_bilstm_crf.tags import TagScheme
+from spacy_bilstm_crf.network.crf import LinearChainCRF
+from spacy_bilstm_crf.network.tags import TagScheme
 
 CLUENER_LABELS = [
     "address", "book", "company", "game", "government",

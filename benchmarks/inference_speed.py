@@ -44,11 +44,11 @@ import torch
 from spacy.language import Language
 from spacy.training import Example
 
-from spacy_bilstm_crf import model as model_module
-from spacy_bilstm_crf.architectures import featurize, get_torch_module
+from spacy_bilstm_crf.network import model as model_module
+from spacy_bilstm_crf.component.architectures import featurize, get_torch_module
 from spacy_bilstm_crf.corpus import CorpusStats, read_clue
-from spacy_bilstm_crf.deploy import export_pipeline, find_pipe, quantize_pipeline
-from spacy_bilstm_crf.serving import Tagger
+from spacy_bilstm_crf.serving.deploy import export_pipeline, find_pipe, quantize_pipeline
+from spacy_bilstm_crf.serving.tagger import Tagger
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DEV = REPO.parent / "shared" / "data" / "cluener" / "dev.json"

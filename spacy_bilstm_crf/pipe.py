@@ -20,7 +20,7 @@ from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, xp2torch
 
-from .architectures import (
+from .component.architectures import (
     TaggerInput,
     build_torch_layer,
     char_vectors,
@@ -31,7 +31,7 @@ from .architectures import (
     tok2vec_layer,
     torch_layer,
 )
-from .chars import (
+from .features.chars import (
     BOUNDARY_RULES,
     DocChars,
     blocked_tokens,
@@ -40,16 +40,16 @@ from .chars import (
     preset_tags,
     whitespace_mask,
 )
-from .confidence import Lattice, candidate_spans, span_probabilities
-from .crf import BANNED, constrain
-from .gazetteer_table import build_gazetteer_table
-from .integrity import CHECKSUM_KEY, SIZE_KEYS, check_table_sizes, check_weights, parse_cfg, weights_checksum
-from .lac import load_lac_encoder
-from .lexicon import load_lexicon
-from .lexicon_table import build_lexicon_table
-from .model import normalize_codepoints
-from .tags import SCHEMES, TagScheme
-from .windows import Window, length_batches, plan_windows, stitch_spans
+from .prediction.confidence import Lattice, candidate_spans, span_probabilities
+from .network.crf import BANNED, constrain
+from .features.gazetteer_table import build_gazetteer_table
+from .component.integrity import CHECKSUM_KEY, SIZE_KEYS, check_table_sizes, check_weights, parse_cfg, weights_checksum
+from .network.lac import load_lac_encoder
+from .network.lexicon import load_lexicon
+from .features.lexicon_table import build_lexicon_table
+from .network.model import normalize_codepoints
+from .network.tags import SCHEMES, TagScheme
+from .prediction.windows import Window, length_batches, plan_windows, stitch_spans
 
 DEFAULT_MODEL_CONFIG = """
 [model]

@@ -26,7 +26,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from typer.testing import CliRunner
 
-from spacy_bilstm_crf.calibration import (
+from spacy_bilstm_crf.evaluation.calibration import (
     calibrate_docs,
     ece_of_bins,
     expected_calibration_error,
@@ -35,7 +35,7 @@ from spacy_bilstm_crf.calibration import (
     threshold_prf,
 )
 from spacy_bilstm_crf.cli import app
-from spacy_bilstm_crf.evaluation import evaluate_docs, render_report
+from spacy_bilstm_crf.evaluation.report import evaluate_docs, render_report
 
 from .conftest import docs_with_ents
 

@@ -9,9 +9,9 @@ import numpy
 import pytest
 
 import spacy_bilstm_crf.pipe as pipe_module
-from spacy_bilstm_crf.confidence import Lattice, candidate_spans, span_probabilities
+from spacy_bilstm_crf.prediction.confidence import Lattice, candidate_spans, span_probabilities
 from spacy_bilstm_crf.pipe import CANDIDATE_MAX_LEN, DocPrediction
-from spacy_bilstm_crf.windows import Window, plan_windows
+from spacy_bilstm_crf.prediction.windows import Window, plan_windows
 
 from .conftest import TRAIN_DATA
 

@@ -4,8 +4,8 @@ import itertools
 import pytest
 import torch
 
-from spacy_bilstm_crf.crf import LinearChainCRF
-from spacy_bilstm_crf.tags import TagScheme
+from spacy_bilstm_crf.network.crf import LinearChainCRF
+from spacy_bilstm_crf.network.tags import TagScheme
 
 
 def _random_crf(n_tags: int, constrained: bool, seed: int) -> LinearChainCRF:
@@ -210,7 +210,7 @@ def test_decoding_without_numba_falls_back_to_tensor_ops(monkeypatch):
     """Where numba cannot be imported, one warning, and the tensor-op decoder's paths."""
     import sys
 
-    from spacy_bilstm_crf import kernels
+    from spacy_bilstm_crf.network import kernels
 
     crf = _random_crf(9, True, 12)
     emissions = torch.randn(6, 7, 9)

@@ -6,9 +6,9 @@ import numpy
 import pytest
 import torch
 
-from spacy_bilstm_crf.confidence import Lattice, candidate_spans, span_probabilities
-from spacy_bilstm_crf.crf import BANNED, LinearChainCRF, constrain
-from spacy_bilstm_crf.tags import TagScheme
+from spacy_bilstm_crf.prediction.confidence import Lattice, candidate_spans, span_probabilities
+from spacy_bilstm_crf.network.crf import BANNED, LinearChainCRF, constrain
+from spacy_bilstm_crf.network.tags import TagScheme
 
 
 def _crf(scheme: TagScheme, seed: int) -> LinearChainCRF:
@@ -195,6 +195,6 @@ def test_hand_written_backward_passes_gradcheck():
     emissions = torch.randn(3, 4, len(scheme), dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([4, 2, 1])
     trans, start, end = (x.detach().requires_grad_(True) for x in crf._masked(BANNED, torch.float64))
-    from spacy_bilstm_crf.crf import LogPartition
+    from spacy_bilstm_crf.network.crf import LogPartition
 
     assert torch.autograd.gradcheck(lambda e, a, s, z: LogPartition.apply(e, lengths, a, s, z), (emissions, trans, start, end))

@@ -45,7 +45,7 @@ def _benchmarked_model() -> dict:
 
 
 def test_every_architecture_is_listed_here() -> None:
-    import spacy_bilstm_crf.architectures  # noqa: F401  (registers them)
+    import spacy_bilstm_crf.component.architectures  # noqa: F401  (registers them)
 
     ours = sorted(name for name in registry.architectures.get_all() if name.startswith("spacy-bilstm-crf."))
     assert ours == ARCHITECTURES

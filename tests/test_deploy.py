@@ -13,9 +13,10 @@ import pytest
 import spacy
 import torch
 
-from spacy_bilstm_crf import serving, windows
-from spacy_bilstm_crf.architectures import get_torch_module
-from spacy_bilstm_crf.deploy import (
+from spacy_bilstm_crf.serving import tagger as serving
+from spacy_bilstm_crf.prediction import windows
+from spacy_bilstm_crf.component.architectures import get_torch_module
+from spacy_bilstm_crf.serving.deploy import (
     SELF_CHECK_TEXTS,
     compare_with_pipeline,
     export_module,
@@ -23,10 +24,10 @@ from spacy_bilstm_crf.deploy import (
     quantize_pipeline,
     script_module,
 )
-from spacy_bilstm_crf.model import BiLSTMCRF
-from spacy_bilstm_crf.quantize import is_quantized, quantize_module, quantized_submodules
-from spacy_bilstm_crf.serving import Tagger, char_tokens
-from spacy_bilstm_crf.tags import TagScheme
+from spacy_bilstm_crf.network.model import BiLSTMCRF
+from spacy_bilstm_crf.serving.quantize import is_quantized, quantize_module, quantized_submodules
+from spacy_bilstm_crf.serving.tagger import Tagger, char_tokens
+from spacy_bilstm_crf.network.tags import TagScheme
 
 from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples
 
@@ -214,7 +215,7 @@ def test_exported_emissions_equal_eager_for_any_batch_and_width():
     )  # fmt: skip
     module.set_char_table(torch.arange(0x4E00, 0x4E00 + 50))
     words = [[0x4E00, 0x4E01], [0x4E02], [0x4E03, 0x4E04, 0x4E05, 0x4E06, 0x4E07], [0x4E08, 0x4E09, 0x4E0A]]
-    from spacy_bilstm_crf.lexicon import word_keys
+    from spacy_bilstm_crf.network.lexicon import word_keys
 
     keys = word_keys([torch.tensor(w) for w in words], 6)
     module.lexicon.set_keys(keys, torch.rand(len(keys)) + 0.5, torch.tensor([1, 2, 3, 4]))
@@ -264,11 +265,11 @@ def test_char_tokens_match_spacy_zh_tokenizer():
 
 
 def test_serving_needs_only_torch(saved_model, tmp_path):
-    """serving.py and windows.py, copied next to an export, load and run it with spaCy,
-    thinc, numpy and the package unimportable."""
+    """serving/tagger.py (as serving.py) and prediction/windows.py, copied next to an
+    export, load and run it with spaCy, thinc, numpy and the package unimportable."""
     export_pipeline(spacy.load(saved_model), tmp_path / "export")
-    for module in (serving, windows):
-        shutil.copy(module.__file__, tmp_path / Path(module.__file__).name)
+    for module, name in ((serving, "serving.py"), (windows, "windows.py")):
+        shutil.copy(module.__file__, tmp_path / name)
     code = f"""
 import json, sys
 for name in ("numpy", "spacy", "thinc", "srsly", "spacy_bilstm_crf"):

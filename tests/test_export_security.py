@@ -14,9 +14,9 @@ from typing import Callable, Dict
 import pytest
 import torch
 
-from spacy_bilstm_crf import serving
-from spacy_bilstm_crf.deploy import export_pipeline
-from spacy_bilstm_crf.serving import ExportError, Tagger
+from spacy_bilstm_crf.serving import tagger as serving
+from spacy_bilstm_crf.serving.deploy import export_pipeline
+from spacy_bilstm_crf.serving.tagger import ExportError, Tagger
 
 
 class _Payload:

@@ -11,10 +11,10 @@ from typing import List
 import pytest
 import torch
 
-from spacy_bilstm_crf import serving
-from spacy_bilstm_crf.deploy import compare_with_pipeline, export_pipeline
-from spacy_bilstm_crf.serving import Tagger
-from spacy_bilstm_crf.windows import plan_windows
+from spacy_bilstm_crf.serving import tagger as serving
+from spacy_bilstm_crf.serving.deploy import compare_with_pipeline, export_pipeline
+from spacy_bilstm_crf.serving.tagger import Tagger
+from spacy_bilstm_crf.prediction.windows import plan_windows
 
 from .conftest import TRAIN_DATA
 
@@ -147,7 +147,7 @@ def test_whitespace_is_a_decoding_constraint_not_a_filter():
 def test_serving_imports_neither_spacy_nor_thinc():
     code = (
         "import sys\n"
-        "from spacy_bilstm_crf.serving import Tagger\n"
+        "from spacy_bilstm_crf.serving.tagger import Tagger\n"
         "import spacy_bilstm_crf\n"
         "assert spacy_bilstm_crf.__version__\n"
         "print(sorted(m for m in ('spacy', 'thinc') if m in sys.modules))\n"

@@ -7,10 +7,10 @@ import pytest
 import spacy
 import torch
 
-from spacy_bilstm_crf.architectures import get_torch_module
-from spacy_bilstm_crf.codepoints import normalize_codepoints
-from spacy_bilstm_crf.gazetteer import GazetteerFeatures, sentence_folds
-from spacy_bilstm_crf.gazetteer_table import build_gazetteer_table
+from spacy_bilstm_crf.component.architectures import get_torch_module
+from spacy_bilstm_crf.network.codepoints import normalize_codepoints
+from spacy_bilstm_crf.network.gazetteer import GazetteerFeatures, sentence_folds
+from spacy_bilstm_crf.features.gazetteer_table import build_gazetteer_table
 
 from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples, train_small
 

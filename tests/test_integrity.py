@@ -11,7 +11,7 @@ import pytest
 import spacy
 import srsly
 
-from spacy_bilstm_crf.integrity import parse_cfg, weights_checksum
+from spacy_bilstm_crf.component.integrity import parse_cfg, weights_checksum
 
 from .conftest import SMALL_MODEL, ents_of
 

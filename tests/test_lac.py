@@ -8,8 +8,8 @@ import numpy
 import pytest
 import torch
 
-from spacy_bilstm_crf.lac import PaddleFileError, find_lac_dir, load_lac_encoder, read_paddle_tensor
-from spacy_bilstm_crf.recurrence import reverse_index
+from spacy_bilstm_crf.network.lac import PaddleFileError, find_lac_dir, load_lac_encoder, read_paddle_tensor
+from spacy_bilstm_crf.network.recurrence import reverse_index
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lac_reference.json"
 

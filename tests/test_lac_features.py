@@ -9,10 +9,10 @@ import pytest
 import spacy
 import torch
 
-from spacy_bilstm_crf.architectures import get_torch_module
-from spacy_bilstm_crf.deploy import export_pipeline, quantize_pipeline, script_module
-from spacy_bilstm_crf.lac import load_lac_encoder
-from spacy_bilstm_crf.serving import Tagger
+from spacy_bilstm_crf.component.architectures import get_torch_module
+from spacy_bilstm_crf.serving.deploy import export_pipeline, quantize_pipeline, script_module
+from spacy_bilstm_crf.network.lac import load_lac_encoder
+from spacy_bilstm_crf.serving.tagger import Tagger
 
 from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples, train_small
 
@@ -89,7 +89,7 @@ def test_predictions_give_lac_states_to_the_lstm_as_rows(monkeypatch, lac_layers
     """A prediction of 8 sentences or more runs LAC over the real characters and gives
     its states to the LSTM as rows (``LACEncoder.encode_rows``, no padded copy): the
     emissions equal those of the padded path (gradients on), an empty sentence too."""
-    from spacy_bilstm_crf.lac import LACEncoder
+    from spacy_bilstm_crf.network.lac import LACEncoder
 
     module = module_of(train({**ALL_FEATURES, "lac_layers": lac_layers}, 2))
     calls = []

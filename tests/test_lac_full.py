@@ -19,12 +19,12 @@ import numpy
 import pytest
 import torch
 
-from spacy_bilstm_crf.lac import fetch
-from spacy_bilstm_crf.lac.full_encoder import load_lac_full_encoder
-from spacy_bilstm_crf.lac.paddle_files import PaddleFileError
-from spacy_bilstm_crf.lac.sdist import MODEL_DIR, SDIST_NAME, SdistError, read_lac_full, tensor_shapes
-from spacy_bilstm_crf.lac.segmenter import UnigramSegmenter, mixed_sequence
-from spacy_bilstm_crf.lac.word_vectors import LACVocab, coverage, lexicon_word_vectors
+from spacy_bilstm_crf.network.lac import fetch
+from spacy_bilstm_crf.network.lac.full_encoder import load_lac_full_encoder
+from spacy_bilstm_crf.network.lac.paddle_files import PaddleFileError
+from spacy_bilstm_crf.network.lac.sdist import MODEL_DIR, SDIST_NAME, SdistError, read_lac_full, tensor_shapes
+from spacy_bilstm_crf.network.lac.segmenter import UnigramSegmenter, mixed_sequence
+from spacy_bilstm_crf.network.lac.word_vectors import LACVocab, coverage, lexicon_word_vectors
 
 WORDS = [" ", "北", "京", "大", "学", "万", "A", "a", "北京", "大学", "iPhone", "2019", "OOV"]
 TAGS = "0\tn-B\n1\tn-I\n0\tLOC-B\n1\tLOC-I\n2\tO\n"  # aliases share an id, as in LAC's tag.dic
@@ -215,8 +215,8 @@ def test_full_encoder_from_files(sdist):
 
 def test_modules_need_no_spacy():
     code = (
-        "import sys; import spacy_bilstm_crf.lac.sdist, spacy_bilstm_crf.lac.fetch, "
-        "spacy_bilstm_crf.lac.word_vectors, spacy_bilstm_crf.lac.segmenter, spacy_bilstm_crf.lac.full_encoder; "
+        "import sys; import spacy_bilstm_crf.network.lac.sdist, spacy_bilstm_crf.network.lac.fetch, "
+        "spacy_bilstm_crf.network.lac.word_vectors, spacy_bilstm_crf.network.lac.segmenter, spacy_bilstm_crf.network.lac.full_encoder; "
         "assert 'spacy' not in sys.modules and 'thinc' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

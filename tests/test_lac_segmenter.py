@@ -5,8 +5,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from spacy_bilstm_crf.lac.segmenter import BEGIN, END, MIDDLE, SINGLE, UnigramSegmenter, mixed_sequence
-from spacy_bilstm_crf.lac.word_vectors import LACVocab
+from spacy_bilstm_crf.network.lac.segmenter import BEGIN, END, MIDDLE, SINGLE, UnigramSegmenter, mixed_sequence
+from spacy_bilstm_crf.network.lac.word_vectors import LACVocab
 
 
 def all_segmentations(n: int) -> List[List[Tuple[int, int]]]:

@@ -6,8 +6,8 @@ import warnings
 import pytest
 import torch
 
-from spacy_bilstm_crf.lexicon import LexiconEntries, LexiconFeatures, load_lexicon, load_word_list, word_keys
-from spacy_bilstm_crf.lexicon_table import build_lexicon_table
+from spacy_bilstm_crf.network.lexicon import LexiconEntries, LexiconFeatures, load_lexicon, load_word_list, word_keys
+from spacy_bilstm_crf.features.lexicon_table import build_lexicon_table
 
 
 def _encode(text: str) -> torch.Tensor:
@@ -242,7 +242,7 @@ def test_matching_without_numba_falls_back_to_tensor_ops(monkeypatch):
     """Where numba cannot be imported, one warning, and the same flags from tensor ops."""
     import sys
 
-    from spacy_bilstm_crf import kernels
+    from spacy_bilstm_crf.network import kernels
 
     keys = word_keys([_encode(w) for w in ["北京", "大学", "北京大学", "𠮷"]], 6)
     lexicon = LexiconFeatures(len(keys))

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import srsly
 
-from spacy_bilstm_crf import packaging
+from spacy_bilstm_crf.serving import packaging
 
 REPO = Path(__file__).resolve().parents[1]
 META_FILE = REPO / "configs" / "meta.json"

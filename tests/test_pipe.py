@@ -10,7 +10,7 @@ import srsly
 import torch
 from spacy.training import Example
 
-from spacy_bilstm_crf.architectures import get_torch_module
+from spacy_bilstm_crf.component.architectures import get_torch_module
 
 from .conftest import REPO, SMALL_MODEL, TRAIN_DATA, ents_of, make_examples, train_small
 

@@ -5,8 +5,8 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Span
 
-from spacy_bilstm_crf.chars import doc_chars, preset_tags
-from spacy_bilstm_crf.tags import TagScheme
+from spacy_bilstm_crf.features.chars import doc_chars, preset_tags
+from spacy_bilstm_crf.network.tags import TagScheme
 
 from .conftest import train_small
 

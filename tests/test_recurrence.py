@@ -4,8 +4,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from spacy_bilstm_crf import recurrence
-from spacy_bilstm_crf.recurrence import RaggedLayout, bilstm_rows
+from spacy_bilstm_crf.network import recurrence
+from spacy_bilstm_crf.network.recurrence import RaggedLayout, bilstm_rows
 
 
 def bilstm_states(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -63,9 +63,9 @@ def test_layout_steps_and_reverse_rows():
 def test_model_predictions_use_it_and_agree_with_training_path(monkeypatch, bigram_dim):
     """Predictions (no gradient) take the ragged path, with the character and class
     tables folded into the LSTM's input projection, and agree with the packed one."""
-    from spacy_bilstm_crf import model as model_module
-    from spacy_bilstm_crf.model import BiLSTMCRF
-    from spacy_bilstm_crf.tags import TagScheme
+    from spacy_bilstm_crf.network import model as model_module
+    from spacy_bilstm_crf.network.model import BiLSTMCRF
+    from spacy_bilstm_crf.network.tags import TagScheme
 
     calls = []
 
@@ -117,8 +117,8 @@ def test_bfloat16_products_stay_close_to_float32():
 def test_bf16_inference_with_folded_tables_stays_close_and_keeps_the_float32_cache_apart():
     """A model with ``bf16_inference`` runs the folded first layer from a bfloat16 table
     (its own cache entry): emissions close to float32's, and float32 unchanged after."""
-    from spacy_bilstm_crf.model import BiLSTMCRF
-    from spacy_bilstm_crf.tags import TagScheme
+    from spacy_bilstm_crf.network.model import BiLSTMCRF
+    from spacy_bilstm_crf.network.tags import TagScheme
 
     torch.manual_seed(7)
     model = BiLSTMCRF(50, TagScheme(["PER", "LOC"], "BIOES"), depth=2)
@@ -140,7 +140,7 @@ def test_bf16_inference_with_folded_tables_stays_close_and_keeps_the_float32_cac
 
 
 def test_bf16_inference_setting():
-    from spacy_bilstm_crf.architectures import build_bilstm_crf
+    from spacy_bilstm_crf.component.architectures import build_bilstm_crf
 
     with pytest.raises(ValueError, match="exclude each other"):
         build_bilstm_crf(quantize_int8=True, bf16_inference=True)

@@ -15,7 +15,7 @@ from spacy.schemas import ConfigSchemaTraining
 from spacy.training.initialize import init_nlp
 from spacy.util import load_config, registry
 
-from spacy_bilstm_crf.training_plan import explicit_overrides, frequency_for, plan_training
+from spacy_bilstm_crf.training.training_plan import explicit_overrides, frequency_for, plan_training
 
 from .conftest import REPO, SMALL_MODEL
 from .test_training_plan import write_corpus

@@ -6,7 +6,7 @@ import pytest
 import torch
 from thinc.api import registry
 
-from spacy_bilstm_crf.schedules import cosine_warm_restarts
+from spacy_bilstm_crf.training.schedules import cosine_warm_restarts
 
 
 def test_matches_torch_cosine_annealing_warm_restarts():

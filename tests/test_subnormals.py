@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from spacy_bilstm_crf.subnormals import zero_subnormals
+from spacy_bilstm_crf.network.subnormals import zero_subnormals
 
 
 def test_zero_subnormals_keeps_normal_values():

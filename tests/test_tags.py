@@ -5,7 +5,7 @@ import random
 import numpy
 import pytest
 
-from spacy_bilstm_crf.tags import TagScheme
+from spacy_bilstm_crf.network.tags import TagScheme
 
 
 def test_bioes_inventory_for_cluener_has_41_tags():

@@ -12,7 +12,7 @@ import spacy
 import torch
 from spacy.language import Language
 
-from spacy_bilstm_crf.architectures import featurize, get_torch_module
+from spacy_bilstm_crf.component.architectures import featurize, get_torch_module
 
 from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples
 

@@ -5,7 +5,7 @@ import pytest
 import spacy
 from spacy.util import get_words_and_spaces
 
-from spacy_bilstm_crf.tokenizer import ChineseTokenizer, words_and_spaces
+from spacy_bilstm_crf.features.tokenizer import ChineseTokenizer, words_and_spaces
 
 OURS = {"nlp": {"tokenizer": {"@tokenizers": "spacy-bilstm-crf.ChineseTokenizer.v1"}}}
 TEXTS = [

@@ -6,7 +6,7 @@ import pytest
 import spacy
 from spacy.training import Example
 
-from spacy_bilstm_crf.chars import chars_to_tokens, doc_chars
+from spacy_bilstm_crf.features.chars import chars_to_tokens, doc_chars
 
 from .conftest import SMALL_MODEL, TRAIN_DATA, train_small
 

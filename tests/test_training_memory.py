@@ -9,7 +9,7 @@ import warnings
 import spacy
 import torch
 
-from spacy_bilstm_crf.torch_shim import InPlacePyTorchShim
+from spacy_bilstm_crf.component.torch_shim import InPlacePyTorchShim
 
 from .conftest import SMALL_MODEL, make_examples
 

@@ -8,7 +8,7 @@ from spacy.training.initialize import init_nlp
 from spacy.util import load_config, registry
 from thinc.api import registry as thinc_registry
 
-from spacy_bilstm_crf.training_plan import steps_for_words
+from spacy_bilstm_crf.training.training_plan import steps_for_words
 
 from .conftest import REPO, SMALL_MODEL, make_examples
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from spacy.tokens import Doc
 
-from spacy_bilstm_crf.architectures import get_torch_module
-from spacy_bilstm_crf.chars import whitespace_mask
+from spacy_bilstm_crf.component.architectures import get_torch_module
+from spacy_bilstm_crf.features.chars import whitespace_mask
 
 from .conftest import docs_with_ents, ents_of
 

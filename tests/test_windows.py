@@ -6,7 +6,7 @@ import numpy
 import pytest
 import spacy
 
-from spacy_bilstm_crf.windows import Window, length_batches, plan_windows, stitch_spans
+from spacy_bilstm_crf.prediction.windows import Window, length_batches, plan_windows, stitch_spans
 
 from .conftest import TRAIN_DATA, ents_of
 

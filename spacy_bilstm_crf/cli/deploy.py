@@ -35,7 +35,7 @@ def quantize_cli(
     recurrences in bfloat16 (on CPUs without bfloat16 units it may be slower
     than float32). Either way `spacy.load(OUTPUT_DIR)` loads it as is.
     """
-    from ..deploy import bf16_pipeline, quantize_pipeline
+    from ..serving.deploy import bf16_pipeline, quantize_pipeline
     from .evaluate import load_pipeline
 
     nlp = load_pipeline(input_path, gpu_id=-1)
@@ -68,14 +68,14 @@ def export_cli(
     one (code points → tags) as TorchScript, OUTPUT_DIR/model.pt, as is any with
     --torchscript. Its labels, tags and scheme, the pipeline's window settings and
     the SHA-256 of every file go to tagger.json. Load it with
-    `spacy_bilstm_crf.serving.Tagger.load(OUTPUT_DIR)` (serving.py and windows.py
+    `spacy_bilstm_crf.serving.Tagger.load(OUTPUT_DIR)` (serving/tagger.py and prediction/windows.py
     also work as copies on their own) and call the tagger on a text. A TorchScript
     export holds code that runs when it is loaded: it loads only with
     `Tagger.load(OUTPUT_DIR, trust_torchscript=True)`. The export is checked against
     the pipeline on a few texts.
     """
-    from .. import serving
-    from ..deploy import SELF_CHECK_TEXTS, compare_with_pipeline, export_pipeline, quantize_pipeline
+    from ..serving import tagger as serving
+    from ..serving.deploy import SELF_CHECK_TEXTS, compare_with_pipeline, export_pipeline, quantize_pipeline
     from .evaluate import load_pipeline
 
     nlp = load_pipeline(input_path, gpu_id=-1)

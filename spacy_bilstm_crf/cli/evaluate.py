@@ -184,8 +184,8 @@ def evaluate_cli(
     """
     import srsly
 
-    from ..calibration import save_reliability_diagram
-    from ..evaluation import evaluate_docbin, render_displacy, render_report, require_seqeval
+    from ..evaluation.calibration import save_reliability_diagram
+    from ..evaluation.report import evaluate_docbin, render_displacy, render_report, require_seqeval
 
     try:
         require_seqeval()  # an optional extra: say so before loading anything

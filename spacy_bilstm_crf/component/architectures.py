@@ -20,13 +20,13 @@ from thinc.types import Floats2d
 from thinc.shims.pytorch_grad_scaler import PyTorchGradScaler
 from thinc.util import get_torch_default_device
 
-from .chars import DocChars, doc_chars
-from .gazetteer_table import GazetteerTable
-from .lac import LACEncoder
-from .lac.encoder import OOV_ID
-from .model import BiLSTMCRF
-from .quantize import deserialize_quantized, quantize_module
-from .tags import TagScheme
+from ..features.chars import DocChars, doc_chars
+from ..features.gazetteer_table import GazetteerTable
+from ..network.lac import LACEncoder
+from ..network.lac.encoder import OOV_ID
+from ..network.model import BiLSTMCRF
+from ..serving.quantize import deserialize_quantized, quantize_module
+from ..network.tags import TagScheme
 from .torch_shim import InPlacePyTorchShim
 
 # Input of the model: the docs (or the code points of each sequence: windows of

@@ -1,9 +1,9 @@
 """Serve an exported tagger with torch alone: no spaCy, thinc or numpy.
 
-This file imports only torch, the standard library and ``windows.py`` (the
-windowing the spaCy component uses), so the two files can be copied next to an
-exported model (``python -m spacy_bilstm_crf export``) and used where the package
-is not installed::
+This file imports only torch, the standard library and ``prediction/windows.py``
+(the windowing the spaCy component uses), so the two files can be copied next to an
+exported model (``python -m spacy_bilstm_crf export``), this one as ``serving.py``
+and the other as ``windows.py``, and used where the package is not installed::
 
     from serving import Tagger
 
@@ -18,7 +18,8 @@ hashing, character classes, the lexicon and LAC are all inside it. The CRF's
 transition scores are saved next to it, and the constrained Viterbi runs here, in
 plain torch. What else is left here is spaCy's tokenization (see
 :func:`char_tokens`), the pipeline's windows for long texts (``windows.py``), and
-tags → character spans. Whitespace characters are never part of an entity: the
+tags → character spans. It is one file of ~900 lines, over the package's ~500, for
+that reason: it is what is copied next to an export. Whitespace characters are never part of an entity: the
 Viterbi gives them the ``O`` tag, as the pipeline does.
 
 Loading an export is as safe as loading a pipeline: ``tagger.json`` holds a SHA-256
@@ -44,7 +45,7 @@ import torch
 from torch import Tensor
 
 try:
-    from .windows import length_batches, plan_windows, stitch_spans
+    from ..prediction.windows import length_batches, plan_windows, stitch_spans
 except ImportError:  # this file copied next to an export, with windows.py beside it
     from windows import length_batches, plan_windows, stitch_spans  # type: ignore[no-redef]
 

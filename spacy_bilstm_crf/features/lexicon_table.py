@@ -5,8 +5,8 @@ from typing import List
 import numpy
 import torch
 
-from .lexicon import LexiconEntries, padded_word_keys, pos_group
-from .model import normalize_codepoints
+from ..network.lexicon import LexiconEntries, padded_word_keys, pos_group
+from ..network.model import normalize_codepoints
 
 
 @dataclass

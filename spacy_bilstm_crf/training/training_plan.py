@@ -57,7 +57,7 @@ def make_scale_training(
         raise ValueError(f"Need epochs > 0, evaluations >= 1, cycles >= 1; got {epochs}, {evaluations}, {cycles}")
 
     def scale_training(nlp: Language) -> Language:
-        from .pipe import warn_about_training_settings  # torch: only when training
+        from ..pipe import warn_about_training_settings  # torch: only when training
 
         config = nlp.config.interpolate()
         T = registry.resolve(config["training"], schema=ConfigSchemaTraining)

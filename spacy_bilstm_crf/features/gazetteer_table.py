@@ -5,10 +5,10 @@ from typing import Iterable, List, Sequence, Tuple
 import numpy
 import torch
 
-from .codepoints import normalize_codepoints
-from .gazetteer import sentence_folds
-from .lexicon import padded_word_keys
-from .tags import Span
+from ..network.codepoints import normalize_codepoints
+from ..network.gazetteer import sentence_folds
+from ..network.lexicon import padded_word_keys
+from ..network.tags import Span
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """Deployment: INT8 quantization of a trained pipeline, and an export for serving.
 
 Both work on a loaded ``Language``; the ``quantize`` and ``export`` commands
-(``cli/deploy.py``) wrap them. The export is served by ``serving.py``, which
-needs torch only (and ``windows.py``). A float32 network is exported with
+(``cli/deploy.py``) wrap them. The export is served by ``serving/tagger.py``, which
+needs torch only (and ``prediction/windows.py``). A float32 network is exported with
 ``torch.export`` (format version 2: code points → emissions, the Viterbi runs in
-``serving.py``); an INT8 one as TorchScript (version 1), as torch.export cannot
+``serving/tagger.py``); an INT8 one as TorchScript (version 1), as torch.export cannot
 take its dynamically quantized LSTM. TorchScript runs code of its own when it is
 loaded, so a version 1 export loads only where the caller says it trusts it.
 """
@@ -19,10 +19,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 from spacy.language import Language
 
-from . import serving
-from .about import __version__
-from .architectures import build_torch_layer, get_torch_module
-from .pipe import BiLSTMCRFNER
+from . import tagger as serving
+from ..about import __version__
+from ..component.architectures import build_torch_layer, get_torch_module
+from ..pipe import BiLSTMCRFNER
 from .quantize import is_quantized, quantize_module
 
 # Checked after an export: the exported tagger must find the pipeline's entities.
@@ -180,7 +180,7 @@ def export_pipeline(
 
     Format version 2 (float32 networks): ``model.pt2``, the emissions as a
     ``torch.export`` program; ``crf.pt``, the CRF's masked scores for the Viterbi
-    in ``serving.py``. Version 1 (INT8 networks, which torch.export cannot take):
+    in ``serving/tagger.py``. Version 1 (INT8 networks, which torch.export cannot take):
     ``model.pt``, the whole network as TorchScript, which ``Tagger.load`` reads
     only with ``trust_torchscript=True`` (TorchScript holds code that runs on
     load). Both with ``tagger.json``: the labels, tags and scheme, the

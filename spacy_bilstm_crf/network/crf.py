@@ -5,7 +5,7 @@ All operations run over the whole batch at once: sentences are padded to
 are real, any length from 0 up. The only Python loops run over time steps,
 never over sentences. Viterbi decoding on the CPU is one compiled kernel over
 the batch (``kernels.py``, numba), on a GPU and in scripted copies
-batched tensor ops with one op group per step (``serving.py``). The
+batched tensor ops with one op group per step (``serving/tagger.py``). The
 log-partition has a hand-written backward (:class:`LogPartition`: the
 forward-backward marginals), which also gives the span probabilities of
 ``confidence.py`` and the partial-label loss.
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import kernels
-from .serving import VITERBI_CHUNK, viterbi
+from ..serving.tagger import VITERBI_CHUNK, viterbi
 
 BANNED = -10000.0
 
@@ -226,7 +226,7 @@ class LinearChainCRF(nn.Module):
         return kernels.viterbi_decode(emissions, lengths.cpu(), trans, start, end, pad)
 
     def _viterbi(self, emissions: Tensor, lengths: Tensor, pad: int) -> Tensor:
-        """Decoding with tensor ops (``serving.py``'s): on a GPU, in a scripted copy, and
+        """Decoding with tensor ops (``serving/tagger.py``'s): on a GPU, in a scripted copy, and
         on the CPU where the compiled kernel is unavailable."""
         batch, max_len, n_tags = emissions.shape
         if max_len == 0:

@@ -9,7 +9,7 @@ entities are stitched back into one non-overlapping set; and the sequences of a
 batch are sorted by length and run in groups of bounded padded size.
 
 Plain Python, standard library only: the spaCy component (``pipe.py``) and the
-exported tagger (``serving.py``, which runs with torch alone and may be copied
+exported tagger (``serving/tagger.py``, which runs with torch alone and may be copied
 next to an export together with this file) cut and stitch with this one code,
 so both find the same entities in a long text.
 """

@@ -16,7 +16,7 @@ import numpy
 from spacy.attrs import ENT_IOB, ENT_TYPE, LENGTH, ORTH
 from spacy.tokens import Doc
 
-from .tags import Span, TagScheme
+from ..network.tags import Span, TagScheme
 
 BOUNDARY_RULES = ("expand", "contract", "drop")
 

@@ -5,7 +5,7 @@ package that provides the ``bilstm_crf_ner`` component), which is on no package
 index, so that wheel alone does not install. This command (the project's
 ``package`` step) writes both wheels into the pipeline's ``dist/`` directory:
 
-    python -m spacy_bilstm_crf.packaging training/model-best packages \
+    python -m spacy_bilstm_crf.serving.packaging training/model-best packages \
         --name bilstm_crf_cluener --version 0.1.0 --meta configs/meta.json --source .
 
 and ``pip install torch==... && pip install packages/<lang>_<name>-<version>/dist/*.whl``
@@ -30,7 +30,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from wasabi import msg
 
-from .about import __title__
+from ..about import __title__
 
 # What building the component's wheel needs from its source tree (a clean copy is
 # built, so no build/ or *.egg-info directory is left in the checkout).

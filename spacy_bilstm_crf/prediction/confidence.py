@@ -15,7 +15,7 @@ from typing import List, Sequence, Tuple
 
 import numpy
 
-from .tags import Span, TagScheme
+from ..network.tags import Span, TagScheme
 
 
 @dataclass
