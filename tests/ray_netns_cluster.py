@@ -12,6 +12,8 @@ ray --address` once without the token and once with it, writes what it saw to a 
 file, and stops the cluster's processes by id (never `ray stop`, which would stop every
 Ray on the machine). It uses the standard library only: the test asserts on its report.
 
+tests/test_annotate_ray.py uses `offline_ray_home` from here too.
+
 Usage: python ray_netns_cluster.py ROOT MODEL_DIR SOURCE OUTPUT REPORT
 """
 import json
