@@ -2,54 +2,35 @@
 import os
 import warnings
 from collections import Counter
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy
-import srsly
 import torch
-from spacy import util
-from spacy.attrs import ENT_IOB, IDX
 from spacy.errors import Errors
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.tokens import Doc, Span, SpanGroup
+from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, xp2torch
 
+from .component import annotations, serialization
 from .component.architectures import (
     TaggerInput,
-    build_torch_layer,
     char_vectors,
-    doc_codepoints,
     featurize,
     get_torch_module,
-    pad_batch,
     tok2vec_layer,
     torch_layer,
 )
-from .features.chars import (
-    BOUNDARY_RULES,
-    DocChars,
-    blocked_tokens,
-    chars_to_tokens,
-    doc_chars,
-    preset_tags,
-    whitespace_mask,
-)
-from .prediction.confidence import Lattice, candidate_spans, span_probabilities
-from .network.crf import BANNED, constrain
-from .features.gazetteer_table import build_gazetteer_table
-from .component.integrity import CHECKSUM_KEY, SIZE_KEYS, check_table_sizes, check_weights, parse_cfg, weights_checksum
-from .network.lac import load_lac_encoder
-from .network.lexicon import load_lexicon
-from .features.lexicon_table import build_lexicon_table
-from .network.model import normalize_codepoints
+from .component.network_build import build_network
+from .features.chars import BOUNDARY_RULES, DocChars, doc_chars, preset_tags
 from .network.tags import SCHEMES, TagScheme
-from .prediction.windows import Window, length_batches, plan_windows, stitch_spans
+from .prediction.plan import DocPrediction, PredictionPlan
+from .training.gold import gold_char_spans, gold_tags
+from .training.settings import scales_training, warn_about_training_settings
 
 DEFAULT_MODEL_CONFIG = """
 [model]
@@ -174,47 +155,6 @@ def make_bilstm_crf_ner(
 
 
 PRESET_MODES = ("keep", "keep_outside", "overwrite")
-# The longest candidate span scored when ``threshold`` is set, in characters.
-CANDIDATE_MAX_LEN = 32
-
-
-@dataclass
-class DocPrediction:
-    """What ``predict`` found in one doc, in the characters the network reads.
-
-    tags (numpy.ndarray): Int64 tag ids, one per character (``chars.py``).
-    spans (List[Tuple[int, int, int]]): The entities, ``(start, end, label index)`` in characters.
-    scores (Optional[numpy.ndarray]): The probability of each entity, with confidence on.
-    candidates (List[Tuple[int, int, int, float]]): Other spans above ``threshold``, with
-        their probabilities.
-    chars (Optional[DocChars]): The doc's characters.
-    preset (bool): Whether the doc had annotation to keep (``preset_ents``).
-    """
-
-    tags: numpy.ndarray
-    spans: List[Tuple[int, int, int]]
-    scores: Optional[numpy.ndarray] = None
-    candidates: Optional[List[Tuple[int, int, int, float]]] = None
-    # The doc's characters, and whether it had entities or blocked tokens set before
-    # prediction: set_annotations then knows whether it may take the plain path.
-    chars: Optional[DocChars] = None
-    preset: bool = False
-
-
-@dataclass
-class WindowScores:
-    """What confidence found in one window, kept after its lattice is gone.
-
-    spans (List[Tuple[int, int, int]]): The entities the window decoded (cut ones
-        included), ``(start, end, label index)`` in the window's characters.
-    scores (numpy.ndarray): Float64, the probability of each of them in the window.
-    candidates (List[Tuple[int, int, int, float]]): The spans above ``threshold`` that
-        start in the window's own part, in the doc's characters.
-    """
-
-    spans: List[Tuple[int, int, int]]
-    scores: numpy.ndarray
-    candidates: List[Tuple[int, int, int, float]]
 
 
 class BiLSTMCRFNER(TrainablePipe):
@@ -375,36 +315,7 @@ class BiLSTMCRFNER(TrainablePipe):
             for label in sorted(found.union(self.labels)):
                 self.add_label(label)
         self._require_labels()
-        codepoints = [doc_codepoints(eg.predicted) for eg in get_examples()]
-        char_table = build_char_table(codepoints, int(self.cfg["min_char_count"]))
-        lexicon = self.model.attrs.get("lexicon")
-        table = None
-        if lexicon is not None:
-            table = build_lexicon_table(load_lexicon(lexicon), self.model.attrs["hyper"]["lexicon_max_len"])
-        hyper = self.model.attrs["hyper"]
-        uses_lac = hyper.get("lac_features") or self.model.attrs.get("lac_embeddings")
-        self.cfg["n_chars"] = len(char_table)
-        self.cfg["n_lexicon_keys"] = None if table is None else len(table.keys)
-        gazetteer = None
-        if self.model.attrs.get("gazetteer"):
-            gazetteer = build_gazetteer_table(
-                (self._gold_char_spans(eg) for eg in get_examples()),
-                len(self.labels),
-                int(hyper["gazetteer_max_len"]),
-                int(hyper["gazetteer_folds"]),
-            )
-        self.cfg["n_gazetteer_keys"] = None if gazetteer is None else len(gazetteer.keys)
-        build_torch_layer(
-            self.model,
-            self.scheme,
-            *self.table_sizes,
-            char_table=char_table,
-            lexicon_keys=None if table is None else table.keys,
-            lexicon_weights=None if table is None else table.weights,
-            lexicon_pos=None if table is None else table.pos,
-            gazetteer=gazetteer,
-            lac=load_lac_encoder() if uses_lac else None,
-        )
+        build_network(self, get_examples)
         if nlp is not None and not scales_training(nlp.config):
             # With scale_training, max_steps and eval_frequency are replaced after
             # initialize; the callback checks the values it writes itself.
@@ -416,69 +327,32 @@ class BiLSTMCRFNER(TrainablePipe):
     # -- prediction ---------------------------------------------------------------
 
     def predict(self, docs: Iterable[Doc]) -> List[DocPrediction]:
-        """Decode the best valid tag sequence of each doc.
+        """Decode the best valid tag sequence of each doc (see ``PredictionPlan.run``).
 
-        Docs longer than ``window_size`` characters are tagged as overlapping windows
-        whose entities are stitched together; all sequences run in groups of similar
-        length (at most ``batch_chars`` padded characters per forward pass). Entities
-        already on a doc constrain its decoding (``preset_ents``), and whitespace
-        characters are always ``O``; with confidence on, each entity's probability is
-        computed on the same constrained lattice, window by window as they are decoded
-        (see ``_decode_group``), so memory does not grow with the doc.
+        Entities already on a doc constrain its decoding (``preset_ents``), and
+        whitespace characters are always ``O``; long docs are tagged as windows.
         RETURNS (List[DocPrediction]): Tags, entities (and scores) per doc, in characters.
         """
         docs = list(docs)
         chars = [doc_chars(doc) for doc in docs]
-        scored = self.confidence or self.min_confidence > 0
+        plan = self.prediction_plan()
         if not any(len(c.codepoints) for c in chars):
-            empty = numpy.zeros(0, dtype="float64") if scored else None
-            return [DocPrediction(numpy.zeros(0, dtype="int64"), [], empty, [], c) for c in chars]
+            return plan.run(self.model, chars, [None] * len(chars))
         keep = self.preset_ents != "overwrite"
         outside = self.preset_ents == "keep_outside"
         presets = [preset_tags(doc, c, self.scheme, outside) if keep else None for doc, c in zip(docs, chars)]
-        # Every doc as windows (one, for all but long docs), every window as a sequence.
-        plans = [plan_windows(c.codepoints, self.window_size, self.window_overlap) for c in chars]
-        doc_vectors = self._char_vectors(docs, chars)
-        sequences, forced, vectors, windows = [], [], [], []
-        for k, (c, preset, plan) in enumerate(zip(chars, presets, plans)):
-            spaces = whitespace_mask(c.codepoints)
-            for w in plan:
-                sequences.append(c.codepoints[w.start : w.end])
-                forced.append(window_constraints(preset, spaces, w, self.scheme))
-                vectors.append(None if doc_vectors is None else doc_vectors[k][w.start : w.end])
-                windows.append((w, len(plan) == 1))
-        tags: List[numpy.ndarray] = [numpy.zeros(0, dtype="int64")] * len(sequences)
-        window_scores: List[Optional[WindowScores]] = [None] * len(sequences)
-        for group in length_batches([len(seq) for seq in sequences], self.batch_chars):
-            group_seqs = [sequences[i] for i in group]
-            group_vectors = None if doc_vectors is None else [vectors[i] for i in group]
-            if scored or any(forced[i] is not None for i in group):
-                group_tags, group_scores = self._decode_group(
-                    group_seqs, [forced[i] for i in group], [windows[i] for i in group], scored, group_vectors
-                )
-                for i, row, found in zip(group, group_tags, group_scores):
-                    tags[i], window_scores[i] = row, found
-                continue
-            batch = self.model.ops.to_numpy(self.model.predict((group_seqs, None, group_vectors)))
-            for row, i in zip(batch, group):
-                tags[i] = row[: len(sequences[i])]
-        result = []
-        offset = 0
-        for c, preset, plan in zip(chars, presets, plans):
-            window_tags = tags[offset : offset + len(plan)]
-            doc_scores = window_scores[offset : offset + len(plan)]
-            offset += len(plan)
-            if len(plan) == 1:
-                doc_tags, spans = window_tags[0], self.scheme.tags_to_spans(window_tags[0])
-            else:
-                found = [self.scheme.tags_to_spans(t) for t in window_tags]
-                spans = stitch_spans(plan, found, len(c.codepoints))
-                doc_tags = self.scheme.spans_to_tags(len(c.codepoints), spans)
-            prediction = DocPrediction(doc_tags, spans, chars=c, preset=preset is not None)
-            if scored:
-                _collect_scores(prediction, plan, doc_scores)
-            result.append(prediction)
-        return result
+        return plan.run(self.model, chars, presets, self._char_vectors(docs, chars))
+
+    def prediction_plan(self) -> PredictionPlan:
+        """RETURNS (PredictionPlan): How ``predict`` runs a batch under the current settings."""
+        return PredictionPlan(
+            self.scheme,
+            self.window_size,
+            self.window_overlap,
+            self.batch_chars,
+            scored=self.confidence or self.min_confidence > 0,
+            threshold=self.threshold,
+        )
 
     def _char_vectors(self, docs: List[Doc], chars: List[DocChars]) -> Optional[List[object]]:
         """The upstream encoder's vectors per character of each doc; None without one."""
@@ -487,155 +361,16 @@ class BiLSTMCRFNER(TrainablePipe):
             return None
         return char_vectors(self.model, chars, tok2vec.predict(docs))
 
-    def _decode_lattice(
-        self,
-        sequences: List[numpy.ndarray],
-        forced: List[Optional[numpy.ndarray]],
-        scored: bool,
-        vectors: Optional[List[object]] = None,
-    ) -> Tuple[List[numpy.ndarray], List[Optional[Lattice]]]:
-        """Constrained Viterbi, and with ``scored`` the forward-backward scores, of a group.
-
-        The emissions are the prediction path's (no training noise, whatever the
-        module's mode), so unconstrained tags equal those of ``model.predict``.
-        """
-        module = get_torch_module(self.model)
-        device = next(module.parameters()).device
-        batch = featurize(self.model, sequences, None, vectors)
-        padded = xp2torch(batch.codepoints, device=device)
-        lengths = xp2torch(batch.lengths, device=device)
-        extra = None if batch.vectors is None else xp2torch(batch.vectors, device=device)
-        fixed = torch.as_tensor(
-            pad_batch([numpy.full(len(s), -1) if f is None else f for s, f in zip(sequences, forced)], -1),
-            device=device,
-        )
-        with torch.no_grad():
-            emissions = module.emissions(padded, lengths, vectors=extra).float()
-            tags = module.crf.decode(constrain(emissions, fixed, float("-inf")), lengths).cpu().numpy()
-            rows = [row[: len(seq)] for row, seq in zip(tags, sequences)]
-            if not scored:
-                return rows, [None] * len(sequences)
-            # float64: a probability near 1 is exp of a small difference of scores in the
-            # hundreds, which float32 rounds at ~1e-5; float64 keeps it batch-independent.
-            allowed = constrain(emissions.double(), fixed, BANNED)
-            alpha, beta, log_z = module.crf.forward_backward(allowed, lengths)
-            trans, _, end = module.crf.masked_scores(BANNED)
-        arrays = [t.double().cpu().numpy() for t in (alpha, beta, allowed)]
-        trans_np, end_np, log_z_np = trans.double().cpu().numpy(), end.double().cpu().numpy(), log_z.double().cpu().numpy()
-        lattices: List[Optional[Lattice]] = [
-            Lattice(arrays[0][b, :n], arrays[1][b, :n], arrays[2][b, :n], trans_np, end_np, float(log_z_np[b]))
-            for b, n in enumerate(len(seq) for seq in sequences)
-        ]
-        return rows, lattices
-
-    def _decode_group(
-        self,
-        sequences: List[numpy.ndarray],
-        forced: List[Optional[numpy.ndarray]],
-        windows: List[Tuple[Window, bool]],
-        scored: bool,
-        vectors: Optional[List[object]] = None,
-    ) -> Tuple[List[numpy.ndarray], List[Optional["WindowScores"]]]:
-        """Decode a group of windows and, with ``scored``, score each window's entities
-        (and candidates) on its lattice at once.
-
-        The lattices (three float64 arrays per window and tag, ~1 KB per character
-        under 10 labels) die when this returns: only one group's are ever alive, so
-        memory with confidence on stays bounded however long the doc.
-
-        windows (List[Tuple[Window, bool]]): Each sequence's window, and whether it is
-            its doc's only one.
-        RETURNS (Tuple[List[numpy.ndarray], List[Optional[WindowScores]]]): The tags,
-            and the scores (None when not ``scored``) of each sequence.
-        """
-        rows, lattices = self._decode_lattice(sequences, forced, scored, vectors)
-        if not scored:
-            return rows, [None] * len(rows)
-        found = []
-        for row, lattice, (window, single) in zip(rows, lattices, windows):
-            assert lattice is not None
-            found.append(self._score_window(row, lattice, window, single))
-        return rows, found
-
-    def _score_window(self, tags: numpy.ndarray, lattice: Lattice, window: Window, single: bool) -> "WindowScores":
-        """The probability of each entity a window decoded (offsets in the window), and
-        the candidates above ``threshold`` that start in its own part (offsets in the doc).
-        """
-        scheme = self.scheme
-        spans = scheme.tags_to_spans(tags)
-        candidates: List[Tuple[int, int, int, float]] = []
-        if self.threshold is not None:
-            for start, end, label, p in candidate_spans(lattice, scheme, self.threshold, CANDIDATE_MAX_LEN):
-                if single or window.own_start <= start + window.start < window.own_end:
-                    candidates.append((start + window.start, end + window.start, label, p))
-        return WindowScores(spans, span_probabilities(lattice, scheme, spans), candidates)
-
     def set_annotations(
         self, docs: Iterable[Doc], predictions: Sequence[Union[DocPrediction, numpy.ndarray]]
     ) -> None:
-        """Set ``doc.ents`` (and so ``token.ent_iob``/``ent_type``) from the predictions,
-        keeping pre-set entities (``preset_ents``), and with confidence ``doc.spans``.
+        """Set ``doc.ents`` (and with confidence ``doc.spans``) from the predictions,
+        keeping pre-set entities (``preset_ents``); see ``component/annotations.py``.
 
         predictions (Sequence[Union[DocPrediction, numpy.ndarray]]): From ``predict``, or
             plain tag ids per character.
         """
-        scheme = self.scheme
-        keep = self.preset_ents != "overwrite"
-        for doc, prediction in zip(docs, predictions):
-            if not isinstance(prediction, DocPrediction):
-                prediction = DocPrediction(
-                    prediction, scheme.tags_to_spans(prediction), preset=doc.has_annotation("ENT_IOB")
-                )
-            chars = prediction.chars if prediction.chars is not None else doc_chars(doc)
-            if prediction.scores is None and chars.one_per_token and not (keep and prediction.preset):
-                # The plain path: one token per character, nothing to keep, no scores.
-                labels = scheme.labels
-                ents = [Span(doc, start, end, label=labels[label]) for start, end, label in prediction.spans]
-                doc.set_ents(ents, default="outside")
-                continue
-            token_spans = chars_to_tokens(prediction.spans, chars, self.boundary, self.boundary_counts)
-            taken = numpy.zeros(len(doc), dtype=bool)
-            preset: List[Span] = []
-            blocked: List[Span] = []
-            if keep:
-                preset = list(doc.ents)
-                for ent in preset:
-                    taken[ent.start : ent.end] = True
-                blocked = blocked_spans(doc)
-                for span in blocked:
-                    taken[span.start : span.end] = True
-            ents: List[Span] = []
-            scored: List[Tuple[Span, float]] = []
-            for k, mapped in enumerate(token_spans):
-                if mapped is None or taken[mapped[0] : mapped[1]].any():
-                    continue  # dropped by the boundary rule, or a pre-set entity
-                taken[mapped[0] : mapped[1]] = True
-                span = Span(doc, mapped[0], mapped[1], label=scheme.labels[prediction.spans[k][2]])
-                score = None if prediction.scores is None else float(prediction.scores[k])
-                if score is None or score >= self.min_confidence:
-                    ents.append(span)
-                if score is not None:
-                    scored.append((span, score))
-            doc.set_ents(preset + ents, blocked=blocked, default="outside")
-            if prediction.scores is not None and self.confidence:
-                self._set_spans(doc, chars, scored, prediction.candidates or [])
-
-    def _set_spans(
-        self, doc: Doc, chars: DocChars, scored: List[Tuple[Span, float]], candidates: List[Tuple[int, int, int, float]]
-    ) -> None:
-        """Put the scored entities, then the candidates, in ``doc.spans[spans_key]``."""
-        mapped = chars_to_tokens(candidates, chars, self.boundary)
-        seen = {(span.start, span.end, span.label_) for span, _ in scored}
-        for (start, end, label, p), token_span in zip(candidates, mapped):
-            if token_span is None:
-                continue
-            span = Span(doc, token_span[0], token_span[1], label=self.scheme.labels[label])
-            if (span.start, span.end, span.label_) not in seen:
-                seen.add((span.start, span.end, span.label_))
-                scored.append((span, p))
-        group = SpanGroup(doc, name=self.spans_key, spans=[span for span, _ in scored])
-        group.attrs["scores"] = [score for _, score in scored]
-        doc.spans[self.spans_key] = group
+        annotations.set_annotations(self, docs, predictions)
 
     # -- training -----------------------------------------------------------------
 
@@ -695,34 +430,12 @@ class BiLSTMCRFNER(TrainablePipe):
         )
 
     def _gold_tags(self, example: Example) -> numpy.ndarray:
-        """Gold entity spans of an example as tag ids over the characters of its predicted
-        tokens; -1 on the characters of tokens whose annotation is missing.
-        """
-        codepoints, spans = self._gold_char_spans(example)
-        tags = self.scheme.spans_to_tags(len(codepoints), spans)
-        missing = missing_tokens(example)
-        if missing is not None:
-            chars = doc_chars(example.predicted)
-            tags[chars.token_mask_to_chars(missing) & (tags == 0)] = -1
-        return tags
+        """An example's gold tags per character, -1 where missing (``training/gold.py``)."""
+        return gold_tags(example, self.scheme, self.labels, self.name)
 
     def _gold_char_spans(self, example: Example) -> Tuple[numpy.ndarray, List[Tuple[int, int, int]]]:
-        """RETURNS (Tuple[numpy.ndarray, List[Tuple[int, int, int]]]): The code points of an
-            example's predicted doc as the network reads them, and its gold entities as
-            character spans ``(start, end, label index)``.
-        """
-        chars = doc_chars(example.predicted)
-        index = {label: i for i, label in enumerate(self.labels)}
-        spans = example.get_aligned_spans_y2x(example.reference.ents, allow_overlap=False)
-        triples = []
-        for span in spans:
-            if span.label_ not in index:
-                raise ValueError(
-                    f"Entity label '{span.label_}' in '{example.reference.text[:50]}' is not "
-                    f"one of the labels of '{self.name}': {list(self.labels)}."
-                )
-            triples.append((span.start, span.end, index[span.label_]))
-        return chars.codepoints, chars.token_spans_to_chars(triples)
+        """An example's code points and gold character spans (``training/gold.py``)."""
+        return gold_char_spans(example, self.labels, self.name)
 
     # -- confidence -------------------------------------------------------------
 
@@ -764,288 +477,18 @@ class BiLSTMCRFNER(TrainablePipe):
             None if n_entities is None else int(n_entities),  # type: ignore[call-overload]
         )
 
-    def _dump(self) -> Dict[str, bytes]:
-        """The serialized fields besides the vocab: cfg (with the weights' checksum) and the weights."""
-        model_bytes = self.model.to_bytes()
-        cfg = dict(self.cfg)
-        # The checksum covers the table sizes too: they are read before the weights.
-        cfg.pop(CHECKSUM_KEY, None)
-        cfg[CHECKSUM_KEY] = weights_checksum(model_bytes, self.labels, str(self.cfg["scheme"]), cfg)
-        return {"cfg": srsly.json_dumps(cfg).encode("utf8"), "model": model_bytes}
-
-    def _loaders(self) -> Dict[str, Callable[[bytes, str], None]]:
-        """Loaders of the fields besides the vocab, each given the bytes and where they come from.
-
-        cfg loads before the model: the network is rebuilt for the sizes in it, then
-        its weights (which include the character table and lexicon keys) are
-        checked against cfg's checksum and loaded.
-        """
-        return {"cfg": self._load_cfg, **self._legacy_size_loaders(), "model": self._load_model}
-
-    def _load_cfg(self, data: bytes, source: str) -> None:
-        cfg = parse_cfg(data, source, self.name)
-        # The table sizes and checksum come from the loaded cfg (or the legacy fields),
-        # never from an earlier initialization of this pipe.
-        for key in (*SIZE_KEYS, CHECKSUM_KEY):
-            self.cfg.pop(key, None)
-        self.cfg.update(cfg)
-        self._cfg_source = source  # for errors about cfg found while loading the weights
-        if "n_gazetteer_keys" not in cfg:
-            # Saved by a version without the gazetteer: its weights have none. spaCy fills
-            # the missing ``gazetteer`` setting of its config from the factory's default
-            # (on), which would build a network that the weights do not fit.
-            self.model.attrs["gazetteer"] = False
-
-    def _legacy_size_loaders(self) -> Dict[str, Callable[[bytes, str], None]]:
-        """Pipelines saved by version 0.1.0 also wrote the character table and the lexicon
-        keys as fields of their own, and no sizes in cfg: take the sizes from those.
-        """
-
-        def set_size(key: str, values: Optional[list]) -> None:
-            if key not in self.cfg:
-                self.cfg[key] = None if values is None else len(values)
-
-        return {
-            "char_table": lambda b, _: set_size("n_chars", srsly.json_loads(b)),
-            "lexicon": lambda b, _: set_size("n_lexicon_keys", srsly.msgpack_loads(b)),
-        }
-
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
         """Serialize the pipe (cfg, vocab, weights with the character table and lexicon keys)."""
-        self._validate_serialization_attrs()
-        serializers = {key: (lambda data=data: data) for key, data in self._dump().items()}
-        serializers["vocab"] = lambda: self.vocab.to_bytes(exclude=exclude)
-        return util.to_bytes(serializers, exclude)
+        return serialization.to_bytes(self, exclude)
 
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
-        """Serialize the pipe to a directory: one file per field."""
-        self._validate_serialization_attrs()
-        writers = {
-            key: (lambda p, data=data: Path(p).write_bytes(data)) for key, data in self._dump().items()
-        }
-        writers["vocab"] = lambda p: self.vocab.to_disk(p, exclude=exclude)
-        util.to_disk(util.ensure_path(path), writers, exclude)
+        """Serialize the pipe to a directory: one file per field (``component/serialization.py``)."""
+        serialization.to_disk(self, path, exclude)
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "BiLSTMCRFNER":
         """Load the pipe from a bytestring written by ``to_bytes``."""
-        self._validate_serialization_attrs()
-        loaders = {key: (lambda b, load=load: load(b, "bytes")) for key, load in self._loaders().items()}
-        loaders["vocab"] = lambda b: self.vocab.from_bytes(b, exclude=exclude)
-        util.from_bytes(bytes_data, loaders, exclude)
-        return self
+        return serialization.from_bytes(self, bytes_data, exclude)
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "BiLSTMCRFNER":
-        """Load the pipe from a directory written by ``to_disk``."""
-        self._validate_serialization_attrs()
-        path = util.ensure_path(path)
-        if not path.is_dir():
-            raise ValueError(f"Cannot load '{self.name}': directory not found: {path}")
-        for required in ("cfg", "model"):
-            if required not in exclude and not (path / required).exists():
-                raise ValueError(
-                    f"Cannot load '{self.name}' from {path}: the file '{required}' is missing. "
-                    "Was it saved with nlp.to_disk() by spacy-bilstm-crf?"
-                )
-        legacy = self._legacy_size_loaders()
-
-        def reader(key: str, load: Callable[[bytes, str], None]) -> Callable[[Path], None]:
-            def read(p: Path) -> None:
-                if key in legacy and not Path(p).exists():  # those exist in 0.1.0 pipelines only
-                    return
-                load(Path(p).read_bytes(), str(p))
-
-            return read
-
-        loaders = {key: reader(key, load) for key, load in self._loaders().items()}
-        loaders["vocab"] = lambda p: self.vocab.from_disk(p, exclude=exclude)
-        util.from_disk(path, loaders, exclude)
-        return self
-
-    def _load_model(self, data: bytes, source: str) -> None:
-        """Check the weights and the table sizes against cfg, then rebuild the torch module
-        for its sizes and load them: nothing is allocated for sizes that were not checked.
-        """
-        check_weights(self.cfg, data, source, self.name, self._cfg_source)
-        check_table_sizes(self.cfg, data, source, self.name, self._cfg_source)
-        # No sizes: the pipe was saved before initialize(), there is no network yet.
-        if "n_chars" in self.cfg:
-            build_torch_layer(self.model, self.scheme, *self.table_sizes)
-        try:
-            self.model.from_bytes(data)
-        except Exception as err:
-            raise ValueError(
-                f"Cannot load the weights of '{self.name}' from {source}: {err}. The file is "
-                "corrupt or was saved with a different config (labels, sizes)."
-            ) from err
-
-
-SCALE_TRAINING = "spacy-bilstm-crf.scale_training.v1"
-
-
-def scales_training(config: Dict[str, object]) -> bool:
-    """Whether ``[initialize.after_init]`` is the ``scale_training`` callback.
-
-    config (Dict[str, object]): The nlp's config.
-    RETURNS (bool): True when the training length is set after initialize.
-    """
-    initialize = config.get("initialize") or {}
-    after_init = initialize.get("after_init") if isinstance(initialize, dict) else None
-    return isinstance(after_init, dict) and after_init.get("@callbacks") == SCALE_TRAINING
-
-
-def warn_about_training_settings(training: Dict[str, object], name: str) -> None:
-    """Warn about ``[training]`` settings under which ``spacy train`` keeps a worse model.
-
-    spaCy evaluates (and saves ``model-best``) every ``eval_frequency`` steps only: with
-    ``max_steps`` below it, ``model-best`` is the untrained model of step 0, and steps
-    after the last evaluation are never candidates for ``model-best``.
-
-    training (Dict[str, object]): The ``[training]`` block of the nlp's config.
-    name (str): The component's name, for the message.
-    """
-    max_steps, eval_frequency = training.get("max_steps"), training.get("eval_frequency")
-    if not isinstance(max_steps, int) or not isinstance(eval_frequency, int):
-        return  # not resolved yet (e.g. a reference to another block): nothing to check
-    if max_steps <= 0 or eval_frequency <= 0 or max_steps % eval_frequency == 0:
-        return
-    last_eval = max_steps - max_steps % eval_frequency
-    if last_eval == 0:
-        what = "model-best will be the UNTRAINED model of step 0 (the only evaluation)"
-    else:
-        what = f"the last {max_steps - last_eval} steps are never evaluated for model-best"
-    warnings.warn(
-        f"[training] max_steps = {max_steps} is not a multiple of eval_frequency = "
-        f"{eval_frequency}: {what}. Set eval_frequency to a divisor of max_steps "
-        f"(e.g. --training.eval_frequency {max_steps if last_eval == 0 else eval_frequency}"
-        f"{'' if last_eval == 0 else f' --training.max_steps {last_eval + eval_frequency}'}). ('{name}')"
-    )
-
-
-def window_presets(preset: numpy.ndarray, window: Window, scheme: TagScheme) -> numpy.ndarray:
-    """A doc's fixed tags (see ``chars.preset_tags``) on one window.
-
-    A pre-set entity cut by the window's edge cannot be decoded as a valid part of
-    an entity there (e.g. a window would start inside it), so its part in the window
-    is fixed to ``O`` instead: no found entity overlaps it, and the entity itself is
-    kept from the doc by ``set_annotations``.
-    """
-    fixed = preset[window.start : window.end].copy()
-    prefix = scheme.tag_prefix
-    if window.start > 0:
-        k = 0
-        while k < len(fixed) and fixed[k] > 0 and prefix[fixed[k]] in ("I", "E"):
-            fixed[k] = 0
-            k += 1
-    if window.end < len(preset):
-        k = len(fixed) - 1
-        while k >= 0 and fixed[k] > 0 and prefix[fixed[k]] in ("B", "I"):
-            fixed[k] = 0
-            k -= 1
-    return fixed
-
-
-def window_constraints(
-    preset: Optional[numpy.ndarray], spaces: Optional[numpy.ndarray], window: Window, scheme: TagScheme
-) -> Optional[numpy.ndarray]:
-    """The tags fixed on one window: the doc's pre-set ones (``window_presets``), and
-    ``O`` on its whitespace characters; None when nothing is fixed, so that windows
-    without either decode on the unconstrained path.
-
-    A pre-set entity keeps its tags on whitespace inside it: it is kept as it was set.
-
-    preset (Optional[numpy.ndarray]): The doc's fixed tags (``chars.preset_tags``).
-    spaces (Optional[numpy.ndarray]): The doc's whitespace (``chars.whitespace_mask``).
-    window (Window): The window.
-    scheme (TagScheme): The component's tags.
-    RETURNS (Optional[numpy.ndarray]): Int64 (window length,): a tag id, or -1 where free.
-    """
-    fixed = None if preset is None else window_presets(preset, window, scheme)
-    if spaces is None:
-        return fixed
-    local = spaces[window.start : window.end]
-    if not local.any():
-        return fixed
-    if fixed is None:
-        fixed = numpy.full(len(local), -1, dtype="int64")
-    fixed[local & (fixed < 0)] = 0  # tag 0 is O
-    return fixed
-
-
-def _collect_scores(prediction: DocPrediction, plan: Sequence[Window], found: Sequence[Optional[WindowScores]]) -> None:
-    """Fill in a doc's entity probabilities and candidates from its windows' scores.
-
-    An entity is scored in the window that owns its start when that window decoded
-    it (for a doc of one window, always); an entity stitched in from a neighbour that
-    the owner did not decode is scored in the window whose whole copy was stitched in
-    (the first in the doc, if several): the lattice its tags came from.
-    """
-    if len(plan) == 1:
-        only = found[0]
-        assert only is not None
-        prediction.scores = only.scores
-        candidates = only.candidates
-    else:
-        owned: Dict[Tuple[int, int, int], float] = {}
-        others: Dict[Tuple[int, int, int], float] = {}
-        candidates = []
-        n = len(prediction.tags)
-        for window, scores in zip(plan, found):
-            assert scores is not None
-            candidates.extend(scores.candidates)
-            for (start, end, label), p in zip(scores.spans, scores.scores):
-                start, end = start + window.start, end + window.start
-                if window.own_start <= start < window.own_end:
-                    owned[(start, end, label)] = float(p)
-                elif not (start == window.start > 0 or end == window.end < n):  # a whole copy
-                    others.setdefault((start, end, label), float(p))
-        prediction.scores = numpy.array(
-            [owned[span] if span in owned else others.get(span, 0.0) for span in prediction.spans], dtype="float64"
-        )
-    predicted = set(prediction.spans)
-    prediction.candidates = [c for c in candidates if c[:3] not in predicted]
-
-
-def blocked_spans(doc: Doc) -> List[Span]:
-    """The runs of tokens spaCy marks as blocked (see ``chars.blocked_tokens``)."""
-    blocked = blocked_tokens(doc)
-    if not blocked.any():
-        return []
-    edges = numpy.diff(numpy.concatenate([[0], blocked.astype("int8"), [0]]))
-    starts, ends = numpy.flatnonzero(edges == 1), numpy.flatnonzero(edges == -1)
-    return [Span(doc, int(a), int(b)) for a, b in zip(starts, ends)]
-
-
-def missing_tokens(example: Example) -> Optional[numpy.ndarray]:
-    """RETURNS (Optional[numpy.ndarray]): Bool per predicted token, True where the gold
-        entity annotation is missing (every aligned reference token has ``ent_iob == 0``);
-        None when nothing is missing.
-    """
-    iob = example.reference.to_array(ENT_IOB).reshape(-1)
-    if not (iob == 0).any():
-        return None
-    predicted = example.predicted
-    if len(predicted) == len(example.reference) and numpy.array_equal(
-        predicted.to_array([IDX]), example.reference.to_array([IDX])
-    ):
-        return iob == 0
-    x2y = example.alignment.x2y
-    lengths = numpy.asarray(x2y.lengths)
-    owners = numpy.repeat(numpy.arange(len(predicted)), lengths)
-    missing_refs = (iob == 0)[numpy.asarray(x2y.data).ravel()]
-    counts = numpy.bincount(owners, weights=missing_refs, minlength=len(predicted))
-    return (lengths > 0) & (counts == lengths)
-
-
-def build_char_table(codepoints: Iterable[numpy.ndarray], min_count: int) -> numpy.ndarray:
-    """Sorted unique normalized code points seen at least ``min_count`` times.
-
-    codepoints (Iterable[numpy.ndarray]): Code points per doc.
-    min_count (int): Minimum count to get an own embedding row.
-    RETURNS (numpy.ndarray): Int64, sorted.
-    """
-    arrays = [c for c in codepoints if len(c)]
-    if not arrays:
-        return numpy.zeros(0, dtype="int64")
-    normalized = normalize_codepoints(torch.as_tensor(numpy.concatenate(arrays))).numpy()
-    values, counts = numpy.unique(normalized, return_counts=True)
-    return values[counts >= max(min_count, 1)].astype("int64")
+        """Load the pipe from a directory written by ``to_disk`` (or by version 0.1.0)."""
+        return serialization.from_disk(self, path, exclude)

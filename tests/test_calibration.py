@@ -35,7 +35,8 @@ from spacy_bilstm_crf.evaluation.calibration import (
     threshold_prf,
 )
 from spacy_bilstm_crf.cli import app
-from spacy_bilstm_crf.evaluation.report import evaluate_docs, render_report
+from spacy_bilstm_crf.evaluation.report import render_report
+from spacy_bilstm_crf.evaluation.scoring import evaluate_docs
 
 from .conftest import docs_with_ents
 

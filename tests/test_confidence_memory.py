@@ -8,9 +8,9 @@ from typing import Dict, List, Tuple
 import numpy
 import pytest
 
-import spacy_bilstm_crf.pipe as pipe_module
+import spacy_bilstm_crf.prediction.plan as plan_module
 from spacy_bilstm_crf.prediction.confidence import Lattice, candidate_spans, span_probabilities
-from spacy_bilstm_crf.pipe import CANDIDATE_MAX_LEN, DocPrediction
+from spacy_bilstm_crf.prediction.plan import CANDIDATE_MAX_LEN, DocPrediction, PredictionPlan
 from spacy_bilstm_crf.prediction.windows import Window, plan_windows
 
 from .conftest import TRAIN_DATA
@@ -43,8 +43,8 @@ def test_at_most_one_groups_lattices_are_alive(scoring, trained_nlp, monkeypatch
             super().__init__(*args, **kwargs)
             made.append(weakref.ref(self))
 
-    monkeypatch.setattr(pipe_module, "Lattice", Tracked)
-    original = scoring._decode_lattice
+    monkeypatch.setattr(plan_module, "Lattice", Tracked)
+    original = PredictionPlan.decode_lattice
     alive_before: List[int] = []
 
     def decode(*args, **kwargs):
@@ -52,7 +52,7 @@ def test_at_most_one_groups_lattices_are_alive(scoring, trained_nlp, monkeypatch
         alive_before.append(alive())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(scoring, "_decode_lattice", decode)
+    monkeypatch.setattr(PredictionPlan, "decode_lattice", decode)
     doc = trained_nlp(TEXT)
     gc.collect()
     assert len(alive_before) >= 3, "the text should run as several groups"
@@ -67,7 +67,7 @@ def reference_scores(ner, text: str) -> Tuple[List[Window], List[Lattice], List[
     codepoints = numpy.array([ord(c) for c in text], dtype="int64")
     plan = plan_windows(codepoints, ner.window_size, ner.window_overlap)
     sequences = [codepoints[w.start : w.end] for w in plan]
-    rows, lattices = ner._decode_lattice(sequences, [None] * len(plan), True)
+    rows, lattices = ner.prediction_plan().decode_lattice(ner.model, sequences, [None] * len(plan), True)
     found = [ner.scheme.tags_to_spans(row) for row in rows]
     return plan, lattices, found
 
@@ -119,7 +119,7 @@ def test_entities_do_not_change_with_confidence(scoring, trained_nlp) -> None:
 
 
 def test_collect_scores_prefers_the_owner_then_a_whole_copy() -> None:
-    from spacy_bilstm_crf.pipe import WindowScores, _collect_scores
+    from spacy_bilstm_crf.prediction.plan import WindowScores, _collect_scores
 
     # Two windows of a 20-character doc, cut at 10 with an overlap of 4.
     plan = [Window(0, 14, 0, 10), Window(6, 20, 10, 20)]

@@ -30,7 +30,7 @@ from spacy.tokens import Doc, DocBin
 from typer.testing import CliRunner, Result
 
 from spacy_bilstm_crf.cli import app
-from spacy_bilstm_crf.evaluation.report import (
+from spacy_bilstm_crf.evaluation import (
     CLUENER_LABELS,
     PUBLISHED_BILSTM_CRF_TEST_F1,
     check_agreement,
@@ -306,7 +306,7 @@ def test_package_and_other_commands_work_without_seqeval(tmp_path: Path) -> None
     code = f"""
 import sys
 import spacy
-import spacy_bilstm_crf, spacy_bilstm_crf.pipe, spacy_bilstm_crf.cli, spacy_bilstm_crf.evaluation.report
+import spacy_bilstm_crf, spacy_bilstm_crf.pipe, spacy_bilstm_crf.cli, spacy_bilstm_crf.evaluation.scoring, spacy_bilstm_crf.evaluation.report
 nlp = spacy.blank("zh")
 nlp.add_pipe("bilstm_crf_ner")
 loaded = [m for m in sys.modules if m.split(".")[0] == "seqeval"]

@@ -7,7 +7,7 @@ from spacy.tokens import Span
 from spacy.training import Example
 
 from spacy_bilstm_crf.component.architectures import featurize, get_torch_module
-from spacy_bilstm_crf.pipe import missing_tokens
+from spacy_bilstm_crf.training.gold import missing_tokens
 
 from .conftest import SMALL_MODEL, TRAIN_DATA, make_examples, train_small
 

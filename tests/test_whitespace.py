@@ -12,6 +12,7 @@ from spacy.tokens import Doc
 
 from spacy_bilstm_crf.component.architectures import get_torch_module
 from spacy_bilstm_crf.features.chars import whitespace_mask
+from spacy_bilstm_crf.prediction.plan import PredictionPlan
 
 from .conftest import docs_with_ents, ents_of
 
@@ -110,15 +111,14 @@ def test_scores_equal_the_brute_force_constrained_distribution(pushed) -> None:
 
 
 def test_text_without_whitespace_takes_the_unconstrained_path(trained_nlp, monkeypatch) -> None:
-    ner = trained_nlp.get_pipe("bilstm_crf_ner")
     calls: List[int] = []
-    original = ner._decode_lattice
+    original = PredictionPlan.decode_lattice
 
-    def counting(sequences, *args, **kwargs):
+    def counting(plan, model, sequences, *args, **kwargs):
         calls.append(len(sequences))
-        return original(sequences, *args, **kwargs)
+        return original(plan, model, sequences, *args, **kwargs)
 
-    monkeypatch.setattr(ner, "_decode_lattice", counting)
+    monkeypatch.setattr(PredictionPlan, "decode_lattice", counting)
     trained_nlp("张伟担任华为公司总经理")
     assert calls == []
     trained_nlp("张伟担任华为公司总经理\n")

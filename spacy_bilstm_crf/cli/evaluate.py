@@ -185,7 +185,8 @@ def evaluate_cli(
     import srsly
 
     from ..evaluation.calibration import save_reliability_diagram
-    from ..evaluation.report import evaluate_docbin, render_displacy, render_report, require_seqeval
+    from ..evaluation.report import render_displacy, render_report
+    from ..evaluation.scoring import evaluate_docbin, require_seqeval
 
     try:
         require_seqeval()  # an optional extra: say so before loading anything

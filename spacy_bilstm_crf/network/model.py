@@ -4,6 +4,11 @@ Pure torch, no spaCy. The module takes raw Unicode code points, so everything
 between a string and its tags (normalization, the character table, hashed
 bigrams, character classes) lives inside it, travels with its ``state_dict``
 and is part of any scripted/exported copy.
+
+``BiLSTMCRF`` is one class of ~460 lines, over the package's ~300, for that reason:
+``torch.jit.script`` and ``torch.export`` take one module's methods as the program,
+and saved pipelines' weights are its ``state_dict`` keys. The parts that need no
+module state live elsewhere (``recurrence``, ``crf``, ``lexicon``, ``gazetteer``).
 """
 from typing import Dict, Final, List, Optional, Tuple
 

@@ -5,7 +5,8 @@
 ``windows.py`` can be copied), ``confidence`` scores candidate entities from the
 CRF's lattice, and ``plan`` makes, for a batch of texts, the windows, the pre-set
 and blocked tokens, the lattices and the stitched entities with their confidence:
-the component calls it once per batch. Modules here import numpy, torch and each
-other (``network.tags`` for spans); never spaCy, thinc or ``pipe``. Nothing is
-imported by this file.
+the component calls it once per batch. ``windows`` and ``confidence`` import numpy
+and the standard library only; ``plan`` also reads the network through the thinc
+glue (``component.architectures``) and docs as ``features.chars.DocChars``. None
+imports ``pipe``. Nothing is imported by this file.
 """

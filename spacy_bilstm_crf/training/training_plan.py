@@ -26,6 +26,8 @@ from spacy.schemas import ConfigSchemaTraining
 from spacy.util import registry, resolve_dot_names
 from wasabi import msg
 
+from .settings import warn_about_training_settings
+
 # Where spaCy's CLI reads config overrides besides its arguments (spacy.cli._util.ENV_VARS).
 OVERRIDES_ENV = "SPACY_CONFIG_OVERRIDES"
 # The [training] settings the callback writes, and the cosine schedule's cycle length.
@@ -57,8 +59,6 @@ def make_scale_training(
         raise ValueError(f"Need epochs > 0, evaluations >= 1, cycles >= 1; got {epochs}, {evaluations}, {cycles}")
 
     def scale_training(nlp: Language) -> Language:
-        from ..pipe import warn_about_training_settings  # torch: only when training
-
         config = nlp.config.interpolate()
         T = registry.resolve(config["training"], schema=ConfigSchemaTraining)
         (corpus,) = resolve_dot_names(config, [T["train_corpus"]])
