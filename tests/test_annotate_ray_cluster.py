@@ -105,7 +105,7 @@ def test_annotate_on_a_started_two_node_cluster_with_token_auth(
     source.write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(TEXTS)))
     annotate(model_dir, source, tmp_path / "local", shard_size=10, batch_size=4)
     result = run_on_cluster(cluster_root, model_dir, source, tmp_path / "ray")
-    assert result["raylets"] == 2
+    assert result["raylets"] == 2, result
     # The nodes listen on the namespace's own address, not on this machine's interfaces.
     assert f"{NODE_ADDRESS}" in " ".join(result["listening"]), result["listening"]
 
