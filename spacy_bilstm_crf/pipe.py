@@ -14,13 +14,12 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, xp2torch
+from thinc.api import Config, Model
 
 from .component import annotations, serialization
 from .component.architectures import (
     TaggerInput,
     char_vectors,
-    featurize,
     get_torch_module,
     tok2vec_layer,
     torch_layer,
@@ -28,7 +27,7 @@ from .component.architectures import (
 from .component.network_build import build_network
 from .features.chars import BOUNDARY_RULES, DocChars, doc_chars, preset_tags
 from .network.tags import SCHEMES, TagScheme
-from .prediction.plan import DocPrediction, PredictionPlan
+from .prediction.plan import DocPrediction, PredictionPlan, char_marginals
 from .training.gold import gold_char_spans, gold_tags
 from .training.settings import scales_training, warn_about_training_settings
 
@@ -166,6 +165,13 @@ class BiLSTMCRFNER(TrainablePipe):
     characters are tagged and entities map back to tokens (``boundary``). Gold
     tokens with missing NER annotation (``ent_iob == 0``) are marginalized in
     training: every tagging consistent with the known tokens counts.
+
+    The class holds spaCy's API and delegates the work (``docs/ARCHITECTURE.md``):
+    the plan of a batch to ``prediction.plan``, annotations to
+    ``component.annotations``, the network's tables to ``component.network_build``,
+    gold tags to ``training.gold``, saving and loading to
+    ``component.serialization``. It is ~320 lines, a little over the package's ~300,
+    for the settings ``__init__`` validates and the docstrings of spaCy's methods.
     """
 
     def __init__(
@@ -446,18 +452,8 @@ class BiLSTMCRFNER(TrainablePipe):
             is ``self.scheme.tags``.
         """
         docs = list(docs)
-        module = get_torch_module(self.model)
-        device = next(module.parameters()).device
         chars = [doc_chars(doc) for doc in docs]
-        batch = featurize(self.model, [c.codepoints for c in chars], None, self._char_vectors(docs, chars))
-        padded = xp2torch(batch.codepoints, device=device)
-        lengths = xp2torch(batch.lengths, device=device)
-        extra = None if batch.vectors is None else xp2torch(batch.vectors, device=device)
-        # No mode switch: emissions without noise are the prediction's, whatever the
-        # module's mode (switching it would reach other threads' predictions).
-        with torch.no_grad():
-            emissions = module.emissions(padded, lengths, vectors=extra)
-        marginals = module.crf.marginals(emissions, lengths).cpu().numpy()
+        marginals = char_marginals(self.model, chars, self._char_vectors(docs, chars))
         return [m[: len(doc)] for m, doc in zip(marginals, docs)]
 
     # -- serialization ------------------------------------------------------------

@@ -327,3 +327,24 @@ def _collect_scores(prediction: DocPrediction, plan: Sequence[Window], found: Se
         )
     predicted = set(prediction.spans)
     prediction.candidates = [c for c in candidates if c[:3] not in predicted]
+
+
+def char_marginals(model: Model, chars: List[DocChars], doc_vectors: Optional[List[object]] = None) -> numpy.ndarray:
+    """Tag marginals P(tag | doc) from the CRF, per character of each doc, padded.
+
+    model (Model): The component's model.
+    chars (List[DocChars]): The characters of each doc.
+    doc_vectors (Optional[List[object]]): An upstream encoder's vectors per character, or None.
+    RETURNS (numpy.ndarray): Float (docs, longest doc, n_tags); columns in ``scheme.tags`` order.
+    """
+    module = get_torch_module(model)
+    device = next(module.parameters()).device
+    batch = featurize(model, [c.codepoints for c in chars], None, doc_vectors)
+    padded = xp2torch(batch.codepoints, device=device)
+    lengths = xp2torch(batch.lengths, device=device)
+    extra = None if batch.vectors is None else xp2torch(batch.vectors, device=device)
+    # No mode switch: emissions without noise are the prediction's, whatever the
+    # module's mode (switching it would reach other threads' predictions).
+    with torch.no_grad():
+        emissions = module.emissions(padded, lengths, vectors=extra)
+    return module.crf.marginals(emissions, lengths).cpu().numpy()
