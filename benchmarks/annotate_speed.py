@@ -26,6 +26,10 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+# One machine: Ray stays on loopback (on Linux it would advertise the machine's outward
+# address, and this benchmark needs no second node).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 from spacy_bilstm_crf.annotate import annotate
 
 REPO = Path(__file__).resolve().parents[1]
