@@ -279,32 +279,6 @@ def input_identity(path: Path) -> List[Any]:
     return [str(path), path.stat().st_size, file_digest(path)]
 
 
-def file_digest(path: Path) -> str:
-    """The SHA-256 of a file's content, read in blocks.
-
-    Hashing runs at hundreds of MB/s, tagging at tens of KB/s: identifying the
-    input by its content costs nothing next to the run, and notices an edit that
-    keeps the file's size and modification time.
-
-    path (Path): The file.
-    RETURNS (str): "sha256:" and the hex digest.
-    """
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(READ_BLOCK_BYTES), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
-
-
-def input_identity(path: Path) -> List[Any]:
-    """What identifies an input file in a run's plan: its path, size and content digest.
-
-    path (Path): The file.
-    RETURNS (List[Any]): [path, size in bytes, "sha256:..."].
-    """
-    return [str(path), path.stat().st_size, file_digest(path)]
-
-
 def parquet_schema(files: List[Path]) -> Optional[Any]:
     """The input's Arrow schema, when every input file is Parquet with the same schema.
 

@@ -5,6 +5,7 @@ from spacy.lang.zh import ChineseTokenizer, Segmenter
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
+from ..features.tokenizer import words_and_spaces
 from .stats import CorpusStats
 
 # A character-level entity: (start, end_exclusive, label).
@@ -76,39 +77,6 @@ def resolve_overlaps(spans: Sequence[CharSpan]) -> Tuple[List[CharSpan], List[Ch
     return sorted(taken), dropped
 
 
-def words_and_spaces(words: Sequence[str], text: str) -> Tuple[List[str], List[bool]]:
-    """``spacy.util.get_words_and_spaces`` for words known to match the text, in
-    linear time: spaCy's copies the rest of the text for every word
-    (``text[pos:].index(word)``), which is quadratic in the length (a text of
-    1,000,000 characters took 27 s). Same result, word for word.
-
-    words (Sequence[str]): The words, in order, e.g. ``list(text)``.
-    text (str): The text they come from.
-    RETURNS (Tuple[List[str], List[bool]]): The words and spaces of a Doc.
-    """
-    text_words: List[str] = []
-    text_spaces: List[bool] = []
-    pos = 0
-    for word in words:
-        if word.isspace():
-            continue
-        start = text.index(word, pos)
-        if start > pos:  # whitespace the words skipped becomes a token of its own
-            text_words.append(text[pos:start])
-            text_spaces.append(False)
-            pos = start
-        text_words.append(word)
-        text_spaces.append(False)
-        pos += len(word)
-        if pos < len(text) and text[pos] == " ":
-            text_spaces[-1] = True
-            pos += 1
-    if pos < len(text):
-        text_words.append(text[pos:])
-        text_spaces.append(False)
-    return text_words, text_spaces
-
-
 def tokenize(nlp: Language, text: str) -> Doc:
     """Tokenize a record's text, whatever its length.
 
@@ -117,7 +85,7 @@ def tokenize(nlp: Language, text: str) -> Doc:
     memory of parsers. A corpus record of any length is converted (the component
     tags long texts in windows); the reader holds one record at a time anyway.
     Chinese character segmentation (``spacy.blank("zh")``) is done here in linear
-    time, with the same tokens as spaCy's (see ``words_and_spaces``).
+    time, with the same tokens as spaCy's (``features.tokenizer.words_and_spaces``).
 
     nlp (Language): Provides the tokenizer.
     text (str): The text.

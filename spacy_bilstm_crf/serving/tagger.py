@@ -39,7 +39,7 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -683,12 +683,27 @@ def _is_allowed_target(target: str) -> bool:
     )
 
 
+def _parse_expression(text: str) -> Optional[ast.Expression]:
+    """RETURNS (Optional[ast.Expression]): ``text`` parsed as one expression, or None."""
+    try:
+        return ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+
+
+def _accepts(ok: Callable[[ast.AST], bool], tree: ast.Expression) -> bool:
+    """RETURNS (bool): Whether ``ok`` accepts the expression (a tree too deep to walk is not)."""
+    try:
+        return ok(tree.body)
+    except RecursionError:
+        return False
+
+
 def _is_shape_expression(text: str) -> bool:
     """RETURNS (bool): Whether ``text`` is a call tree of sympy constructors with number
     arguments, and names only in ``Symbol('s0', positive=True, ...)`` (sympy evaluates it)."""
-    try:
-        tree = ast.parse(text, mode="eval")
-    except (SyntaxError, ValueError, RecursionError):
+    tree = _parse_expression(text)
+    if tree is None:
         return False
 
     def ok(node: ast.AST) -> bool:
@@ -711,18 +726,14 @@ def _is_shape_expression(text: str) -> bool:
             )
         return not node.keywords and all(ok(arg) for arg in node.args)
 
-    try:
-        return ok(tree.body)
-    except RecursionError:
-        return False
+    return _accepts(ok, tree)
 
 
 def _is_guard(text: str) -> bool:
     """RETURNS (bool): Whether ``text`` only compares sizes of the inputs (``L['name']``)
     with numbers and arithmetic: the guards torch turns into Python code and runs."""
-    try:
-        tree = ast.parse(text, mode="eval")
-    except (SyntaxError, ValueError, RecursionError):
+    tree = _parse_expression(text)
+    if tree is None:
         return False
 
     def ok(node: ast.AST) -> bool:
@@ -746,10 +757,7 @@ def _is_guard(text: str) -> bool:
             return isinstance(key, ast.Constant) and type(key.value) is int and _is_size_call(node.value, ok)
         return _is_size_call(node, ok)
 
-    try:
-        return ok(tree.body)
-    except RecursionError:
-        return False
+    return _accepts(ok, tree)
 
 
 def _is_size_call(node: ast.AST, ok: Any) -> bool:
