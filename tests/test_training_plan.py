@@ -61,3 +61,17 @@ def test_initialize_scales_the_training_to_the_corpus(tmp_path):
         # Two cosine cycles, the second twice as long, fill max_steps.
         assert plan["raw"]["optimizer"]["learn_rate"]["period"] == round(T["max_steps"] / 3)
     assert large["T"]["max_steps"] >= 9 * small["T"]["max_steps"]
+
+
+def test_scale_training_defaults_are_the_default_recipe() -> None:
+    # A bare [initialize.after_init] block naming only @callbacks gets the schedule of
+    # configs/bilstm_crf.cfg (5 epochs in one cycle), not the fast config's.
+    import inspect
+
+    from spacy_bilstm_crf.training.training_plan import make_scale_training
+
+    block = load_config(REPO / "configs" / "bilstm_crf.cfg")["initialize"]["after_init"]
+    defaults = {
+        name: p.default for name, p in inspect.signature(make_scale_training).parameters.items()
+    }
+    assert {k: v for k, v in block.items() if not k.startswith("@")} == defaults

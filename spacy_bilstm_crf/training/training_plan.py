@@ -38,7 +38,7 @@ COSINE = "spacy-bilstm-crf.cosine_warm_restarts.v1"
 
 @registry.callbacks("spacy-bilstm-crf.scale_training.v1")
 def make_scale_training(
-    epochs: float = 14.0, evaluations: int = 6, cycles: int = 2
+    epochs: float = 5.0, evaluations: int = 6, cycles: int = 1
 ) -> Callable[[Language], Language]:
     """Set the training length from the size of the training corpus.
 
