@@ -1,11 +1,11 @@
 """Load LAC-small's files from the jieba wheel into a :class:`LACEncoder`."""
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy
 import torch
 
-from .encoder import EMBED_DIM, HIDDEN, N_TAGS, N_VOCAB_CHARS, OOV_ID, VOCAB_SIZE, LACEncoder
+from .encoder import EMBED_DIM, HIDDEN, N_VOCAB_CHARS, OOV_ID, LACEncoder
 from ..subnormals import zero_subnormals
 from .paddle_files import PaddleFileError, read_paddle_tensor
 
@@ -69,16 +69,29 @@ def load_lac_encoder(path: Optional[Union[str, Path]] = None) -> LACEncoder:
     with torch.no_grad():
         encoder.vocab_codepoints.copy_(torch.tensor([cp for cp, _ in chars]))
         encoder.vocab_ids.copy_(torch.tensor([index for _, index in chars]))
-        encoder.embed.weight.copy_(_tensor(weights, "word_emb", (VOCAB_SIZE, EMBED_DIM)))
+    fill_encoder(encoder, lambda name, shape: _tensor(weights, name, shape))
+    return encoder.eval()
+
+
+def fill_encoder(encoder: LACEncoder, tensor: Callable[[str, Tuple[int, ...]], torch.Tensor]) -> None:
+    """Copy LAC's Paddle weights into ``encoder``: LAC-small and LAC-full share the layout.
+
+    encoder (LACEncoder): The network; its table and output sizes say the shapes expected.
+    tensor (Callable[[str, Tuple[int, ...]], torch.Tensor]): A Paddle tensor by name,
+        checked against the shape given (raises if it differs).
+    """
+    vocab_size, n_tags = encoder.embed.num_embeddings, encoder.output.out_features
+    with torch.no_grad():
+        encoder.embed.weight.copy_(tensor("word_emb", (vocab_size, EMBED_DIM)))
         # fc_0..fc_3 / gru_0..gru_3 in creation order: layer 1 forward, reverse, layer 2 forward, reverse.
         for layer_index, layer in enumerate((encoder.layer1, encoder.layer2)):
             input_dim = EMBED_DIM if layer_index == 0 else 2 * HIDDEN
             for direction in range(2):
                 n = 2 * layer_index + direction
-                fc_w = _tensor(weights, f"fc_{n}.w_0", (input_dim, 3 * HIDDEN))
-                fc_b = _tensor(weights, f"fc_{n}.b_0", (3 * HIDDEN,))
-                gru_w = _tensor(weights, f"gru_{n}.w_0", (HIDDEN, 3 * HIDDEN)).reshape(-1)
-                gru_b = _tensor(weights, f"gru_{n}.b_0", (1, 3 * HIDDEN))[0]
+                fc_w = tensor(f"fc_{n}.w_0", (input_dim, 3 * HIDDEN))
+                fc_b = tensor(f"fc_{n}.b_0", (3 * HIDDEN,))
+                gru_w = tensor(f"gru_{n}.w_0", (HIDDEN, 3 * HIDDEN)).reshape(-1)
+                gru_b = tensor(f"gru_{n}.b_0", (1, 3 * HIDDEN))[0]
                 layer.in_weight[direction].copy_(fc_w)
                 layer.in_bias[direction].copy_(fc_b + gru_b)
                 # Not a [H, 3H] matrix: the first 2·H·H floats are [H, 2H] (update, reset),
@@ -86,8 +99,7 @@ def load_lac_encoder(path: Optional[Union[str, Path]] = None) -> LACEncoder:
                 split = 2 * HIDDEN * HIDDEN
                 layer.gate_weight[direction].copy_(gru_w[:split].reshape(HIDDEN, 2 * HIDDEN))
                 layer.cand_weight[direction].copy_(gru_w[split:].reshape(HIDDEN, HIDDEN))
-        encoder.output.weight.copy_(_tensor(weights, "fc_4.w_0", (2 * HIDDEN, N_TAGS)).T)
-        encoder.output.bias.copy_(_tensor(weights, "fc_4.b_0", (N_TAGS,)))
-        encoder.transitions.copy_(_tensor(weights, "crfw", (N_TAGS + 2, N_TAGS)))
+        encoder.output.weight.copy_(tensor("fc_4.w_0", (2 * HIDDEN, n_tags)).T)
+        encoder.output.bias.copy_(tensor("fc_4.b_0", (n_tags,)))
+        encoder.transitions.copy_(tensor("crfw", (n_tags + 2, n_tags)))
     zero_subnormals(encoder)  # the first BiGRU layer's files hold some: slow on x86
-    return encoder.eval()
