@@ -153,28 +153,26 @@ class OutputLock:
 
 def lock_file(handle: IO[str]) -> None:
     """Take an exclusive lock on an open file without waiting; OSError if it is held."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
-        return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _os_lock(handle, acquire=True)
 
 
 def unlock_file(handle: IO[str]) -> None:
     """Release the lock of `lock_file`."""
+    _os_lock(handle, acquire=False)
+
+
+def _os_lock(handle: IO[str], acquire: bool) -> None:
+    """Take (without waiting) or release the OS's exclusive lock on an open file."""
     try:
         import fcntl
     except ImportError:  # Windows
         import msvcrt
 
         handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
+        mode = msvcrt.LK_NBLCK if acquire else msvcrt.LK_UNLCK  # type: ignore[attr-defined]
+        msvcrt.locking(handle.fileno(), mode, 1)  # type: ignore[attr-defined]
         return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    fcntl.flock(handle.fileno(), (fcntl.LOCK_EX | fcntl.LOCK_NB) if acquire else fcntl.LOCK_UN)
 
 
 class Layout:
