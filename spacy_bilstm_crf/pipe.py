@@ -82,6 +82,7 @@ os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
         "spans_key": "bilstm_crf_ner",
         "threshold": None,
         "min_confidence": 0.0,
+        "uncertainty": False,
         "boundary": "expand",
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
@@ -101,6 +102,7 @@ def make_bilstm_crf_ner(
     spans_key: str,
     threshold: Optional[float],
     min_confidence: float,
+    uncertainty: bool,
     boundary: str,
     scorer: Optional[Callable],
 ) -> "BiLSTMCRFNER":
@@ -129,6 +131,11 @@ def make_bilstm_crf_ner(
     min_confidence (float): Entities less probable than this are left out of
         ``doc.ents`` (they stay in ``doc.spans`` with their score). Above 0 it computes
         the confidence.
+    uncertainty (bool): Also measure how unsure the CRF is about each doc, exactly
+        (``prediction/uncertainty.py``): ``best_path`` (1 - P(decoded tags)),
+        ``tag_errors`` (expected wrong tags) and ``entity_errors`` (expected false
+        plus missed entities), in ``doc.spans[spans_key].attrs["uncertainty"]``, with
+        the entities' scores (it implies ``confidence``).
     boundary (str): Under a tokenizer that is not the character segmenter, how a found
         entity that cuts a token maps to tokens: ``"expand"`` (default) to the tokens it
         touches, ``"contract"`` to the tokens it covers whole, or ``"drop"``.
@@ -148,6 +155,7 @@ def make_bilstm_crf_ner(
         spans_key=spans_key,
         threshold=threshold,
         min_confidence=min_confidence,
+        uncertainty=uncertainty,
         boundary=boundary,
         scorer=scorer,
     )
@@ -190,6 +198,7 @@ class BiLSTMCRFNER(TrainablePipe):
         spans_key: str = "bilstm_crf_ner",
         threshold: Optional[float] = None,
         min_confidence: float = 0.0,
+        uncertainty: bool = False,
         boundary: str = "expand",
         scorer: Optional[Callable] = None,
     ) -> None:
@@ -216,6 +225,7 @@ class BiLSTMCRFNER(TrainablePipe):
         self.spans_key = spans_key
         self.threshold = threshold
         self.min_confidence = min_confidence
+        self.uncertainty = uncertainty
         self.boundary = boundary
         # How found entities mapped to tokens (word tokenizers): aligned, expanded,
         # contracted, dropped.
@@ -358,6 +368,7 @@ class BiLSTMCRFNER(TrainablePipe):
             self.batch_chars,
             scored=self.confidence or self.min_confidence > 0,
             threshold=self.threshold,
+            uncertain=self.uncertainty,
         )
 
     def _char_vectors(self, docs: List[Doc], chars: List[DocChars]) -> Optional[List[object]]:

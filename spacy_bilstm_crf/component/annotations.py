@@ -65,8 +65,10 @@ def set_annotations(
             if score is not None:
                 scored.append((span, score))
         doc.set_ents(preset + ents, blocked=blocked, default="outside")
-        if prediction.scores is not None and pipe.confidence:
+        if prediction.scores is not None and (pipe.confidence or pipe.uncertainty):
             set_spans(pipe, doc, chars, scored, prediction.candidates or [])
+            if prediction.uncertainty is not None:
+                doc.spans[pipe.spans_key].attrs["uncertainty"] = dict(prediction.uncertainty)
 
 
 def set_spans(

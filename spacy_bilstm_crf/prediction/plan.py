@@ -22,6 +22,7 @@ from ..features.chars import DocChars, whitespace_mask
 from ..network.crf import BANNED, constrain
 from ..network.tags import TagScheme
 from .confidence import Lattice, candidate_spans, span_probabilities
+from .uncertainty import Measures, measure_window, total
 from .windows import Window, length_batches, plan_windows, stitch_spans
 
 # The longest candidate span scored when ``threshold`` is set, in characters.
@@ -39,6 +40,8 @@ class DocPrediction:
         their probabilities.
     chars (Optional[DocChars]): The doc's characters.
     preset (bool): Whether the doc had annotation to keep (``preset_ents``).
+    uncertainty (Optional[Dict[str, float]]): With ``uncertain``, the doc's
+        ``best_path``, ``tag_errors`` and ``entity_errors`` (``uncertainty``).
     """
 
     tags: numpy.ndarray
@@ -49,6 +52,7 @@ class DocPrediction:
     # prediction: set_annotations then knows whether it may take the plain path.
     chars: Optional[DocChars] = None
     preset: bool = False
+    uncertainty: Optional[Dict[str, float]] = None
 
 
 @dataclass
@@ -60,11 +64,14 @@ class WindowScores:
     scores (numpy.ndarray): Float64, the probability of each of them in the window.
     candidates (List[Tuple[int, int, int, float]]): The spans above ``threshold`` that
         start in the window's own part, in the doc's characters.
+    measures (Optional[Measures]): With ``uncertain``, the window's uncertainty over
+        the characters it owns.
     """
 
     spans: List[Tuple[int, int, int]]
     scores: numpy.ndarray
     candidates: List[Tuple[int, int, int, float]]
+    measures: Optional[Measures] = None
 
 
 @dataclass
@@ -78,6 +85,8 @@ class PredictionPlan:
     scored (bool): Whether entities get probabilities (confidence or min_confidence).
     threshold (Optional[float]): With ``scored``, the probability above which other
         spans are kept as candidates; None for none.
+    uncertain (bool): Also measure each doc's uncertainty (``uncertainty``); implies
+        ``scored``.
     """
 
     scheme: TagScheme
@@ -86,6 +95,11 @@ class PredictionPlan:
     batch_chars: int
     scored: bool
     threshold: Optional[float] = None
+    uncertain: bool = False
+
+    def __post_init__(self) -> None:
+        # The measures are read off the same lattices as the entities' probabilities.
+        self.scored = self.scored or self.uncertain
 
     def run(
         self,
@@ -115,7 +129,10 @@ class PredictionPlan:
         scored = self.scored
         if not any(len(c.codepoints) for c in chars):
             empty = numpy.zeros(0, dtype="float64") if scored else None
-            return [DocPrediction(numpy.zeros(0, dtype="int64"), [], empty, [], c) for c in chars]
+            certain = Measures().to_dict() if self.uncertain else None
+            return [
+                DocPrediction(numpy.zeros(0, dtype="int64"), [], empty, [], c, uncertainty=certain) for c in chars
+            ]
         # Every doc as windows (one, for all but long docs), every window as a sequence.
         plans = [plan_windows(c.codepoints, self.window_size, self.window_overlap) for c in chars]
         sequences, forced, vectors, windows = [], [], [], []
@@ -156,6 +173,8 @@ class PredictionPlan:
             prediction = DocPrediction(doc_tags, spans, chars=c, preset=preset is not None)
             if scored:
                 _collect_scores(prediction, plan, doc_scores)
+                if self.uncertain and prediction.uncertainty is None:  # an empty doc
+                    prediction.uncertainty = Measures().to_dict()
             result.append(prediction)
         return result
 
@@ -242,7 +261,12 @@ class PredictionPlan:
             for start, end, label, p in candidate_spans(lattice, scheme, self.threshold, CANDIDATE_MAX_LEN):
                 if single or window.own_start <= start + window.start < window.own_end:
                     candidates.append((start + window.start, end + window.start, label, p))
-        return WindowScores(spans, span_probabilities(lattice, scheme, spans), candidates)
+        probs = span_probabilities(lattice, scheme, spans)
+        measures = None
+        if self.uncertain:
+            own = slice(None) if single else slice(window.own_start - window.start, window.own_end - window.start)
+            measures = measure_window(lattice, scheme, tags, spans, probs, own)
+        return WindowScores(spans, probs, candidates, measures)
 
 
 def window_presets(preset: numpy.ndarray, window: Window, scheme: TagScheme) -> numpy.ndarray:
@@ -327,6 +351,9 @@ def _collect_scores(prediction: DocPrediction, plan: Sequence[Window], found: Se
         )
     predicted = set(prediction.spans)
     prediction.candidates = [c for c in candidates if c[:3] not in predicted]
+    measured = [scores.measures for scores in found if scores is not None and scores.measures is not None]
+    if measured:
+        prediction.uncertainty = total(measured).to_dict()
 
 
 def char_marginals(model: Model, chars: List[DocChars], doc_vectors: Optional[List[object]] = None) -> numpy.ndarray:
