@@ -8,3 +8,5 @@ from . import evaluate  # noqa: F401
 from . import data  # noqa: F401
 from . import deploy  # noqa: F401
 from . import annotate  # noqa: F401
+from . import select  # noqa: F401
+from . import tasks  # noqa: F401

@@ -1,0 +1,1 @@
+"""The `select` command: choose the pool records to label next."""

@@ -1,0 +1,1 @@
+"""The `export-tasks` and `import-tasks` commands: a round trip with Label Studio and doccano."""
