@@ -143,12 +143,15 @@ def import_tasks_cli(
         fail("Cannot import the annotations", str(err))
     output.parent.mkdir(parents=True, exist_ok=True)
     DocBin(docs=docs, store_user_data=False).to_disk(output)
-    for error in counts.errors[:ERRORS_SHOWN]:
-        msg.warn(error)
-    if len(counts.errors) > ERRORS_SHOWN:
-        msg.warn(f"... and {len(counts.errors) - ERRORS_SHOWN} more")
-    msg.good(counts.summary())
-    msg.text(f"Saved {output}")
+    # typer.echo, not wasabi: wasabi wraps long lines, and "task N (id M)" should stay whole.
+    if counts.errors:
+        msg.warn(f"{len(counts.errors)} tasks skipped for errors")
+        for error in counts.errors[:ERRORS_SHOWN]:
+            typer.echo(error)
+        if len(counts.errors) > ERRORS_SHOWN:
+            typer.echo(f"... and {len(counts.errors) - ERRORS_SHOWN} more")
+    msg.good(f"Saved {len(docs)} docs to {output}")
+    typer.echo(counts.summary())
 
 
 def _import(
