@@ -19,7 +19,13 @@ every dev text:
   off and on (best of ``--repeats`` passes each, the passes interleaved so that a
   disturbance hits both), and the cost ``plain / confidence``;
 - thresholds: P/R/F of the entities when those less confident than t are dropped,
-  for each t of ``--thresholds`` (computed from the one scored pass).
+  for each t of ``--thresholds`` (computed from the one scored pass);
+- sentence uncertainty (the component's ``uncertainty`` setting, what ``select``
+  ranks by): its cost against plain tagging (timed in the same interleaved passes),
+  and how well each measure finds the texts the model gets wrong: the Spearman
+  correlation between a text's measure and its real entity errors (false plus
+  missed entities against gold), and the share of all entity errors that lie in
+  the most uncertain 10% and 20% of texts (a random choice finds 10% and 20%).
 
 Prints a table and writes ``benchmarks/results/confidence.json`` (``--out``) and,
 when matplotlib is installed (``pip install -e ".[bench]"``), the reliability
@@ -35,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+import numpy
 import spacy
 import torch
 from spacy.language import Language
@@ -93,23 +100,79 @@ def config_name(nlp: Language, pipe_name: str) -> str:
     return "custom"
 
 
-def run_pipe(nlp: Language, pipe: Any, texts: Sequence[str], confidence: bool) -> List[Doc]:
+# What a timed pass computes: plain tags, entity confidence, or confidence and the
+# sentence uncertainty (the component's ``uncertainty`` setting).
+SETTINGS = ("plain", "confidence", "uncertainty")
+
+
+def run_pipe(nlp: Language, pipe: Any, texts: Sequence[str], confidence: bool, uncertainty: bool = False) -> List[Doc]:
     pipe.confidence = confidence
+    if hasattr(pipe, "uncertainty"):
+        pipe.uncertainty = uncertainty
     return list(nlp.pipe(texts, batch_size=BATCH_SIZE))
 
 
-def best_seconds(nlp: Language, pipe: Any, texts: Sequence[str], repeats: int) -> Dict[bool, float]:
-    """The fastest full pass with confidence off and on, after one warm-up pass of each;
-    the timed passes alternate off, on, off, on, ..."""
-    for confidence in (False, True):
-        run_pipe(nlp, pipe, texts, confidence)
-    best = {False: float("inf"), True: float("inf")}
+def run_setting(nlp: Language, pipe: Any, texts: Sequence[str], setting: str) -> List[Doc]:
+    return run_pipe(nlp, pipe, texts, setting != "plain", setting == "uncertainty")
+
+
+def best_seconds(nlp: Language, pipe: Any, texts: Sequence[str], repeats: int) -> Dict[str, float]:
+    """The fastest full pass of each setting, after one warm-up pass of each; the
+    timed passes take turns: plain, confidence, uncertainty, plain, ..."""
+    settings = SETTINGS if hasattr(pipe, "uncertainty") else SETTINGS[:2]
+    for setting in settings:
+        run_setting(nlp, pipe, texts, setting)
+    best = {setting: float("inf") for setting in settings}
     for _ in range(repeats):
-        for confidence in (False, True):
+        for setting in settings:
             start = time.perf_counter()
-            run_pipe(nlp, pipe, texts, confidence)
-            best[confidence] = min(best[confidence], time.perf_counter() - start)
+            run_setting(nlp, pipe, texts, setting)
+            best[setting] = min(best[setting], time.perf_counter() - start)
     return best
+
+
+def average_ranks(values: Sequence[float]) -> numpy.ndarray:
+    """Ranks from 1, ties sharing their average rank (as Spearman's correlation needs)."""
+    values = numpy.asarray(values, dtype="float64")
+    order = numpy.argsort(values, kind="stable")
+    ranks = numpy.empty(len(values), dtype="float64")
+    sorted_values = values[order]
+    start = 0
+    while start < len(values):
+        stop = start
+        while stop + 1 < len(values) and sorted_values[stop + 1] == sorted_values[start]:
+            stop += 1
+        ranks[order[start : stop + 1]] = (start + stop) / 2.0 + 1.0
+        start = stop + 1
+    return ranks
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    """Spearman's rank correlation; None when either side is constant."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(numpy.corrcoef(ra, rb)[0, 1])
+
+
+def uncertainty_vs_errors(scored: Sequence[Doc], gold: Sequence[Set[Entity]], key: str) -> Dict[str, Any]:
+    """How well each measure ranks the texts by their real entity errors."""
+    errors = [len(doc_entities(doc) ^ g) for doc, g in zip(scored, gold)]
+    total = sum(errors)
+    found: Dict[str, Any] = {"texts": len(errors), "real_entity_errors": total, "texts_with_errors": sum(e > 0 for e in errors)}
+    for measure in ("best_path", "tag_errors", "entity_errors"):
+        values = [float(doc.spans[key].attrs["uncertainty"][measure]) for doc in scored]
+        order = numpy.argsort(-numpy.asarray(values), kind="stable")
+        shares = {}
+        for top in (0.1, 0.2):
+            k = max(1, round(top * len(values)))
+            shares[f"{top:g}"] = sum(errors[i] for i in order[:k]) / total if total else None
+        found[measure] = {
+            "spearman_with_entity_errors": spearman(values, errors),
+            "share_of_errors_in_most_uncertain": shares,
+            "expected_minus_real_errors": float(sum(values) - total) if measure == "entity_errors" else None,
+        }
+    return found
 
 
 def prf(predicted: Sequence[Set[Entity]], gold: Sequence[Set[Entity]]) -> Dict[str, float]:
@@ -161,6 +224,19 @@ def print_table(report: Dict[str, Any]) -> None:
     print(f"nlp.pipe, 1 thread, batch {BATCH_SIZE}: {report['chars_per_second_plain']:.0f} chars/s plain, "
           f"{report['chars_per_second_confidence']:.0f} chars/s with confidence "
           f"(cost x{report['confidence_cost']:.2f}); entities identical: {report['ents_identical']}")  # fmt: skip
+    measured = report.get("uncertainty_vs_errors")
+    if measured:
+        print(f"with uncertainty: {report['chars_per_second_uncertainty']:.0f} chars/s "
+              f"(cost x{report['uncertainty_cost']:.2f})")  # fmt: skip
+        print(f"{measured['texts']} texts, {measured['real_entity_errors']} entity errors in "
+              f"{measured['texts_with_errors']} of them")  # fmt: skip
+        print(f"{'measure':<16}{'Spearman':>10}{'errors in top 10%':>19}{'top 20%':>9}")
+        for name in ("best_path", "tag_errors", "entity_errors"):
+            row = measured[name]
+            rho = "n/a" if row["spearman_with_entity_errors"] is None else f"{row['spearman_with_entity_errors']:.3f}"
+            top = row["share_of_errors_in_most_uncertain"]
+            cells = ["n/a" if top[k] is None else f"{100 * top[k]:.1f}%" for k in ("0.1", "0.2")]
+            print(f"{name:<16}{rho:>10}{cells[0]:>19}{cells[1]:>9}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -213,17 +289,25 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         calibration = calibrate_docs(scored, gold, key, n_bins=args.bins)
         entities_only = calibrate_docs(scored, gold, key, n_bins=args.bins, ents_only=True)
         thresholds = {f"{t:g}": threshold_prf(scored, gold, key, t) for t in args.thresholds}
+        measured = None
+        if hasattr(pipe, "uncertainty"):
+            measured = uncertainty_vs_errors(run_setting(nlp, pipe, texts, "uncertainty"), gold_ents, key)
         seconds = best_seconds(nlp, pipe, texts, args.repeats)
     finally:
         pipe.confidence = old_confidence
+        if hasattr(pipe, "uncertainty"):
+            pipe.uncertainty = False
 
     f1_plain = prf([doc_entities(doc) for doc in plain], gold_ents)
     f1_scored = prf([doc_entities(doc) for doc in scored], gold_ents)
     report: Dict[str, Any] = {
         **calibration.to_dict(),
-        "chars_per_second_plain": n_chars / seconds[False],
-        "chars_per_second_confidence": n_chars / seconds[True],
-        "confidence_cost": seconds[True] / seconds[False],
+        "chars_per_second_plain": n_chars / seconds["plain"],
+        "chars_per_second_confidence": n_chars / seconds["confidence"],
+        "confidence_cost": seconds["confidence"] / seconds["plain"],
+        "chars_per_second_uncertainty": n_chars / seconds["uncertainty"] if "uncertainty" in seconds else None,
+        "uncertainty_cost": seconds["uncertainty"] / seconds["plain"] if "uncertainty" in seconds else None,
+        "uncertainty_vs_errors": measured,
         "threshold_prf": thresholds,
         "prf_plain": f1_plain,
         "n_pred_ents": sum(len(doc.ents) for doc in scored),
