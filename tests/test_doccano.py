@@ -106,6 +106,22 @@ def test_bad_spans_name_the_line(nlp, label, message):
     assert (counts.tasks, counts.docs, counts.skipped_errors) == (7, 6, 1)
 
 
+def test_a_span_given_twice_counts_once(nlp):
+    documents = read_export()
+    documents[1]["label"].append([0, 2, "name"])
+    docs, _ = from_doccano(documents, nlp)
+    assert ents_of(docs[1]) == EXPECTED[1][0]
+
+
+def test_cli_write_errors_are_messages(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    result = runner.invoke(app, ["export-tasks", str(RECORDS), str(blocker / "docs.jsonl"), "--to", "doccano"])
+    assert result.exit_code == 1 and "Cannot write" in result.output
+    result = runner.invoke(app, ["import-tasks", str(EXPORT), str(blocker / "t.spacy"), "--from", "doccano"])
+    assert result.exit_code == 1 and "Cannot write" in result.output
+
+
 def test_docbin_read_by_corpus_keeps_missing_tokens(nlp, tmp_path):
     docs, _ = from_doccano(read_export(), nlp)
     path = tmp_path / "train.spacy"

@@ -165,6 +165,28 @@ def test_bad_regions_name_the_task(nlp, edit, message):
     assert "task 5 (id 106)" in counts.errors[0]
 
 
+def test_json_min_is_refused_with_a_hint(nlp):
+    json_min = [{"id": 1, "text": "马云", "label": [{"start": 0, "end": 2, "text": "马云", "labels": ["name"]}]}]
+    with pytest.raises(TaskError, match=r"task 0 \(id 1\): no 'data' object .*not JSON-MIN"):
+        from_label_studio(json_min, nlp)
+
+
+def test_parquet_records(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    records, _ = load_records(RECORDS, "text")
+    path = tmp_path / "selected.parquet"
+    keys = {key: None for record in records for key in record}  # every column in every row
+    pq.write_table(pa.Table.from_pylist([{**keys, **record} for record in records]), path)
+    from_parquet, places = load_records(path, "text")
+    assert places[1] == f"{path}, row 1"
+    tasks, expected = to_label_studio(from_parquet), to_label_studio(records)
+    assert [t["predictions"] for t in tasks] == [t["predictions"] for t in expected]
+    # Null columns (no uncertainty) change nothing: the task score falls back to the entities'.
+    assert tasks[1]["data"]["source"] == "news" and tasks[0]["data"]["source"] is None
+    assert tasks[1]["predictions"][0]["score"] == pytest.approx(0.95 * 0.7)
+
+
 def test_a_region_that_does_not_align_with_the_tokens():
     words = spacy.blank("en")
     tasks = [{"id": 9, "data": {"text": "Jack Ma spoke"}, "annotations": [

@@ -84,7 +84,10 @@ def export_tasks_cli(
     if extra:
         fail("Entity labels missing from --labels", f"The records have entities labelled {', '.join(extra)}")
     side = side_file(output, to)
-    _write(output, side, to, items, label_set, missing_label, text_key)
+    try:
+        _write(output, side, to, items, label_set, missing_label, text_key)
+    except OSError as err:
+        fail(f"Cannot write {output}", str(err))
     msg.good(f"{len(items)} {'tasks' if to == 'label-studio' else 'documents'} written to {output}")
     msg.text(f"{len(label_set)} labels + {missing_label}: {side}")
 
@@ -141,8 +144,11 @@ def import_tasks_cli(
         docs, counts = _import(input_path, source, nlp, text_key, missing_label, annotation, skip_unreviewed, on_error)
     except TaskError as err:
         fail("Cannot import the annotations", str(err))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    DocBin(docs=docs, store_user_data=False).to_disk(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        DocBin(docs=docs, store_user_data=False).to_disk(output)
+    except OSError as err:
+        fail(f"Cannot write {output}", str(err))
     # typer.echo, not wasabi: wasabi wraps long lines, and "task N (id M)" should stay whole.
     if counts.errors:
         msg.warn(f"{len(counts.errors)} tasks skipped for errors")

@@ -191,7 +191,9 @@ def _task_doc(
     """The doc of one task, and whether it was reviewed; ``counts`` gets its cancelled annotations."""
     if not isinstance(task, dict):
         raise TaskError(f"{place}: expected an object, got {type(task).__name__}")
-    text = record_text(task.get("data"), text_key, f"{place}, data")
+    if not isinstance(task.get("data"), dict):
+        raise TaskError(f"{place}: no 'data' object (is this Label Studio's JSON export, not JSON-MIN or CSV?)")
+    text = record_text(task["data"], text_key, f"{place}, data")
     chosen = choose_annotation(task.get("annotations") or [], annotation, place, counts)
     if chosen is None:
         return build_doc(nlp, text, None, missing_label, place), False

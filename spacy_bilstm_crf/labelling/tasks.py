@@ -261,11 +261,15 @@ def check_region(region: Region, text: str, region_text: Any, place: str) -> Reg
 def check_overlaps(regions: Iterable[Region], place: str) -> List[Region]:
     """Regions in text order, or an error if two overlap.
 
+    A region given twice (same characters, same label) counts once: tools write such
+    copies, e.g. when an annotator labels a pre-annotated span again.
+
     regions (Iterable[Region]): The regions of one text.
     place (str): Where they are, for the error.
     RETURNS (List[Region]): The regions, sorted.
     """
-    ordered = sorted(regions, key=lambda r: (r.start, r.end))
+    unique = {(r.start, r.end, r.label): r for r in regions}
+    ordered = sorted(unique.values(), key=lambda r: (r.start, r.end))
     for first, second in zip(ordered, ordered[1:]):
         if second.start < first.end:
             raise TaskError(
