@@ -68,19 +68,19 @@ def export_tasks_cli(
     if to not in TOOLS:
         fail(f"Unknown tool: {to}", f"Use one of: {', '.join(TOOLS)}")
     from ..labelling import doccano, label_studio
-    from ..labelling.tasks import load_records
+    from ..labelling.tasks import gather_labels, load_records, record_labels
 
     try:
         records, places = load_records(input_path, text_key)
         if to == "label-studio":
             items = label_studio.to_label_studio(records, text_key=text_key, model_version=model_version, places=places)
-            label_set = parse_labels(labels) or label_studio.labels_of(items, missing_label)
         else:
             items = doccano.to_doccano(records, text_key=text_key, places=places)
-            label_set = parse_labels(labels) or sorted({label for d in items for _, _, label in d["label"]} - {missing_label})
     except (FileNotFoundError, ValueError, ImportError) as err:
         fail("Cannot export the records", str(err))
-    extra = sorted({r["label"] for record in records for r in record.get("entities") or []} - set(label_set))
+    found = gather_labels(record_labels(records), missing_label)
+    label_set = parse_labels(labels) or found
+    extra = sorted(set(found) - set(label_set))
     if extra:
         fail("Entity labels missing from --labels", f"The records have entities labelled {', '.join(extra)}")
     side = side_file(output, to)

@@ -113,15 +113,15 @@ def label_config(labels: Sequence[str], *, missing_label: str = MISSING_LABEL, t
 
 
 def labels_of(tasks: Sequence[Dict[str, Any]], missing_label: str = MISSING_LABEL) -> List[str]:
-    """RETURNS (List[str]): The labels of the tasks' predictions, sorted."""
-    regions = [
-        Region(0, 1, label)
+    """RETURNS (List[str]): The labels of the tasks' predictions, sorted, the missing label left out."""
+    labels = (
+        label
         for task in tasks
         for prediction in task.get("predictions", [])
         for result in prediction["result"]
         for label in result["value"]["labels"]
-    ]
-    return gather_labels(regions, missing_label)
+    )
+    return gather_labels(labels, missing_label)
 
 
 def from_label_studio(

@@ -201,9 +201,17 @@ def plain_fields(record: Dict[str, Any], skip: Iterable[str]) -> Tuple[Dict[str,
     return plain, nested
 
 
-def gather_labels(regions: Iterable[Region], missing_label: str) -> List[str]:
-    """RETURNS (List[str]): The entity labels of the regions, sorted (the missing label left out)."""
-    return sorted({r.label for r in regions} - {missing_label})
+def gather_labels(labels: Iterable[str], missing_label: str) -> List[str]:
+    """RETURNS (List[str]): The distinct labels, sorted, the missing label left out."""
+    return sorted(set(labels) - {missing_label})
+
+
+def record_labels(records: Iterable[Dict[str, Any]]) -> Iterable[str]:
+    """YIELDS (str): The label of each entity of the records."""
+    for record in records:
+        for entity in record.get("entities") or []:
+            if isinstance(entity, dict) and isinstance(entity.get("label"), str):
+                yield entity["label"]
 
 
 def utf16_to_code_points(text: str, start: int, end: int) -> Optional[Tuple[int, int]]:
