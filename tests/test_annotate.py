@@ -17,6 +17,7 @@ from spacy_bilstm_crf.annotate import RAY_INSTALL_HINT, annotate
 from spacy_bilstm_crf.cli import app
 
 from .conftest import TRAIN_DATA, ents_of
+from .scores_close import close, same_file
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -40,6 +41,11 @@ def expected_entities(nlp: Language, texts: List[str]) -> List[List[Dict[str, An
         [{"start": s, "end": e, "label": label, "text": text[s:e]} for s, e, label in ents_of(doc)]
         for text, doc in zip(texts, nlp.pipe(texts))
     ]
+
+
+def unscored(rows: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+    """Each row's entities without their `score` (tests/test_annotate_scores.py checks the scores)."""
+    return [[{k: v for k, v in e.items() if k != "score"} for e in r["entities"]] for r in rows]
 
 
 def records() -> List[Dict[str, Any]]:
@@ -72,7 +78,8 @@ def test_local_engine_gives_the_entities_of_nlp_pipe_and_carries_fields(
     ]
     assert [{k: v for k, v in r.items() if k != "entities"} for r in rows] == records()
     expected = expected_entities(trained_nlp, TEXTS)
-    assert [r["entities"] for r in rows] == expected
+    assert unscored(rows) == expected
+    assert all(isinstance(e["score"], float) for r in rows for e in r["entities"])  # scored by default
     assert any(e["end"] > 512 for e in rows[len(TRAIN_DATA)]["entities"])  # the long text
     assert sum(map(len, expected)) == summary.entities > 0
     assert (summary.records_in, summary.records_out, summary.rejects, summary.shards) == (10, 10, 0, 4)
@@ -83,7 +90,7 @@ def test_two_processes_give_the_same_output(model_dir: Path, tmp_path: Path) -> 
     source = write_jsonl(tmp_path / "in.jsonl", records())
     annotate(model_dir, source, tmp_path / "one", shard_size=4, batch_size=2)
     annotate(model_dir, source, tmp_path / "two", shard_size=4, batch_size=2, n_process=2)
-    assert read_output(tmp_path / "two") == read_output(tmp_path / "one")
+    assert close(read_output(tmp_path / "two"), read_output(tmp_path / "one"))
 
 
 @pytest.mark.parametrize("in_fmt,out_name", [("parquet", "out.parquet"), ("parquet", "out"), ("jsonl", "out.parquet")])
@@ -102,7 +109,7 @@ def test_parquet_in_and_out(
     assert parts == [".parquet" if out_name.endswith(".parquet") else ".jsonl"] * 3
     out = read_output(output)
     assert [{k: v for k, v in r.items() if k != "entities"} for r in out] == rows
-    assert [r["entities"] for r in out] == expected_entities(trained_nlp, TEXTS)
+    assert unscored(out) == expected_entities(trained_nlp, TEXTS)
     if out_name.endswith(".parquet"):
         # Every shard has the same schema, entities typed even in a shard without any.
         schemas = {str(pq.read_schema(p)) for p in output.glob("part-*")}
@@ -170,7 +177,7 @@ def test_rejects_are_written_with_reasons_and_counted(model_dir: Path, tmp_path:
 def test_text_key(trained_nlp: Language, model_dir: Path, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [{"body": t, "text": "x"} for t in TEXTS[:3]])
     annotate(model_dir, source, tmp_path / "out", text_key="body")
-    assert [r["entities"] for r in read_output(tmp_path / "out")] == expected_entities(trained_nlp, TEXTS[:3])
+    assert unscored(read_output(tmp_path / "out")) == expected_entities(trained_nlp, TEXTS[:3])
 
 
 class Crash(Exception):
@@ -203,7 +210,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_output(model_dir: Path, tm
     names = sorted(p.name for p in (tmp_path / "whole").iterdir() if p.is_file() and p.name != "_summary.json")
     assert sorted(p.name for p in output.iterdir() if p.is_file() and p.name != "_summary.json") == names
     for name in names:
-        assert (output / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+        assert same_file(output / name, tmp_path / "whole" / name), name
 
 
 def test_resuming_with_other_settings_is_refused_unless_overwrite(model_dir: Path, tmp_path: Path) -> None:

@@ -10,13 +10,14 @@ import spacy
 from spacy.language import Language
 from tqdm import tqdm
 
-from .engines import ENGINES, FORMATS, Batch, BatchEntities, Engine
-from .entities import Entity
+from .engines import ENGINES, FORMATS, Batch, BatchAnnotations, Engine
+from .entities import CANDIDATES_FIELD, UNCERTAINTY_FIELD, Annotation
 from .identity import model_digest
 from .inputs import Item, Reject, input_identity, read_records, require_pyarrow, resolve_inputs
 from .local_engine import LocalEngine
 from .ray_engine import RayEngine, require_ray
 from .schema import output_schema
+from .scoring import ScoreSettings, resolve_settings, scoring_components
 from .shards import Layout, OutputLock, Shard, atomic_write, plan_shards
 from .writers import parquet_table, write_docbin, write_jsonl, write_parquet, write_rejects
 
@@ -84,6 +85,8 @@ class ShardWriter:
     entities_key (str): The field the entities are written to.
     schema (Optional[pyarrow.Schema]): The output schema of every Parquet shard (see `schema`).
     docbin_nlp (Optional[Language]): A pipeline whose tokenizer makes the DocBin shards, or None for none.
+    settings (Optional[ScoreSettings]): What was scored: which fields are written.
+    spans_key (Optional[str]): The component's span group, put on the DocBin's docs; None: none.
     """
 
     def __init__(
@@ -93,41 +96,60 @@ class ShardWriter:
         entities_key: str,
         schema: Optional[Any],
         docbin_nlp: Optional[Language],
+        settings: Optional[ScoreSettings] = None,
+        spans_key: Optional[str] = None,
     ) -> None:
         self.layout = layout
         self.text_key = text_key
         self.entities_key = entities_key
         self.schema = schema
         self.docbin_nlp = docbin_nlp
+        self.spans_key = spans_key
+        # The fields besides the entities, in the order they are written.
+        self.extra_fields: List[str] = []
+        if settings is not None and settings.threshold is not None:
+            self.extra_fields.append(CANDIDATES_FIELD)
+        if settings is not None and settings.uncertainty:
+            self.extra_fields.append(UNCERTAINTY_FIELD)
 
-    def write(self, shard: Shard, entities: List[List[Entity]]) -> Dict[str, int]:
+    def row(self, record: Dict[str, Any], annotation: Annotation) -> Dict[str, Any]:
+        """RETURNS (Dict[str, Any]): A record with its annotation's fields (replacing any of the same name)."""
+        row = {**record, self.entities_key: annotation["entities"]}
+        for name in self.extra_fields:
+            row[name] = annotation.get(name)
+        return row
+
+    def write(self, shard: Shard, annotations: List[Annotation]) -> Dict[str, int]:
         """Write a shard and its marker.
 
         shard (Shard): The shard.
-        entities (List[List[Dict[str, Any]]]): The entities of its items, in order.
+        annotations (List[Dict[str, Any]]): The annotations of its items, in order.
         RETURNS (Dict[str, int]): Its counts, as in the marker.
         """
         layout, index = self.layout, shard.index
         items, rejects = shard.items, shard.rejects
         if layout.fmt == "parquet":
             records = [item.record for item in items]
-            table, misfits = parquet_table(records, entities, self.schema, self.entities_key)
+            entities = [a["entities"] for a in annotations]
+            extra = {name: [a.get(name) for a in annotations] for name in self.extra_fields}
+            table, misfits = parquet_table(records, entities, self.schema, self.entities_key, extra)
             if misfits:
-                items, entities, rejects = self.reject_misfits(shard, entities, misfits)
+                items, annotations, rejects = self.reject_misfits(shard, annotations, misfits)
             atomic_write(layout.part(index), lambda p: write_parquet(p, table))
         else:
-            rows = [{**item.record, self.entities_key: ents} for item, ents in zip(items, entities)]
+            rows = [self.row(item.record, annotation) for item, annotation in zip(items, annotations)]
             atomic_write(layout.part(index), lambda p: write_jsonl(p, rows))
         if self.docbin_nlp is not None:
             texts = [item.text for item in items]
-            atomic_write(layout.docbin(index), lambda p: write_docbin(p, self.docbin_nlp, texts, entities))
+            nlp, key = self.docbin_nlp, self.spans_key
+            atomic_write(layout.docbin(index), lambda p: write_docbin(p, nlp, texts, annotations, key))
         atomic_write(layout.shard_rejects(index), lambda p: write_rejects(p, rejects))
         counts = {
             "index": index,
             "records_in": shard.n_records,
             "records_out": len(items),
             "rejects": len(rejects),
-            "entities": sum(len(ents) for ents in entities),
+            "entities": sum(len(a["entities"]) for a in annotations),
             "chars": sum(len(item.text) for item in items),
         }
         # Last: the marker is what makes the shard finished.
@@ -136,19 +158,19 @@ class ShardWriter:
 
     @staticmethod
     def reject_misfits(
-        shard: Shard, entities: List[List[Entity]], misfits: List[Tuple[int, str]]
-    ) -> Tuple[List[Item], List[List[Entity]], List[Reject]]:
+        shard: Shard, annotations: List[Annotation], misfits: List[Tuple[int, str]]
+    ) -> Tuple[List[Item], List[Annotation], List[Reject]]:
         """Move the records that do not fit the Parquet schema to the shard's rejects.
 
         shard (Shard): The shard.
-        entities (List[List[Dict[str, Any]]]): The entities of its items.
+        annotations (List[Dict[str, Any]]): The annotations of its items.
         misfits (List[Tuple[int, str]]): (index into the items, reason) of each misfit.
-        RETURNS (Tuple[List[Item], List[List[Dict]], List[Reject]]): The items and
-            entities written, and the rejects, in input order.
+        RETURNS (Tuple[List[Item], List[Dict], List[Reject]]): The items and
+            annotations written, and the rejects, in input order.
         """
         reasons = dict(misfits)
         items = [item for i, item in enumerate(shard.items) if i not in reasons]
-        kept = [ents for i, ents in enumerate(entities) if i not in reasons]
+        kept = [annotation for i, annotation in enumerate(annotations) if i not in reasons]
         moved = [
             Reject(shard.items[i].source, shard.items[i].position, reason, shard.items[i].record)
             for i, reason in misfits
@@ -159,20 +181,20 @@ class ShardWriter:
 
 def process(
     shards: Iterator[Shard],
-    run_batches: Callable[[Iterator[Batch]], Iterator[BatchEntities]],
+    run_batches: Callable[[Iterator[Batch]], Iterator[BatchAnnotations]],
     batch_size: int,
-    on_shard: Callable[[Shard, List[List[Entity]]], None],
-    on_batch: Callable[[Batch], None],
+    on_shard: Callable[[Shard, List[Annotation]], None],
+    on_batch: Callable[[BatchAnnotations], None],
 ) -> None:
     """Stream the shards' texts through an engine and hand back each shard, whole, in order.
 
     shards (Iterator[Shard]): The shards to tag.
-    run_batches (Callable): The engine: non-empty batches in, their entities out, in order.
+    run_batches (Callable): The engine: non-empty batches in, their annotations out, in order.
     batch_size (int): Texts per batch; a batch never spans two shards.
-    on_shard (Callable[[Shard, List[List[Dict]]], None]): Called with each shard and its entities.
+    on_shard (Callable[[Shard, List[Dict]], None]): Called with each shard and its annotations.
     on_batch (Callable[[List[str]], None]): Called with each batch once it is tagged.
     """
-    # Shards whose batches have gone to the engine: [shard, batches still out, entities so far].
+    # Shards whose batches have gone to the engine: [shard, batches still out, annotations so far].
     # The engine may read ahead; a shard is handed on only when all its batches are back.
     pending: Deque[List[Any]] = deque()
 
@@ -184,17 +206,17 @@ def process(
 
     def flush_done() -> None:
         while pending and pending[0][1] == 0:
-            shard, _, entities = pending.popleft()
-            on_shard(shard, entities)
+            shard, _, annotations = pending.popleft()
+            on_shard(shard, annotations)
 
     results = run_batches(batches())
     try:
-        for batch_entities in results:
+        for batch_annotations in results:
             flush_done()  # shards of rejects only: no batches, handed on in their turn
             entry = pending[0]
-            entry[2].extend(batch_entities)
+            entry[2].extend(batch_annotations)
             entry[1] -= 1
-            on_batch(batch_entities)
+            on_batch(batch_annotations)
             flush_done()
         flush_done()
     finally:
@@ -226,8 +248,18 @@ def annotate(
     progress: bool = False,
     max_chars: Optional[int] = None,
     on_shard_written: Optional[Callable[[Dict[str, int]], None]] = None,
+    confidence: Optional[bool] = None,
+    threshold: Optional[float] = None,
+    uncertainty: bool = False,
 ) -> AnnotateSummary:
     """Tag a corpus of any size and write it, with every record's entities, as shards.
+
+    With a pipeline that has a bilstm_crf_ner component, each entity gets its
+    probability (`score`) by default: the exact marginal of the CRF, the number
+    `doc.spans[spans_key].attrs["scores"]` has with the component's `confidence`
+    on (it costs about 5% more time in batches; review tools and selection need
+    it). A pipeline without one tags without scores, and asking it for scores is
+    an error. The component's own `confidence` default stays off.
 
     Re-running the same call after an interruption keeps the finished shards and
     redoes the others; the output is the same as that of an uninterrupted run (each
@@ -258,7 +290,15 @@ def annotate(
         long texts in windows, its memory grows linearly with the text).
     on_shard_written (Optional[Callable[[Dict[str, int]], None]]): Called with each written
         shard's counts (for progress reporting, or to simulate a crash in tests).
+    confidence (Optional[bool]): Write each entity's probability (`score`); None: when
+        the pipeline has a bilstm_crf_ner component.
+    threshold (Optional[float]): Also write, as the record's `candidates`, the other
+        spans at least this probable (`start`, `end`, `label`, `text`, `score`).
+    uncertainty (bool): Also write the record's `uncertainty`: `best_path`,
+        `tag_errors`, `entity_errors` (see `prediction.uncertainty`).
     RETURNS (AnnotateSummary): The counts; also written to OUTPUT/_summary.json.
+    RAISES (ValueError): Bad settings, scores asked of a pipeline without the
+        component, or a resumed run of other settings.
     """
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
@@ -276,9 +316,10 @@ def annotate(
         require_pyarrow()  # before the run, not at its first shard
     files = resolve_inputs(input_path)
     digest = model_digest(model)  # before the lock: a missing model leaves no directory behind
+    settings = resolve_settings(model, confidence, threshold, uncertainty)
     with OutputLock(output):
         schema = (
-            output_schema(files, read_records(files, text_key, max_chars), text_key, entities_key)
+            output_schema(files, read_records(files, text_key, max_chars), text_key, entities_key, settings)
             if layout.fmt == "parquet"
             else None
         )
@@ -293,6 +334,8 @@ def annotate(
             "batch_size": batch_size,
             "max_chars": max_chars,
             "docbin": docbin,
+            # Other scores would give other fields: a resumed run must score the same.
+            "scores": settings.to_dict(),
         }
         if schema is not None:
             plan["schema"] = schema.to_string(show_field_metadata=True)
@@ -314,6 +357,7 @@ def annotate(
             address=address,
             docbin=docbin,
             max_chars=max_chars,
+            settings=settings,
             progress=progress,
             on_shard_written=on_shard_written,
             start=start,
@@ -339,6 +383,7 @@ def run(
     address: Optional[str],
     docbin: bool,
     max_chars: Optional[int],
+    settings: ScoreSettings,
     progress: bool,
     on_shard_written: Optional[Callable[[Dict[str, int]], None]],
     start: float,
@@ -355,7 +400,7 @@ def run(
         nlp = spacy.load(model)
     if engine == "local":
         assert nlp is not None
-        runner: Engine = LocalEngine(nlp, model, n_process=n_process, batch_size=batch_size)
+        runner: Engine = LocalEngine(nlp, model, n_process=n_process, batch_size=batch_size, settings=settings)
     else:
         runner = RayEngine(
             model,
@@ -364,8 +409,13 @@ def run(
             gpus_per_worker=gpus_per_worker,
             batch_size=batch_size,
             address=address,
+            settings=settings,
         )
-    writer = ShardWriter(layout, text_key, entities_key, schema, nlp if docbin else None)
+    spans_key = None
+    if docbin and settings.any:
+        assert nlp is not None
+        spans_key = scoring_components(nlp)[-1][1].spans_key
+    writer = ShardWriter(layout, text_key, entities_key, schema, nlp if docbin else None, settings, spans_key)
 
     n_shards = 0
     resumed = 0
@@ -385,13 +435,13 @@ def run(
             resumed += 1
             bar.update(shard.n_records)
 
-    def on_shard(shard: Shard, entities: List[List[Entity]]) -> None:
-        counts = writer.write(shard, entities)
+    def on_shard(shard: Shard, annotations: List[Annotation]) -> None:
+        counts = writer.write(shard, annotations)
         bar.update(len(shard.rejects))
         if on_shard_written is not None:
             on_shard_written(counts)
 
-    def on_batch(batch: BatchEntities) -> None:
+    def on_batch(batch: BatchAnnotations) -> None:
         bar.update(len(batch))
         elapsed = time.perf_counter() - start
         if progress and elapsed > 0:

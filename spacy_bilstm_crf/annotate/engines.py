@@ -1,19 +1,21 @@
-"""What an engine is: it maps batches of texts to their entities, in order.
+"""What an engine is: it maps batches of texts to their annotations, in order.
 
 Reading, sharding and writing are the same for every engine (see `core`); an
 engine only decides where the batches are tagged: `local_engine` (this machine)
 or `ray_engine` (a Ray cluster). Every engine tags each batch it is given as one
-batch (see `tagging`), so all engines give the same entities.
+batch, with the run's `scoring.ScoreSettings` applied to its own copy of the
+pipeline (see `tagging`), so all engines give the same entities and scores.
 """
 from typing import Iterator, List, Protocol
 
-from .entities import Entity
+from .entities import Annotation
 
 ENGINES = ("local", "ray")
 FORMATS = ("jsonl", "parquet")
 
 Batch = List[str]
-BatchEntities = List[List[Entity]]
+# Each text's entities (and with scoring, candidates and uncertainty): `entities.doc_annotation`.
+BatchAnnotations = List[Annotation]
 
 
 class Engine(Protocol):
@@ -21,7 +23,7 @@ class Engine(Protocol):
 
     name: str
 
-    def run(self, batches: Iterator[Batch]) -> Iterator[BatchEntities]:
+    def run(self, batches: Iterator[Batch]) -> Iterator[BatchAnnotations]:
         ...
 
     def close(self) -> None:

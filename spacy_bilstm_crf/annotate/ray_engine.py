@@ -9,7 +9,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import spacy
 
-from .engines import Batch, BatchEntities
+from .engines import Batch, BatchAnnotations
+from .scoring import ScoreSettings, apply_scoring
 from .tagging import tag_batch
 
 RAY_INSTALL_HINT = (
@@ -82,9 +83,12 @@ class BatchAnnotator:
     model (str): A pipeline directory (present on every node) or installed package.
     threads (int): Torch threads, the CPUs reserved for the actor.
     use_gpu (bool): Whether the actor has a GPU to run on.
+    scores (Optional[Dict[str, Any]]): What to score (`ScoreSettings.to_dict`); None: nothing.
     """
 
-    def __init__(self, model: str, threads: int = 1, use_gpu: bool = False) -> None:
+    def __init__(
+        self, model: str, threads: int = 1, use_gpu: bool = False, scores: Optional[Dict[str, Any]] = None
+    ) -> None:
         import torch
 
         if use_gpu:
@@ -92,18 +96,23 @@ class BatchAnnotator:
         # Without this every actor would start one torch thread per core of the node.
         torch.set_num_threads(max(1, threads))
         self.nlp = spacy.load(model)
+        # The actor's own copy of the pipeline scores as the run says.
+        self.settings = None if scores is None else ScoreSettings.from_dict(scores)
+        if self.settings is not None:
+            apply_scoring(self.nlp, self.settings)
 
     def __call__(self, rows: Dict[str, Any]) -> Dict[str, Any]:
         """Tag batches of texts, each as one batch (as the local engine does).
 
         rows (Dict[str, numpy.ndarray]): A "texts" column: each row one batch, as a JSON list.
-        RETURNS (Dict[str, List[str]]): An "entities" column: each batch's entities, as JSON.
+        RETURNS (Dict[str, List[str]]): An "entities" column: each batch's annotations
+            (entities, and the scores asked for), as JSON.
         """
         # JSON strings: a column of plain strings has the same Arrow type in every
         # block, which nested lists (empty in some blocks) do not.
         return {
             "entities": [
-                json.dumps(tag_batch(self.nlp, json.loads(str(texts))), ensure_ascii=False)
+                json.dumps(tag_batch(self.nlp, json.loads(str(texts)), self.settings), ensure_ascii=False)
                 for texts in rows["texts"]
             ]
         }
@@ -120,6 +129,7 @@ class RayEngine:
     address (Optional[str]): A running cluster to join ("auto", "ray://host:10001",
         "host:6379"), or None to start a local one.
     window (Optional[int]): Texts per Ray dataset; None: RAY_WINDOW_TEXTS.
+    settings (Optional[ScoreSettings]): What the actors score; None: nothing.
     """
 
     name = "ray"
@@ -133,8 +143,10 @@ class RayEngine:
         batch_size: int = 256,
         address: Optional[str] = None,
         window: Optional[int] = None,
+        settings: Optional[ScoreSettings] = None,
     ) -> None:
         self.ray = require_ray()
+        self.settings = settings
         self.model = model
         self.num_workers = num_workers
         self.cpus_per_worker = cpus_per_worker
@@ -183,11 +195,11 @@ class RayEngine:
         if window:
             yield window
 
-    def run(self, batches: Iterator[Batch]) -> Iterator[BatchEntities]:
+    def run(self, batches: Iterator[Batch]) -> Iterator[BatchAnnotations]:
         """Tag batches, in order.
 
         batches (Iterator[List[str]]): Non-empty batches of texts.
-        YIELDS (List[List[Dict[str, Any]]]): Each batch's entities, text by text.
+        YIELDS (List[Dict[str, Any]]): Each batch's annotations, text by text.
         """
         for window in self.windows(batches):
             # One row per batch, one row per actor call: Ray Data cuts its own
@@ -199,6 +211,7 @@ class RayEngine:
                     "model": self.model,
                     "threads": int(self.cpus_per_worker),
                     "use_gpu": self.gpus_per_worker > 0,
+                    "scores": None if self.settings is None else self.settings.to_dict(),
                 },
                 batch_size=1,
                 concurrency=self.num_workers,

@@ -11,9 +11,11 @@ shard, and its field says so in its metadata (`JSON_METADATA`).
 """
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set
 
+from .entities import CANDIDATES_FIELD, UNCERTAINTY_FIELD
 from .inputs import Item, Record, file_format, require_pyarrow
+from .scoring import NO_SCORES, ScoreSettings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -23,13 +25,51 @@ JSON_METADATA = {b"encoding": b"json"}
 RECORDS_PER_INFERENCE = 4096
 
 
-def entities_type() -> "pa.DataType":
-    """RETURNS (pyarrow.DataType): The Arrow type of a record's entities."""
+def span_type(scored: bool) -> "pa.DataType":
+    """RETURNS (pyarrow.DataType): The Arrow type of one entity (with its float64 `score` if scored)."""
     import pyarrow as pa
 
-    return pa.list_(
-        pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string()), ("text", pa.string())])
-    )
+    fields = [("start", pa.int64()), ("end", pa.int64()), ("label", pa.string()), ("text", pa.string())]
+    return pa.struct(fields + ([("score", pa.float64())] if scored else []))
+
+
+def entities_type(scored: bool = False) -> "pa.DataType":
+    """The Arrow type of a record's entities.
+
+    scored (bool): Whether each entity has its probability (`score`).
+    RETURNS (pyarrow.DataType): A list of entity structs.
+    """
+    import pyarrow as pa
+
+    return pa.list_(span_type(scored))
+
+
+def uncertainty_type() -> "pa.DataType":
+    """RETURNS (pyarrow.DataType): The Arrow type of a record's uncertainty measures."""
+    import pyarrow as pa
+
+    from ..prediction.uncertainty import MEASURES
+
+    return pa.struct([(name, pa.float64()) for name in MEASURES])
+
+
+def annotation_fields(entities_key: str, settings: Optional[ScoreSettings] = None) -> List["pa.Field"]:
+    """The fields annotate adds to every record, in the order they are written.
+
+    entities_key (str): The entities field.
+    settings (Optional[ScoreSettings]): What is scored; None: nothing.
+    RETURNS (List[pyarrow.Field]): The entities, then the candidates and the
+        uncertainty when they are asked for.
+    """
+    import pyarrow as pa
+
+    settings = settings or NO_SCORES
+    fields = [pa.field(entities_key, entities_type(settings.confidence))]
+    if settings.threshold is not None:
+        fields.append(pa.field(CANDIDATES_FIELD, pa.list_(span_type(True))))
+    if settings.uncertainty:
+        fields.append(pa.field(UNCERTAINTY_FIELD, uncertainty_type()))
+    return fields
 
 
 def is_json_field(field: "pa.Field") -> bool:
@@ -89,11 +129,15 @@ class SchemaInference:
 
     text_key (str): The text field (always a string).
     entities_key (str): The entities field (written by annotate, not inferred).
+    written (Sequence[pyarrow.Field]): Every field annotate writes (`annotation_fields`),
+        entities included: not inferred, added last; None: the entities only.
     """
 
-    def __init__(self, text_key: str, entities_key: str) -> None:
+    def __init__(self, text_key: str, entities_key: str, written: Optional[Sequence["pa.Field"]] = None) -> None:
         self.text_key = text_key
         self.entities_key = entities_key
+        self.written = list(written) if written is not None else annotation_fields(entities_key)
+        self.written_names = {f.name for f in self.written} | {entities_key}
         self.types: Dict[str, Any] = {}  # field -> Arrow type so far, in first-seen order
         self.json_fields: Set[str] = set()
 
@@ -106,7 +150,7 @@ class SchemaInference:
 
         keys = list(dict.fromkeys(k for record in records for k in record))
         for key in keys:
-            if key == self.entities_key:
+            if key in self.written_names:
                 continue
             self.types.setdefault(key, pa.null())
             if key in self.json_fields:
@@ -132,18 +176,21 @@ class SchemaInference:
                 fields.append(pa.field(key, pa.string(), metadata=JSON_METADATA))
             else:
                 fields.append(pa.field(key, pa.string() if key == self.text_key else data_type))
-        return pa.schema(fields + [pa.field(self.entities_key, entities_type())])
+        return pa.schema(fields + self.written)
 
 
-def infer_schema(records: Iterable[Record], text_key: str, entities_key: str) -> "pa.Schema":
+def infer_schema(
+    records: Iterable[Record], text_key: str, entities_key: str, settings: Optional[ScoreSettings] = None
+) -> "pa.Schema":
     """The output schema of the records to tag (rejects are not written to shards).
 
     records (Iterable[Union[Item, Reject]]): The input, in order.
     text_key (str): The text field.
     entities_key (str): The entities field.
+    settings (Optional[ScoreSettings]): What is scored (the fields written); None: nothing.
     RETURNS (pyarrow.Schema): One schema for every shard.
     """
-    inference = SchemaInference(text_key, entities_key)
+    inference = SchemaInference(text_key, entities_key, annotation_fields(entities_key, settings))
     chunk: List[Dict[str, Any]] = []
     for record in records:
         if isinstance(record, Item):
@@ -156,7 +203,13 @@ def infer_schema(records: Iterable[Record], text_key: str, entities_key: str) ->
     return inference.schema()
 
 
-def output_schema(files: List[Path], records: Iterable[Record], text_key: str, entities_key: str) -> "pa.Schema":
+def output_schema(
+    files: List[Path],
+    records: Iterable[Record],
+    text_key: str,
+    entities_key: str,
+    settings: Optional[ScoreSettings] = None,
+) -> "pa.Schema":
     """The schema of every Parquet shard of a run.
 
     files (List[Path]): The input files.
@@ -164,16 +217,21 @@ def output_schema(files: List[Path], records: Iterable[Record], text_key: str, e
         are not Parquet files of one schema).
     text_key (str): The text field.
     entities_key (str): The entities field.
-    RETURNS (pyarrow.Schema): The schema, the entities field last.
+    settings (Optional[ScoreSettings]): What is scored; None: nothing.
+    RETURNS (pyarrow.Schema): The schema, annotate's fields (`annotation_fields`) last;
+        an input field of the same name is replaced.
     """
     pq = require_pyarrow()
-    import pyarrow as pa
 
+    written = annotation_fields(entities_key, settings)
     if files and all(file_format(p) == "parquet" for p in files):
         schemas = [pq.read_schema(p).remove_metadata() for p in files]
         if all(s.equals(schemas[0]) for s in schemas[1:]):
             schema = schemas[0]
-            if entities_key in schema.names:
-                schema = schema.remove(schema.get_field_index(entities_key))
-            return schema.append(pa.field(entities_key, entities_type()))
-    return infer_schema(records, text_key, entities_key)
+            for field in written:
+                if field.name in schema.names:
+                    schema = schema.remove(schema.get_field_index(field.name))
+            for field in written:
+                schema = schema.append(field)
+            return schema
+    return infer_schema(records, text_key, entities_key, settings)

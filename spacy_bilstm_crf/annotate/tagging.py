@@ -4,10 +4,11 @@ A batch is tagged on its own (one `nlp.pipe` call): the entities of a text may
 depend on the batch it is tagged in (INT8's dynamic quantization scales by the
 batch), so batches are the same on every engine and every run, resumed or not.
 """
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, List, Optional
 
-from .engines import Batch, BatchEntities
-from .entities import doc_entities
+from .engines import Batch, BatchAnnotations
+from .entities import doc_annotation
+from .scoring import ScoreSettings, apply_scoring
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -30,15 +31,19 @@ def allow_lengths(nlp: "Language", texts: List[str]) -> None:
         nlp.max_length = longest
 
 
-def tag_batch(nlp: "Language", texts: Batch) -> BatchEntities:
+def tag_batch(nlp: "Language", texts: Batch, settings: Optional[ScoreSettings] = None) -> BatchAnnotations:
     """Tag one batch of texts as one `nlp.pipe` batch.
 
-    nlp (Language): The pipeline.
+    nlp (Language): The pipeline; with `settings`, its component is switched to them
+        (in place, in whatever process tags: every engine's copy scores the same way).
     texts (List[str]): The batch.
-    RETURNS (List[List[Dict[str, Any]]]): Each text's entities, in order.
+    settings (Optional[ScoreSettings]): What to score; None: nothing.
+    RETURNS (List[Dict[str, Any]]): Each text's annotation (`entities.doc_annotation`), in order.
     """
+    spans_key = apply_scoring(nlp, settings) if settings is not None else None
     allow_lengths(nlp, texts)
-    return [doc_entities(doc) for doc in nlp.pipe(texts, batch_size=max(1, len(texts)))]
+    docs = nlp.pipe(texts, batch_size=max(1, len(texts)))
+    return [doc_annotation(doc, settings, spans_key) for doc in docs]
 
 
 def make_doc(nlp: "Language", text: str) -> "Doc":
