@@ -5,7 +5,7 @@ in JSON lines, Parquet and DocBin; other score settings refuse to resume a run."
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import spacy

@@ -97,7 +97,8 @@ class LocalEngine:
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
         _worker_nlp = self.nlp if context.get_start_method() == "fork" else None
         try:
-            pool = context.Pool(self.n_process, initializer=_init_worker, initargs=(self.model, None if self.settings is None else self.settings.to_dict()))
+            settings = None if self.settings is None else self.settings.to_dict()
+            pool = context.Pool(self.n_process, initializer=_init_worker, initargs=(self.model, settings))
         finally:
             _worker_nlp = None  # the children have their copy; this process needs none
         in_flight: Deque[Any] = deque()

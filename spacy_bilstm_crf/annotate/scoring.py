@@ -63,7 +63,9 @@ def has_scoring_component(model: str) -> bool:
         return False
     directory = model_dir(model)
     # A package's pipeline is in a folder of the package (name-version).
-    configs = [directory / "config.cfg"] if (directory / "config.cfg").exists() else sorted(directory.glob("*/config.cfg"))
+    configs = [directory / "config.cfg"]
+    if not configs[0].exists():
+        configs = sorted(directory.glob("*/config.cfg"))
     if not configs:
         return False
     config = load_config(configs[0], interpolate=False)
@@ -106,7 +108,8 @@ def resolve_settings(
                 "(or it is disabled): leave out --confidence, --threshold and --uncertainty to tag without scores."
             )
         return NO_SCORES
-    return ScoreSettings(confidence=True if confidence is None else confidence, threshold=threshold, uncertainty=uncertainty)
+    scored = True if confidence is None else confidence
+    return ScoreSettings(confidence=scored, threshold=threshold, uncertainty=uncertainty)
 
 
 def scoring_components(nlp: "Language") -> List[Tuple[str, Any]]:

@@ -42,7 +42,8 @@ def annotate_cli(
     confidence: Optional[bool] = typer.Option(
         None,
         "--confidence/--no-confidence",
-        help="Write each entity's probability as its `score` (default: on when the pipeline has a bilstm_crf_ner component)",
+        help="Write each entity's probability as its `score` "
+        "(default: on when the pipeline has a bilstm_crf_ner component)",
     ),
     threshold: Optional[float] = typer.Option(
         None, "--threshold", help="Also write the other spans at least this probable (0-1) as the record's `candidates`"

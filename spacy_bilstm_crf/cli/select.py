@@ -23,7 +23,9 @@ DEFAULT_STRATEGY = "entity_errors"
 @app.command("select")
 def select_cli(
     model: str = typer.Argument(..., help="Pipeline directory or installed package, with a bilstm_crf_ner component"),
-    pool: str = typer.Argument(..., help="Unlabelled records: JSON lines or Parquet file, a directory of them, or a glob"),
+    pool: str = typer.Argument(
+        ..., help="Unlabelled records: JSON lines or Parquet file, a directory of them, or a glob"
+    ),
     output: Path = typer.Argument(..., help="Output file: .jsonl or .parquet"),
     n: int = typer.Option(..., "--n", "-n", help="Records to choose"),
     strategy: str = typer.Option(
@@ -36,10 +38,14 @@ def select_cli(
     ),
     per_char: bool = typer.Option(False, "--per-char", help="Rank by the measure per character, not per record"),
     labelled: Optional[Path] = typer.Option(
-        None, "--labelled", help="Texts already labelled (.spacy DocBin, JSON lines or Parquet): their near-duplicates are skipped"
+        None,
+        "--labelled",
+        help="Texts already labelled (.spacy DocBin, JSON lines or Parquet): their near-duplicates are skipped",
     ),
     text_key: str = typer.Option("text", "--text-key", help="Field of a record that holds its text"),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="Output format: jsonl or parquet (default: from OUTPUT's extension)"),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", "-f", help="Output format: jsonl or parquet (default: from OUTPUT's extension)"
+    ),
     batch_size: int = typer.Option(256, "--batch-size", "-b", help="Texts per tagging batch"),
 ) -> None:
     """Choose the N pool records most worth labelling next; write them with pre-annotations.
@@ -79,7 +85,9 @@ def select_cli(
 
 def report(summary: "SelectSummary") -> None:
     """Print what a selection read, skipped and chose."""
-    msg.good(f"Chose {summary.chosen} of {summary.pool_records} pool records ({summary.strategy}); saved {summary.output}")
+    msg.good(
+        f"Chose {summary.chosen} of {summary.pool_records} pool records ({summary.strategy}); saved {summary.output}"
+    )
     if summary.chosen < summary.asked:
         msg.warn(f"{summary.asked} asked for: the pool has no more records that are not near-duplicates")
     kinds = ", ".join(f"{kind} {count}" for kind, count in summary.kinds.items()) or "none"

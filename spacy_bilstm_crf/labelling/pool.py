@@ -50,7 +50,9 @@ def doc_pool_record(doc: "Doc", spans_key: str) -> PoolRecord:
     return pool_record(doc.text, labels, scores, uncertainty)
 
 
-def scored_pool(nlp: "Language", texts: Iterable[str], batch_size: int = 256) -> Iterator[Tuple[PoolRecord, Annotation]]:
+def scored_pool(
+    nlp: "Language", texts: Iterable[str], batch_size: int = 256
+) -> Iterator[Tuple[PoolRecord, Annotation]]:
     """The pool's texts as ``PoolRecord``s, each with what annotate would write of it.
 
     One tagging gives both: what selection ranks by, and the pre-annotations (the

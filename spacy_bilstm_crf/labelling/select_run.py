@@ -99,7 +99,8 @@ def output_format(output: Path, fmt: Optional[str] = None) -> str:
     found = OUTPUT_FORMATS.get(output.suffix.lower())
     if found is None:
         raise ValueError(
-            f"Cannot tell the output format of {output} from its extension: name it .jsonl or .parquet, or give --format"
+            f"Cannot tell the output format of {output} from its extension: "
+            "name it .jsonl or .parquet, or give --format"
         )
     return found
 
@@ -167,7 +168,9 @@ def read_labelled(path: Union[str, Path], text_key: str) -> List[str]:
     return texts
 
 
-def chosen_rows(pool: Pool, annotations: Sequence[Annotation], selection: Selection, strategy: str) -> List[Dict[str, Any]]:
+def chosen_rows(
+    pool: Pool, annotations: Sequence[Annotation], selection: Selection, strategy: str
+) -> List[Dict[str, Any]]:
     """The chosen records, in rank order, with their pre-annotations and rank.
 
     pool (Pool): The pool.
@@ -316,7 +319,9 @@ def select_file(
     nlp = spacy.load(model)
     if not scoring_components(nlp):
         names = ", ".join(nlp.pipe_names) or "none"
-        raise ValueError(f"Selection scores the pool with a bilstm_crf_ner component, and {model} has none (components: {names})")
+        raise ValueError(
+            f"Selection scores the pool with a bilstm_crf_ner component, and {model} has none (components: {names})"
+        )
     scored = list(scored_pool(nlp, [item.text for item in data.items], batch_size))
     records, annotations = [r for r, _ in scored], [a for _, a in scored]
     selection = select(
@@ -383,7 +388,10 @@ def check_settings(n: int, strategy: str, max_share: float, duplicate_threshold:
         (n < 1, f"n must be at least 1, not {n}"),
         (strategy not in STRATEGIES, f"Unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}"),
         (not 0.0 < max_share <= 1.0, f"max_share must be in (0, 1], not {max_share}"),
-        (not 0.0 < duplicate_threshold <= 1.0, f"The near-duplicate threshold must be in (0, 1], not {duplicate_threshold}"),
+        (
+            not 0.0 < duplicate_threshold <= 1.0,
+            f"The near-duplicate threshold must be in (0, 1], not {duplicate_threshold}",
+        ),
         (batch_size < 1, f"batch_size must be at least 1, not {batch_size}"),
     ]
     for bad, message in problems:
