@@ -248,3 +248,22 @@ def test_ray_engine_writes_the_component_scores(ray_cluster: Any, model_dir: Pat
         model_dir, source, tmp_path / "out", engine="ray", num_workers=2, batch_size=3, threshold=THRESHOLD, uncertainty=True
     )
     assert_component_scores(read_rows(tmp_path / "out"), model_dir, TEXTS)
+
+
+def test_candidates_are_at_least_the_threshold_with_min_confidence(model_dir: Path, tmp_path: Path) -> None:
+    # min_confidence leaves unlikely entities out of doc.ents but scored in doc.spans:
+    # they are candidates only if they reach the threshold.
+    strict = tmp_path / "strict"
+    spacy.load(model_dir, config={"components": {"bilstm_crf_ner": {"min_confidence": 0.9}}}).to_disk(strict)
+    source = write_jsonl(tmp_path / "in.jsonl", TEXTS)
+    annotate(strict, source, tmp_path / "out", threshold=0.5)
+    rows = read_rows(tmp_path / "out")
+    assert all(e["score"] >= 0.9 for r in rows for e in r["entities"])
+    assert all(c["score"] >= 0.5 for r in rows for c in r["candidates"])
+    assert any(0.5 <= c["score"] < 0.9 for r in rows for c in r["candidates"])  # a dropped entity
+    # The component's group also has dropped entities below the threshold: left out.
+    nlp = spacy.load(strict)
+    nlp.get_pipe("bilstm_crf_ner").confidence = True
+    nlp.get_pipe("bilstm_crf_ner").threshold = 0.5
+    groups = [doc.spans["bilstm_crf_ner"] for doc in nlp.pipe(TEXTS)]
+    assert any(p < 0.5 for group in groups for p in group.attrs["scores"])

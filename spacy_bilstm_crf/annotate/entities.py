@@ -42,11 +42,14 @@ def doc_entities(doc: "Doc", scores: Optional[Dict[SpanKey, float]] = None) -> L
     return entities
 
 
-def doc_candidates(doc: "Doc", scores: Dict[SpanKey, float]) -> List[Entity]:
+def doc_candidates(doc: "Doc", scores: Dict[SpanKey, float], threshold: float) -> List[Entity]:
     """The scored spans that are not entities (the component's ``threshold`` candidates).
 
     doc (Doc): A tagged Doc.
     scores (Dict[Tuple[int, int, str], float]): The scored spans' probabilities.
+    threshold (float): The least probability of a candidate: an entity that the
+        component's ``min_confidence`` left out of ``doc.ents`` is scored too, and is
+        a candidate only if it is this probable.
     RETURNS (List[Dict[str, Any]]): `start`, `end`, `label`, `text` and `score` of
         each, by start, end and label.
     """
@@ -54,7 +57,7 @@ def doc_candidates(doc: "Doc", scores: Dict[SpanKey, float]) -> List[Entity]:
     return [
         {"start": start, "end": end, "label": label, "text": doc.text[start:end], "score": score}
         for (start, end, label), score in sorted(scores.items())
-        if (start, end, label) not in entities
+        if (start, end, label) not in entities and score >= threshold
     ]
 
 
@@ -72,7 +75,7 @@ def doc_annotation(doc: "Doc", settings: Optional[ScoreSettings] = None, spans_k
     scores, uncertainty = doc_scores(doc, spans_key)
     annotation: Annotation = {"entities": doc_entities(doc, scores if settings.confidence else None)}
     if settings.threshold is not None:
-        annotation[CANDIDATES_FIELD] = doc_candidates(doc, scores)
+        annotation[CANDIDATES_FIELD] = doc_candidates(doc, scores, settings.threshold)
     if settings.uncertainty:
         annotation[UNCERTAINTY_FIELD] = uncertainty
     return annotation
