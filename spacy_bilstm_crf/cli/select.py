@@ -47,6 +47,7 @@ def select_cli(
         None, "--format", "-f", help="Output format: jsonl or parquet (default: from OUTPUT's extension)"
     ),
     batch_size: int = typer.Option(256, "--batch-size", "-b", help="Texts per tagging batch"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar"),
 ) -> None:
     """Choose the N pool records most worth labelling next; write them with pre-annotations.
 
@@ -75,6 +76,7 @@ def select_cli(
             text_key=text_key,
             fmt=fmt,
             batch_size=batch_size,
+            progress=progress,
         )
     except ImportError as err:  # pyarrow missing: the message says what to install
         fail("A dependency is missing", str(err))

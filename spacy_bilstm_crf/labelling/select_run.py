@@ -272,6 +272,7 @@ def select_file(
     text_key: str = "text",
     fmt: Optional[str] = None,
     batch_size: int = 256,
+    progress: bool = False,
 ) -> SelectSummary:
     """Choose ``n`` records of a pool to label next and write them, most worth labelling first.
 
@@ -292,6 +293,7 @@ def select_file(
     text_key (str): The records' text field.
     fmt (Optional[str]): "jsonl" or "parquet"; None: from the output's extension.
     batch_size (int): Texts per tagging batch.
+    progress (bool): Show a progress bar of the scoring on stderr.
     RETURNS (SelectSummary): What was read and chosen; also written to OUTPUT.summary.json.
     RAISES (ValueError): Bad settings, a pool without usable records, a pipeline without
         the component. (FileNotFoundError, OSError): Missing pool, labelled file or model.
@@ -322,7 +324,11 @@ def select_file(
         raise ValueError(
             f"Selection scores the pool with a bilstm_crf_ner component, and {model} has none (components: {names})"
         )
-    scored = list(scored_pool(nlp, [item.text for item in data.items], batch_size))
+    from tqdm import tqdm
+
+    texts = [item.text for item in data.items]
+    scoring = scored_pool(nlp, texts, batch_size)
+    scored = list(tqdm(scoring, total=len(texts), unit=" rec", desc="select", disable=not progress))
     records, annotations = [r for r, _ in scored], [a for _, a in scored]
     selection = select(
         records,
