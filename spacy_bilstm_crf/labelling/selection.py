@@ -212,6 +212,7 @@ def select(
             break
         if seen.seen(pool[k].text):
             duplicates += 1
+            capped -= 1  # counted once, as a duplicate
             continue
         seen.add(pool[k].text)
         chosen.append(k)
