@@ -42,13 +42,16 @@ def test_the_batch_is_filled_when_the_other_kinds_run_out():
     assert chosen.chosen == [0, 3, 1, 2] and chosen.capped == 0
 
 
-def test_near_duplicates_are_skipped_once_and_counted_once():
-    texts = ["北京大学位于北京市海淀区颐和园路", "北京大学位于北京市海淀区颐和园路。", "上海交通大学在闵行区东川路上"]
+def test_near_duplicates_are_skipped_and_counted_once():
+    texts = ["上海交通大学在闵行区东川路上", "北京大学位于北京市海淀区颐和园路", "北京大学位于北京市海淀区颐和园路。"]
     pool = _pool([3.0, 2.0, 1.0], kinds=["a", "a", "b"], texts=texts)
-    # The duplicate is also over its kind's share: it is counted as a duplicate only.
+    # Record 1 is passed over for its kind's share, then record 2, its near-duplicate,
+    # is chosen: when the batch is filled, record 1 is a duplicate, counted as one only.
     chosen = select(pool, 3, "entity_errors", max_share=0.34)
     assert chosen.chosen == [0, 2]
     assert (chosen.duplicates, chosen.capped) == (1, 0)
+    plain = select(_pool([3.0, 2.0], texts=texts[1:]), 2, "entity_errors", max_share=1.0)
+    assert (plain.chosen, plain.duplicates) == ([0], 1)
 
 
 def test_texts_already_labelled_are_not_chosen_again():
