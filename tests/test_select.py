@@ -227,12 +227,17 @@ def test_near_duplicates_are_skipped(model_dir: Path, tmp_path: Path) -> None:
     assert (summary["duplicates"], summary["chosen"]) == (2, 2)
 
 
-@pytest.mark.parametrize("labelled_name", ["labelled.jsonl", "labelled.parquet", "labelled.spacy"])
+@pytest.mark.parametrize("labelled_name", ["labelled.jsonl", "labelled.parquet", "labelled.spacy", "corpus/"])
 def test_labelled_texts_near_duplicates_are_skipped(model_dir: Path, tmp_path: Path, labelled_name: str) -> None:
     pool = write_pool(tmp_path / "pool.jsonl", pool_records(POOL))
     labelled_texts = ["王芳在上海的腾讯公司。", "他在北京看了电影！"]  # POOL[0] and POOL[3], up to punctuation
     labelled = tmp_path / labelled_name
-    if labelled_name.endswith(".spacy"):
+    if labelled_name == "corpus/":  # a corpus directory, as spacy train reads it: one DocBin per batch
+        nlp = spacy.blank("zh")
+        (labelled / "batch").mkdir(parents=True)
+        DocBin(docs=[nlp.make_doc(labelled_texts[0])]).to_disk(labelled / "first.spacy")
+        DocBin(docs=[nlp.make_doc(labelled_texts[1])]).to_disk(labelled / "batch" / "second.spacy")
+    elif labelled_name.endswith(".spacy"):
         nlp = spacy.blank("zh")
         DocBin(docs=[nlp.make_doc(t) for t in labelled_texts]).to_disk(labelled)
     else:

@@ -139,10 +139,25 @@ def read_pool(pool: Union[str, Path], text_key: str) -> Pool:
     return result
 
 
-def read_labelled(path: Union[str, Path], text_key: str) -> List[str]:
-    """The texts already labelled: a DocBin (.spacy), or JSON lines or Parquet records.
+def docbin_texts(path: Path) -> List[str]:
+    """RETURNS (List[str]): The texts of the docs of a DocBin file."""
+    import spacy
+    from spacy.tokens import DocBin
 
-    path (Union[str, Path]): A .spacy file, or a JSON lines or Parquet file, directory or glob.
+    try:
+        docbin = DocBin().from_disk(path)
+    except Exception as err:  # msgpack and zlib raise their own types on a damaged file
+        raise ValueError(f"{path} is not a spaCy DocBin: {err}") from err
+    # Only the texts are needed: any vocab reads them.
+    return [doc.text for doc in docbin.get_docs(spacy.blank("xx").vocab)]
+
+
+def read_labelled(path: Union[str, Path], text_key: str) -> List[str]:
+    """The texts already labelled: DocBins (.spacy), or JSON lines or Parquet records.
+
+    path (Union[str, Path]): A .spacy file, a directory of them (read recursively, as
+        ``spacy train`` reads a corpus directory), or a JSON lines or Parquet file,
+        directory or glob.
     text_key (str): The records' text field (JSON lines and Parquet).
     RETURNS (List[str]): The texts.
     RAISES (ValueError): A record without a usable text (the file and line say which).
@@ -151,15 +166,11 @@ def read_labelled(path: Union[str, Path], text_key: str) -> List[str]:
     if path.suffix == ".spacy":
         if not path.is_file():
             raise FileNotFoundError(f"No labelled DocBin at {path}")
-        import spacy
-        from spacy.tokens import DocBin
-
-        try:
-            docbin = DocBin().from_disk(path)
-        except Exception as err:  # msgpack and zlib raise their own types on a damaged file
-            raise ValueError(f"{path} is not a spaCy DocBin: {err}") from err
-        # Only the texts are needed: any vocab reads them.
-        return [doc.text for doc in docbin.get_docs(spacy.blank("xx").vocab)]
+        return docbin_texts(path)
+    if path.is_dir():
+        docbins = sorted(p for p in path.rglob("*.spacy") if p.is_file())
+        if docbins:
+            return [text for docbin in docbins for text in docbin_texts(docbin)]
     texts = []
     for record in read_records(resolve_inputs(path), text_key):
         if isinstance(record, Reject):
