@@ -90,12 +90,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--shard-size", type=int, default=50_000)
     parser.add_argument("--skip-ray", action="store_true", help="Only the local engine")
+    parser.add_argument(
+        "--scores", action="store_true",
+        help="Write entity scores, annotate's default with this component (recorded runs: without)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
 
     torch.set_num_threads(1)  # one core per process; forked processes and actors do the same
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    common = {"batch_size": args.batch_size, "shard_size": args.shard_size}
+    # Plain tagging unless --scores: the recorded numbers measure the engines, not the scoring
+    # (whose cost benchmarks/confidence.py measures).
+    common = {"batch_size": args.batch_size, "shard_size": args.shard_size, "confidence": args.scores}
     rows: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.jsonl"
