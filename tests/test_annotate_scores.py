@@ -18,6 +18,7 @@ from spacy_bilstm_crf.annotate.scoring import ScoreSettings, apply_scoring, has_
 from spacy_bilstm_crf.cli import app
 
 from .conftest import TRAIN_DATA
+from .test_annotate import read_output
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -76,16 +77,6 @@ def write_jsonl(path: Path, texts: List[str]) -> Path:
     return path
 
 
-def read_rows(output: Path) -> List[Dict[str, Any]]:
-    rows: List[Dict[str, Any]] = []
-    for part in sorted(output.glob("part-*")):
-        if part.suffix == ".parquet":
-            rows.extend(pq.read_table(part).to_pylist())
-        elif part.suffix == ".jsonl":
-            rows.extend(json.loads(line) for line in part.read_text(encoding="utf8").splitlines())
-    return rows
-
-
 def isclose(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
 
@@ -114,20 +105,20 @@ def assert_component_scores(rows: List[Dict[str, Any]], model_dir: Path, texts: 
 def test_local_engine_writes_the_component_scores(model_dir: Path, tmp_path: Path, n_process: int) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", TEXTS)
     annotate(model_dir, source, tmp_path / "out", threshold=THRESHOLD, uncertainty=True, n_process=n_process, shard_size=5)
-    assert_component_scores(read_rows(tmp_path / "out"), model_dir, TEXTS)
+    assert_component_scores(read_output(tmp_path / "out"), model_dir, TEXTS)
 
 
 def test_entities_are_scored_by_default_and_not_with_no_confidence(model_dir: Path, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", TEXTS)
     result = runner.invoke(app, ["annotate", str(model_dir), str(source), str(tmp_path / "on"), "--no-progress"])
     assert result.exit_code == 0, result.output
-    on = read_rows(tmp_path / "on")
+    on = read_output(tmp_path / "on")
     assert all(sorted(e) == ["end", "label", "score", "start", "text"] for r in on for e in r["entities"])
     assert all("candidates" not in r and "uncertainty" not in r for r in on)
     args = ["annotate", str(model_dir), str(source), str(tmp_path / "off"), "--no-progress", "--no-confidence"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    off = read_rows(tmp_path / "off")
+    off = read_output(tmp_path / "off")
     assert all(sorted(e) == ["end", "label", "start", "text"] for r in off for e in r["entities"])
     # The same entities either way.
     assert [[{k: v for k, v in e.items() if k != "score"} for e in r["entities"]] for r in on] == [
@@ -136,7 +127,7 @@ def test_entities_are_scored_by_default_and_not_with_no_confidence(model_dir: Pa
     # Uncertainty without the entities' scores.
     result = runner.invoke(app, args[:3] + [str(tmp_path / "unc"), "--no-progress", "--no-confidence", "--uncertainty"])
     assert result.exit_code == 0, result.output
-    unc = read_rows(tmp_path / "unc")
+    unc = read_output(tmp_path / "unc")
     assert all("score" not in e for r in unc for e in r["entities"])
     assert all(sorted(r["uncertainty"]) == ["best_path", "entity_errors", "tag_errors"] for r in unc)
 
@@ -153,13 +144,13 @@ def test_parquet_has_typed_score_candidates_and_uncertainty(model_dir: Path, tmp
     assert schema.field("entities").type.value_type.field("score").type == pa.float64()
     assert schema.field("candidates").type.value_type.field("score").type == pa.float64()
     assert [f.name for f in schema.field("uncertainty").type] == ["best_path", "tag_errors", "entity_errors"]
-    assert_component_scores(read_rows(output), model_dir, TEXTS)
+    assert_component_scores(read_output(output), model_dir, TEXTS)
 
 
 def test_docbin_carries_the_span_group(model_dir: Path, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", TEXTS)
     annotate(model_dir, source, tmp_path / "out", docbin=True, threshold=THRESHOLD, uncertainty=True)
-    rows = read_rows(tmp_path / "out")
+    rows = read_output(tmp_path / "out")
     nlp = spacy.blank("zh")
     docs = list(DocBin().from_disk(tmp_path / "out" / "part-00000.spacy").get_docs(nlp.vocab))
     for doc, row in zip(docs, rows):
@@ -191,7 +182,7 @@ def test_a_pipeline_without_the_component_tags_without_scores(blank_model: Path,
     source = write_jsonl(tmp_path / "in.jsonl", ["甲乙", "丙"])
     result = runner.invoke(app, ["annotate", str(blank_model), str(source), str(tmp_path / "out"), "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert [r["entities"] for r in read_rows(tmp_path / "out")] == [[], []]
+    assert [r["entities"] for r in read_output(tmp_path / "out")] == [[], []]
     for flag in (["--confidence"], ["--threshold", "0.3"], ["--uncertainty"]):
         result = runner.invoke(app, ["annotate", str(blank_model), str(source), str(tmp_path / "x"), *flag])
         assert result.exit_code == 1
@@ -247,7 +238,7 @@ def test_ray_engine_writes_the_component_scores(ray_cluster: Any, model_dir: Pat
     annotate(
         model_dir, source, tmp_path / "out", engine="ray", num_workers=2, batch_size=3, threshold=THRESHOLD, uncertainty=True
     )
-    assert_component_scores(read_rows(tmp_path / "out"), model_dir, TEXTS)
+    assert_component_scores(read_output(tmp_path / "out"), model_dir, TEXTS)
 
 
 def test_candidates_are_at_least_the_threshold_with_min_confidence(model_dir: Path, tmp_path: Path) -> None:
@@ -257,7 +248,7 @@ def test_candidates_are_at_least_the_threshold_with_min_confidence(model_dir: Pa
     spacy.load(model_dir, config={"components": {"bilstm_crf_ner": {"min_confidence": 0.9}}}).to_disk(strict)
     source = write_jsonl(tmp_path / "in.jsonl", TEXTS)
     annotate(strict, source, tmp_path / "out", threshold=0.5)
-    rows = read_rows(tmp_path / "out")
+    rows = read_output(tmp_path / "out")
     assert all(e["score"] >= 0.9 for r in rows for e in r["entities"])
     assert all(c["score"] >= 0.5 for r in rows for c in r["candidates"])
     assert any(0.5 <= c["score"] < 0.9 for r in rows for c in r["candidates"])  # a dropped entity
