@@ -4,6 +4,8 @@
     python benchmarks/cluener_accuracy.py --quick               # a few minutes, for checks
     python benchmarks/cluener_accuracy.py --ablations           # adds the ablation runs (all levers)
     python benchmarks/cluener_accuracy.py --curve 10 30         # adds the data-efficiency curve
+    python benchmarks/cluener_accuracy.py --guard-only --guard-seeds 0 1 --parallel 1 --record
+                                                                # People's Daily guard only
 
 Steps: convert CLUENER's train/dev JSON to DocBins with this package's converter;
 train our default config (``configs/bilstm_crf.cfg``) and the fast one
@@ -18,6 +20,15 @@ length scaled to it as the configs do. Prints the tables; writes everything to
 ``OUT/results.json`` and, with ``--record``, ``benchmarks/results/cluener.json``.
 With ``--skip-spacy`` the spaCy ``ner`` numbers are carried over from the recorded
 file, marked with the versions that measured them.
+
+The People's Daily guard (``--guard-seeds``): a second, small corpus (news, PER/LOC/ORG,
+2,318 training sentences) on which a change of the default recipe must not lose. Per
+seed, the config (``--guard-config``, the default one unless given) is trained on its
+train split with dev picking ``model-best``, which is scored on its test split (and dev);
+the runs are recorded under ``guard.peoples_daily.<--guard-name>`` with the git revision
+and the config, so that a later recipe, recorded under another name, is compared with
+today's on the same files. ``--guard-only`` trains nothing else and, with ``--record``,
+merges the guard into the recorded file, every other key unchanged.
 """
 import argparse
 import json
@@ -109,6 +120,106 @@ def train_job(name: str, config: Path, extra: List[str], corpus: Dict[str, Path]
     timing.write_text(json.dumps(info))
     print(f"  {name}: {seconds / 60:.1f} min", flush=True)
     return info
+
+
+GUARD = "peoples_daily"
+GUARD_SPLITS = ("train", "dev", "test")
+
+
+def convert_guard(data_dir: Path, out: Path) -> Dict[str, Path]:
+    """Convert the People's Daily BIO files (one char and its tag a line) to DocBins.
+
+    data_dir (Path): The folder with train.bio, dev.bio and test.bio.
+    out (Path): The run folder; the DocBins are cached in ``out/corpus/pd_<split>.spacy``.
+    RETURNS (Dict[str, Path]): The DocBin of each split.
+    """
+    paths = {}
+    for split in GUARD_SPLITS:
+        source = data_dir / f"{split}.bio"
+        if not source.exists():
+            sys.exit(f"People's Daily {split}.bio not found in {data_dir}: pass --guard-data DIR")
+        target = out / "corpus" / f"pd_{split}.spacy"
+        if not target.exists():
+            cmd = [sys.executable, "-m", "spacy_bilstm_crf", "convert", str(source), str(target),
+                   "--format", "conll", "--scheme", "BIO"]  # fmt: skip
+            run(cmd, out / "logs" / f"convert_pd_{split}.log")
+        paths[split] = target
+    return paths
+
+
+def guard_run_name(name: str, seed: int) -> str:
+    """The run folder of one guard training, distinct per recipe name and seed."""
+    return f"guard_{GUARD}_{name}_seed{seed}"
+
+
+def guard_run(timing: Dict[str, object], test: Dict[str, object], dev: Dict[str, object]) -> Dict[str, object]:
+    """One seed's guard record from ``train_job``'s timing and ``measure`` on test and dev.
+
+    ``measure`` names its scores ``dev_*`` whatever the DocBin; the test ones are renamed.
+    """
+    return {
+        "test_f1": test["dev_f1"],
+        "test_p": test["dev_p"],
+        "test_r": test["dev_r"],
+        "dev_f1": dev["dev_f1"],
+        "train_seconds": timing["train_seconds"],
+        "train_threads": timing.get("threads"),
+        "per_type_test_f1": test["per_type_f1"],
+    }
+
+
+def guard_summary(runs: Dict[int, Dict[str, object]], config: Path, revision: Dict[str, object],
+                  quick: bool = False) -> Dict[str, object]:  # fmt: skip
+    """The record of one recipe on the guard corpus: its runs per seed and their means.
+
+    runs (Dict[int, Dict[str, object]]): ``guard_run`` records by seed.
+    config (Path): The config trained.
+    revision (Dict[str, object]): ``git_revision()``: the code that trained.
+    RETURNS (Dict[str, object]): What goes under ``guard.peoples_daily.<name>``.
+    """
+    test_f1 = [float(r["test_f1"]) for r in runs.values()]  # type: ignore[arg-type]
+    dev_f1 = [float(r["dev_f1"]) for r in runs.values()]  # type: ignore[arg-type]
+    seconds = [float(r["train_seconds"]) for r in runs.values()]  # type: ignore[arg-type]
+    try:
+        config_name = str(config.resolve().relative_to(REPO))
+    except ValueError:
+        config_name = config.name  # outside the repository: no machine path in the record
+    return {
+        "config": config_name,
+        **revision,
+        "seeds": sorted(runs),
+        "test_f1_mean": round(statistics.mean(test_f1), 2),
+        "dev_f1_mean": round(statistics.mean(dev_f1), 2),
+        "train_seconds_mean": round(statistics.mean(seconds), 1),
+        "quick": quick,
+        "runs": {f"seed{seed}": runs[seed] for seed in sorted(runs)},
+        "versions": _versions(),
+    }
+
+
+def merge_guard(recorded: Dict[str, object], name: str, entry: Dict[str, object]) -> Dict[str, object]:
+    """``recorded`` with ``entry`` at ``guard.peoples_daily.<name>``; every other key kept.
+
+    Other recipes' guard records stay, so a new default is compared with today's one.
+    """
+    merged = dict(recorded)
+    guard = dict(merged.get("guard") or {})  # type: ignore[arg-type]
+    corpus = dict(guard.get(GUARD) or {})
+    corpus[name] = entry
+    guard[GUARD] = corpus
+    merged["guard"] = guard
+    return merged
+
+
+def git_revision() -> Dict[str, object]:
+    """The commit that trains, and whether configs/ or the package differ from it."""
+
+    def git(*argv: str) -> str:
+        result = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    changed = git("status", "--porcelain", "--", "configs", "spacy_bilstm_crf")
+    return {"revision": git("rev-parse", "--short", "HEAD") or None, "uncommitted_changes": bool(changed)}
 
 
 def dir_size(path: Path) -> int:
@@ -245,12 +356,29 @@ def main() -> None:
         "--inference-threads", type=int, default=1,
         help="torch threads when measuring speed (spaCy's ner runs on one thread)",
     )  # fmt: skip
+    parser.add_argument("--train-threads", type=int, default=None,
+                        help="torch threads per training job (default: the cores / --parallel)")
+    parser.add_argument("--guard-data", type=Path, default=REPO.parent / "shared" / "data" / GUARD,
+                        help="People's Daily train.bio, dev.bio and test.bio")
+    parser.add_argument("--guard-seeds", type=int, nargs="*", default=[],
+                        help="also train on the People's Daily guard with these seeds, score on its test")
+    parser.add_argument("--guard-name", default="default",
+                        help="the name the guard runs are recorded under (guard.peoples_daily.NAME)")
+    parser.add_argument("--guard-config", type=Path, default=REPO / "configs" / "bilstm_crf.cfg",
+                        help="the config trained on the guard")
+    parser.add_argument("--guard-only", action="store_true",
+                        help="only the guard runs, merged into the recorded file with --record")
     args = parser.parse_args()
+    if args.guard_only:
+        if not args.guard_seeds:
+            parser.error("--guard-only needs --guard-seeds")
+        guard_main(args)
+        return
 
     out = args.out.resolve()
     corpus = convert(args.data.resolve(), out)
     cores = os.cpu_count() or 1
-    threads = max(1, cores // args.parallel)
+    threads = args.train_threads or max(1, cores // args.parallel)
     configs = {OURS: REPO / "configs" / "bilstm_crf.cfg", FAST: REPO / "configs" / "bilstm_crf_fast.cfg"}
     quick = ["--initialize.after_init.epochs", "1"] if args.quick else []
     Job = Tuple[str, Path, List[str], Dict[str, Path]]
@@ -270,10 +398,13 @@ def main() -> None:
         for config_name, config in configs.items():
             jobs.append((f"curve{percent}_{config_name}", config, ["--system.seed", "0", *quick], part))
 
+    guard = convert_guard(args.guard_data.resolve(), out) if args.guard_seeds else {}
+    guard_jobs = [(guard_run_name(args.guard_name, seed), args.guard_config.resolve(),
+                   ["--system.seed", str(seed), *quick], guard) for seed in args.guard_seeds]  # fmt: skip
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         futures = {
             name: pool.submit(train_job, name, cfg, extra, data, out, threads, args.reuse)
-            for name, cfg, extra, data in jobs
+            for name, cfg, extra, data in jobs + guard_jobs
         }
         timings = {name: future.result() for name, future in futures.items()}
     if args.train_only:
@@ -322,12 +453,65 @@ def main() -> None:
                 carried.setdefault("measured_with", old.get("versions", {}))
                 summary["spacy_ner"] = carried
     summary["versions"] = _versions()
+    recorded_path = REPO / "benchmarks" / "results" / "cluener.json"
+    if recorded_path.exists():  # other recipes' guard records stay
+        old_guard = json.loads(recorded_path.read_text()).get("guard")
+        if old_guard:
+            summary["guard"] = old_guard
+    if args.guard_seeds:
+        entry = measure_guard(args, guard, out, timings)
+        summary = merge_guard(summary, args.guard_name, entry)
     (out / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     if args.record:
         target = REPO / "benchmarks" / "results" / "cluener.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps({k: summary[k] for k in summary if k in (OURS, FAST, "spacy_ner")}))
+
+
+def measure_guard(args: argparse.Namespace, guard: Dict[str, Path], out: Path,
+                  timings: Dict[str, Dict[str, object]]) -> Dict[str, object]:  # fmt: skip
+    """Score each guard run's model-best on the guard's test and dev; print and summarise."""
+    runs: Dict[int, Dict[str, object]] = {}
+    for seed in args.guard_seeds:
+        model = out / guard_run_name(args.guard_name, seed) / "model-best"
+        test = measure(model, guard["test"], args.inference_threads, speed=False)
+        dev = measure(model, guard["dev"], args.inference_threads, speed=False)
+        runs[seed] = guard_run(timings[guard_run_name(args.guard_name, seed)], test, dev)
+        r = runs[seed]
+        print(f"guard {GUARD} {args.guard_name} seed {seed}: test P/R/F1 {r['test_p']} / {r['test_r']} / "
+              f"{r['test_f1']}, dev F1 {r['dev_f1']}, {float(r['train_seconds']) / 60:.1f} min",  # type: ignore[arg-type]
+              flush=True)  # fmt: skip
+    entry = guard_summary(runs, args.guard_config, git_revision(), args.quick)
+    print(f"guard {GUARD} {args.guard_name}: test F1 mean {entry['test_f1_mean']}", flush=True)
+    return entry
+
+
+def guard_main(args: argparse.Namespace) -> None:
+    """``--guard-only``: train and score the guard runs; merge them into the recorded file."""
+    out = args.out.resolve()
+    guard = convert_guard(args.guard_data.resolve(), out)
+    threads = args.train_threads or max(1, (os.cpu_count() or 1) // args.parallel)
+    quick = ["--initialize.after_init.epochs", "1"] if args.quick else []
+    config = args.guard_config.resolve()
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        futures = {
+            name: pool.submit(train_job, name, config, ["--system.seed", str(seed), *quick], guard, out,
+                              threads, args.reuse)
+            for name, seed in ((guard_run_name(args.guard_name, s), s) for s in args.guard_seeds)
+        }  # fmt: skip
+        timings = {name: future.result() for name, future in futures.items()}
+    if args.train_only:
+        return
+    entry = measure_guard(args, guard, out, timings)
+    (out / f"guard_{GUARD}_{args.guard_name}.json").write_text(json.dumps(entry, indent=2, ensure_ascii=False))
+    if args.record:
+        target = REPO / "benchmarks" / "results" / "cluener.json"
+        recorded = json.loads(target.read_text()) if target.exists() else {}
+        merged = merge_guard(recorded, args.guard_name, entry)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps(entry, ensure_ascii=False))
 
 
 SPACY_KEYS = ("dev_f1", "dev_p", "dev_r", "train_seconds", "chars_per_second",

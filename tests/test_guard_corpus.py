@@ -1,0 +1,104 @@
+"""The People's Daily guard of benchmarks/cluener_accuracy.py: conversion, records, merging."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from spacy.tokens import DocBin
+from spacy.vocab import Vocab
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    """The benchmark script as a module (benchmarks/ is not a package)."""
+    path = REPO / "benchmarks" / "cluener_accuracy.py"
+    spec = importlib.util.spec_from_file_location("cluener_accuracy", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BIO = "北 B-LOC\n京 I-LOC\n的 O\n李 B-PER\n明 I-PER\n\n新 B-ORG\n华 I-ORG\n社 I-ORG\n报 O\n道 O\n"
+
+
+def test_convert_guard_reads_bio_per_split_and_caches(bench: ModuleType, tmp_path: Path) -> None:
+    data = tmp_path / "pd"
+    data.mkdir()
+    for split in ("train", "dev", "test"):
+        (data / f"{split}.bio").write_text(BIO, encoding="utf8")
+    out = tmp_path / "out"
+    paths = bench.convert_guard(data, out)
+    assert set(paths) == {"train", "dev", "test"}
+    docs = list(DocBin().from_disk(paths["test"]).get_docs(Vocab()))
+    assert [d.text for d in docs] == ["北京的李明", "新华社报道"]
+    assert [(e.text, e.label_) for e in docs[0].ents] == [("北京", "LOC"), ("李明", "PER")]
+    assert [(e.text, e.label_) for e in docs[1].ents] == [("新华社", "ORG")]
+    # Cached: a second call does not convert again (the source is gone, the DocBin stays).
+    (data / "test.bio").write_text("", encoding="utf8")
+    assert bench.convert_guard(data, out)["test"] == paths["test"]
+    assert len(list(DocBin().from_disk(paths["test"]).get_docs(Vocab()))) == 2
+
+
+def test_convert_guard_missing_split_names_it(bench: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "train.bio").write_text(BIO, encoding="utf8")
+    with pytest.raises(SystemExit, match="dev.bio not found"):
+        bench.convert_guard(tmp_path, tmp_path / "out")
+
+
+def test_guard_run_renames_measured_scores_to_test(bench: ModuleType) -> None:
+    test = {"dev_p": 90.0, "dev_r": 80.0, "dev_f1": 84.71, "per_type_f1": {"LOC": 88.0}}
+    dev = {"dev_p": 1.0, "dev_r": 2.0, "dev_f1": 86.5, "per_type_f1": {}}
+    run = bench.guard_run({"train_seconds": 120.0, "threads": 1}, test, dev)
+    assert run["test_f1"] == 84.71 and run["test_p"] == 90.0 and run["test_r"] == 80.0
+    assert run["dev_f1"] == 86.5
+    assert run["per_type_test_f1"] == {"LOC": 88.0}
+    assert run["train_seconds"] == 120.0
+
+
+def test_guard_summary_means_and_provenance(bench: ModuleType) -> None:
+    runs = {
+        1: {"test_f1": 85.0, "dev_f1": 86.0, "train_seconds": 200.0},
+        0: {"test_f1": 84.0, "dev_f1": 87.0, "train_seconds": 100.0},
+    }
+    config = REPO / "configs" / "bilstm_crf.cfg"
+    entry = bench.guard_summary(runs, config, {"revision": "abc1234", "uncommitted_changes": False})
+    assert entry["test_f1_mean"] == pytest.approx(84.5)
+    assert entry["dev_f1_mean"] == pytest.approx(86.5)
+    assert entry["train_seconds_mean"] == pytest.approx(150.0)
+    assert entry["seeds"] == [0, 1]
+    assert list(entry["runs"]) == ["seed0", "seed1"]
+    assert entry["config"] == "configs/bilstm_crf.cfg"  # relative: no machine path recorded
+    assert entry["revision"] == "abc1234"
+
+
+def test_merge_guard_keeps_every_other_key(bench: ModuleType) -> None:
+    recorded = {"bilstm_crf_ner": {"dev_f1_mean": 76.0}, "runs": {"x": 1},
+                "guard": {"peoples_daily": {"default": {"test_f1_mean": 84.0}}}}  # fmt: skip
+    before = json.dumps(recorded, sort_keys=True)
+    merged = bench.merge_guard(recorded, "new", {"test_f1_mean": 85.0})
+    assert json.dumps(recorded, sort_keys=True) == before  # the input is not changed
+    assert merged["bilstm_crf_ner"] == recorded["bilstm_crf_ner"] and merged["runs"] == {"x": 1}
+    assert merged["guard"]["peoples_daily"] == {"default": {"test_f1_mean": 84.0}, "new": {"test_f1_mean": 85.0}}
+    # A rerun under the same name replaces that record only.
+    again = bench.merge_guard(merged, "default", {"test_f1_mean": 84.2})
+    assert again["guard"]["peoples_daily"]["default"] == {"test_f1_mean": 84.2}
+    assert again["guard"]["peoples_daily"]["new"] == {"test_f1_mean": 85.0}
+
+
+def test_merge_guard_into_file_without_guard(bench: ModuleType) -> None:
+    merged = bench.merge_guard({"quick": False}, "default", {"test_f1_mean": 84.0})
+    assert merged == {"quick": False, "guard": {"peoples_daily": {"default": {"test_f1_mean": 84.0}}}}
+
+
+def test_guard_only_needs_seeds(tmp_path: Path) -> None:
+    import subprocess
+
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cluener_accuracy.py"), "--guard-only",
+                             "--out", str(tmp_path)], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert "--guard-only needs --guard-seeds" in result.stderr
