@@ -164,8 +164,22 @@ def guard_run(timing: Dict[str, object], test: Dict[str, object], dev: Dict[str,
         "dev_f1": dev["dev_f1"],
         "train_seconds": timing["train_seconds"],
         "train_threads": timing.get("threads"),
+        "revision": timing.get("revision"),
         "per_type_test_f1": test["per_type_f1"],
     }
+
+
+def guard_train_job(name: str, config: Path, extra: List[str], corpus: Dict[str, Path], out: Path,
+                    threads: int, reuse: bool, revision: Dict[str, object]) -> Dict[str, object]:  # fmt: skip
+    """``train_job``, plus the revision that trained, kept beside the model for ``--reuse``."""
+    stamp = out / name / "revision.json"
+    reused = reuse and (out / name / "model-best").exists() and (out / name / "train_seconds.json").exists()
+    timing = train_job(name, config, extra, corpus, out, threads, reuse)
+    if reused and stamp.exists():
+        return {**timing, **json.loads(stamp.read_text())}
+    if not reused:
+        stamp.write_text(json.dumps(revision))
+    return {**timing, **revision}
 
 
 def guard_summary(runs: Dict[int, Dict[str, object]], config: Path, revision: Dict[str, object],
@@ -399,13 +413,18 @@ def main() -> None:
             jobs.append((f"curve{percent}_{config_name}", config, ["--system.seed", "0", *quick], part))
 
     guard = convert_guard(args.guard_data.resolve(), out) if args.guard_seeds else {}
+    revision = git_revision()  # before training: others may commit while it runs
     guard_jobs = [(guard_run_name(args.guard_name, seed), args.guard_config.resolve(),
                    ["--system.seed", str(seed), *quick], guard) for seed in args.guard_seeds]  # fmt: skip
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         futures = {
             name: pool.submit(train_job, name, cfg, extra, data, out, threads, args.reuse)
-            for name, cfg, extra, data in jobs + guard_jobs
+            for name, cfg, extra, data in jobs
         }
+        futures.update({
+            name: pool.submit(guard_train_job, name, cfg, extra, data, out, threads, args.reuse, revision)
+            for name, cfg, extra, data in guard_jobs
+        })  # fmt: skip
         timings = {name: future.result() for name, future in futures.items()}
     if args.train_only:
         return
@@ -459,7 +478,7 @@ def main() -> None:
         if old_guard:
             summary["guard"] = old_guard
     if args.guard_seeds:
-        entry = measure_guard(args, guard, out, timings)
+        entry = measure_guard(args, guard, out, timings, revision)
         summary = merge_guard(summary, args.guard_name, entry)
     (out / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     if args.record:
@@ -470,8 +489,13 @@ def main() -> None:
 
 
 def measure_guard(args: argparse.Namespace, guard: Dict[str, Path], out: Path,
-                  timings: Dict[str, Dict[str, object]]) -> Dict[str, object]:  # fmt: skip
-    """Score each guard run's model-best on the guard's test and dev; print and summarise."""
+                  timings: Dict[str, Dict[str, object]],
+                  revision: Dict[str, object]) -> Dict[str, object]:  # fmt: skip
+    """Score each guard run's model-best on the guard's test and dev; print and summarise.
+
+    revision (Dict[str, object]): ``git_revision()`` taken before training, unless the runs were
+        reused: then the one kept beside them.
+    """
     runs: Dict[int, Dict[str, object]] = {}
     for seed in args.guard_seeds:
         model = out / guard_run_name(args.guard_name, seed) / "model-best"
@@ -482,7 +506,10 @@ def measure_guard(args: argparse.Namespace, guard: Dict[str, Path], out: Path,
         print(f"guard {GUARD} {args.guard_name} seed {seed}: test P/R/F1 {r['test_p']} / {r['test_r']} / "
               f"{r['test_f1']}, dev F1 {r['dev_f1']}, {float(r['train_seconds']) / 60:.1f} min",  # type: ignore[arg-type]
               flush=True)  # fmt: skip
-    entry = guard_summary(runs, args.guard_config, git_revision(), args.quick)
+    first = timings[guard_run_name(args.guard_name, args.guard_seeds[0])]
+    if "revision" in first:  # with --reuse, the code that trained the runs, not today's
+        revision = {k: first.get(k) for k in ("revision", "uncommitted_changes")}
+    entry = guard_summary(runs, args.guard_config, revision, args.quick)
     print(f"guard {GUARD} {args.guard_name}: test F1 mean {entry['test_f1_mean']}", flush=True)
     return entry
 
@@ -494,16 +521,17 @@ def guard_main(args: argparse.Namespace) -> None:
     threads = args.train_threads or max(1, (os.cpu_count() or 1) // args.parallel)
     quick = ["--initialize.after_init.epochs", "1"] if args.quick else []
     config = args.guard_config.resolve()
+    revision = git_revision()  # before training: others may commit while it runs
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         futures = {
-            name: pool.submit(train_job, name, config, ["--system.seed", str(seed), *quick], guard, out,
-                              threads, args.reuse)
+            name: pool.submit(guard_train_job, name, config, ["--system.seed", str(seed), *quick], guard, out,
+                              threads, args.reuse, revision)
             for name, seed in ((guard_run_name(args.guard_name, s), s) for s in args.guard_seeds)
         }  # fmt: skip
         timings = {name: future.result() for name, future in futures.items()}
     if args.train_only:
         return
-    entry = measure_guard(args, guard, out, timings)
+    entry = measure_guard(args, guard, out, timings, revision)
     (out / f"guard_{GUARD}_{args.guard_name}.json").write_text(json.dumps(entry, indent=2, ensure_ascii=False))
     if args.record:
         target = REPO / "benchmarks" / "results" / "cluener.json"

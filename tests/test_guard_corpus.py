@@ -102,3 +102,25 @@ def test_guard_only_needs_seeds(tmp_path: Path) -> None:
                              "--out", str(tmp_path)], capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2
     assert "--guard-only needs --guard-seeds" in result.stderr
+
+
+def test_guard_train_job_keeps_the_revision_that_trained(bench: ModuleType, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """With --reuse, a run is recorded with the commit that trained it, not the current one."""
+
+    def fake_train_job(name, config, extra, corpus, out, threads, reuse):  # type: ignore[no-untyped-def]
+        (out / name / "model-best").mkdir(parents=True, exist_ok=True)
+        (out / name / "train_seconds.json").write_text('{"train_seconds": 1.0, "threads": 1}')
+        return {"train_seconds": 1.0, "threads": 1}
+
+    monkeypatch.setattr(bench, "train_job", fake_train_job)
+    old = {"revision": "aaaaaaa", "uncommitted_changes": False}
+    new = {"revision": "bbbbbbb", "uncommitted_changes": False}
+    first = bench.guard_train_job("g", Path("x.cfg"), [], {}, tmp_path, 1, False, old)
+    assert first["revision"] == "aaaaaaa" and first["train_seconds"] == 1.0
+    reused = bench.guard_train_job("g", Path("x.cfg"), [], {}, tmp_path, 1, True, new)
+    assert reused["revision"] == "aaaaaaa"
+    retrained = bench.guard_train_job("g", Path("x.cfg"), [], {}, tmp_path, 1, False, new)
+    assert retrained["revision"] == "bbbbbbb"
+    assert bench.guard_run(retrained, {"dev_p": 1, "dev_r": 1, "dev_f1": 1, "per_type_f1": {}},
+                           {"dev_f1": 1})["revision"] == "bbbbbbb"  # fmt: skip
