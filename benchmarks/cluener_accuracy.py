@@ -226,13 +226,16 @@ def merge_guard(recorded: Dict[str, object], name: str, entry: Dict[str, object]
 
 
 def git_revision() -> Dict[str, object]:
-    """The commit that trains, and whether configs/ or the package differ from it."""
+    """The commit that trains, and whether tracked files of configs/ or the package differ from it.
+
+    New untracked files are left out: nothing tracked imports them, so they do not change a run.
+    """
 
     def git(*argv: str) -> str:
         result = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True)
         return result.stdout.strip() if result.returncode == 0 else ""
 
-    changed = git("status", "--porcelain", "--", "configs", "spacy_bilstm_crf")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "configs", "spacy_bilstm_crf")
     return {"revision": git("rev-parse", "--short", "HEAD") or None, "uncommitted_changes": bool(changed)}
 
 
