@@ -4,6 +4,11 @@
     python benchmarks/gpu_check.py --steps 300 --cpu-steps 150 --seed 0
     python benchmarks/gpu_check.py --allow-cpu --limit 200 --steps 20 --out /tmp/gpu_test.json
 
+Meant to finish within 8 minutes on one GPU with 16 cores: the two trainings run at
+the same time, and the CPU one (300 steps of the default config: about 2 to 3 minutes
+on one thread, from the CLUENER benchmark's 1,200 steps in about 8) sets the pace;
+``--cpu-steps 150`` halves it if a slow CPU needs that.
+
 Needs a CUDA GPU, a CUDA build of torch and CuPy (``pip install -e ".[gpu]"``): without
 them it stops at once (exit code 2 without a GPU, 3 without CuPy), before converting or
 training anything, and writes nothing.
