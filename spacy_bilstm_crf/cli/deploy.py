@@ -59,6 +59,7 @@ def export_cli(
     component: Optional[str] = typer.Option(None, "--component", "-c", help="Name of the bilstm_crf_ner component, if there are several"),
     int8: bool = typer.Option(False, "--int8", help="Quantize (INT8, CPU only) before exporting"),
     torchscript: bool = typer.Option(False, "--torchscript", help="Write TorchScript (format 1; torch.jit is deprecated, but its single-text calls are faster)"),
+    onnx: bool = typer.Option(False, "--onnx", help="Write an ONNX graph, served with onnxruntime and numpy only (needs the onnx extra); with --int8, ONNX Runtime's INT8 quantization"),
     # fmt: on
 ) -> None:
     """Export the network, for serving without spaCy.
@@ -71,9 +72,18 @@ def export_cli(
     `spacy_bilstm_crf.serving.Tagger.load(OUTPUT_DIR)` (serving/tagger.py and prediction/windows.py
     also work as copies on their own) and call the tagger on a text. A TorchScript
     export holds code that runs when it is loaded: it loads only with
-    `Tagger.load(OUTPUT_DIR, trust_torchscript=True)`. The export is checked against
-    the pipeline on a few texts.
+    `Tagger.load(OUTPUT_DIR, trust_torchscript=True)`. With --onnx, the network
+    (code points → emissions) is written as OUTPUT_DIR/model.onnx, the CRF's scores
+    as crf.json, with onnx_tagger.py and windows.py to serve it
+    (`OnnxTagger.load(OUTPUT_DIR)`: onnxruntime and numpy only); --onnx --int8
+    quantizes the graph with ONNX Runtime. The export is checked against the
+    pipeline on a few texts.
     """
+    if onnx:
+        if torchscript:
+            fail("Cannot export the pipeline", "--onnx and --torchscript are two formats: pass one.")
+        export_onnx_cli(input_path, output_dir, component, int8)
+        return
     from ..serving import tagger as serving
     from ..serving.deploy import SELF_CHECK_TEXTS, compare_with_pipeline, export_pipeline, quantize_pipeline
     from .evaluate import load_pipeline
@@ -104,3 +114,35 @@ def export_cli(
             "Load it only where you trust the directory as you would trust code."
         )
     msg.text(f"See also: {COMMAND} quantize, for an INT8 spaCy pipeline.")
+
+
+def export_onnx_cli(input_path: str, output_dir: Path, component: Optional[str], int8: bool) -> None:
+    """``export --onnx [--int8]``: write the ONNX export and check it against the pipeline."""
+    try:
+        from ..serving.onnx_export import export_onnx
+        from ..serving.onnx_tagger import ExportError, OnnxTagger
+    except ImportError as err:
+        fail("Cannot export to ONNX", f"{err}: install the onnx extra (pip install 'spacy-bilstm-crf[onnx]').")
+    from ..serving.deploy import SELF_CHECK_TEXTS, compare_with_pipeline
+    from .evaluate import load_pipeline
+
+    nlp = load_pipeline(input_path, gpu_id=-1)
+    try:
+        export_onnx(nlp, output_dir, component, int8=int8)
+    except (ValueError, RuntimeError) as err:
+        fail("Cannot export the pipeline to ONNX", str(err))
+    try:
+        tagger = OnnxTagger.load(output_dir)
+    except ExportError as err:
+        fail("The export was written but cannot be loaded", str(err))
+    check = compare_with_pipeline(nlp, tagger, SELF_CHECK_TEXTS)
+    if check["n_different"]:
+        if not int8:
+            fail("The export disagrees with the pipeline", repr(check["differences"]))
+        # INT8 weights may move an entity: said, not refused.
+        msg.warn(f"The INT8 export finds other entities than the pipeline in {check['n_different']} check texts.")
+    kind = "INT8 ONNX" if int8 else "ONNX"
+    msg.good(
+        f"Exported ({kind}) to {output_dir} ({directory_size(output_dir) / 1e6:.1f} MB); serve with "
+        f"onnx_tagger.OnnxTagger.load('{output_dir}') (onnx_tagger.py is in the directory)"
+    )

@@ -1,0 +1,267 @@
+"""Export for ONNX Runtime: the network's emissions as one ONNX graph.
+
+The ``torch.export`` program of ``deploy.export_module`` (code points → emissions, any
+batch size and width) is converted with ``torch.onnx.export(..., dynamo=True)``.
+Two of its operators have no ONNX translation in torch's library, so they get their
+own here (``TRANSLATIONS``):
+
+- ``aten.searchsorted`` (the character table, LAC's vocabulary, the lexicon's keys:
+  sorted constant tables): a binary search unrolled into ``ceil(log2(n + 1))``
+  elementwise steps (Gather, Less, Where), exact on integers.
+- ``aten.mkldnn_rnn_layer`` (each direction of the LSTM, ``recurrence.padded_bilstm``):
+  one ONNX ``LSTM`` (gates reordered from torch's ifgo to ONNX's iofc).
+
+LAC's ``scan`` becomes an ONNX ``Scan``. The CRF's masked scores go to ``crf.json``;
+the Viterbi, the windows and the tokenization run in ``serving/onnx_tagger.py``
+(numpy and onnxruntime only), copied next to the export as ``onnx_tagger.py`` with
+``prediction/windows.py`` as ``windows.py``.
+
+This module needs ``onnx``, ``onnxscript`` and ``onnxruntime`` (the ``onnx`` extra).
+"""
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Optional, Union
+
+import torch
+from spacy.language import Language
+
+from . import onnx_tagger
+from ..about import __version__
+from ..component.architectures import get_torch_module
+from .deploy import check_tokenizer, export_module, find_pipe, min_width
+from .quantize import is_quantized
+
+# torch's exporter records each translation's ONNX ops through this opset.
+OPSET = 18
+
+
+def _searchsorted(
+    sorted_sequence: Any,
+    self: Any,
+    out_int32: bool = False,
+    right: bool = False,
+    side: Optional[str] = None,
+    sorter: Any = None,
+) -> Any:
+    """``aten.searchsorted.Tensor`` over a 1-D table of static length: a binary search
+    unrolled into ``ceil(log2(n + 1))`` vectorized steps, so each query costs
+    ``log2(n)`` gathers (a comparison with every entry would cost ``n``)."""
+    from onnxscript import opset18 as op
+
+    if sorter is not None or len(sorted_sequence.shape) != 1:
+        raise NotImplementedError("searchsorted: only a 1-D table without sorter")
+    n = sorted_sequence.shape[0]
+    if not isinstance(n, int):
+        raise NotImplementedError("searchsorted: the table's length must be static")
+    right = right or side == "right"
+    values = self
+    lo = op.Expand(op.Constant(value_int=0), op.Shape(values))  # int64, as the indices
+    hi = op.Expand(op.Constant(value_int=n), op.Shape(values))
+    one = op.Constant(value_int=1)
+    two = op.Constant(value_int=2)
+    last = op.Constant(value_int=max(n - 1, 0))
+    for _ in range(max(1, math.ceil(math.log2(n + 1)))):
+        active = op.Less(lo, hi)
+        mid = op.Div(op.Add(lo, hi), two)
+        entry = op.Gather(sorted_sequence, op.Min(mid, last), axis=0)
+        # left: the first index whose entry >= value; right: the first > value.
+        go_right = op.LessOrEqual(entry, values) if right else op.Less(entry, values)
+        lo = op.Where(op.And(active, go_right), op.Add(mid, one), lo)
+        hi = op.Where(op.And(active, op.Not(go_right)), mid, hi)
+    return op.Cast(lo, to=6) if out_int32 else lo
+
+
+def _mkldnn_rnn_layer(
+    input: Any,
+    weight0: Any,
+    weight1: Any,
+    weight2: Any,
+    weight3: Any,
+    hx_: Any,
+    cx_: Any,
+    reverse: bool,
+    batch_sizes: Any,
+    mode: int,
+    hidden_size: int,
+    num_layers: int,
+    has_biases: bool,
+    bidirectional: bool,
+    batch_first: bool,
+    train: bool,
+) -> Any:
+    """``aten.mkldnn_rnn_layer`` (one LSTM direction, time-major, as
+    ``recurrence.padded_bilstm`` calls it) as an ONNX ``LSTM``."""
+    from onnxscript import opset18 as op
+
+    if mode != 2 or bidirectional or batch_first or not has_biases or reverse:
+        raise NotImplementedError("mkldnn_rnn_layer: only a forward, time-major LSTM with biases")
+
+    def iofc(weight: Any) -> Any:
+        # torch stacks the gates i, f, g (cell), o; ONNX i, o, f, c.
+        i, f, g, o = (op.Slice(weight, [k * hidden_size], [(k + 1) * hidden_size], [0]) for k in range(4))
+        return op.Concat(i, o, f, g, axis=0)
+
+    w = op.Unsqueeze(iofc(weight0), [0])
+    r = op.Unsqueeze(iofc(weight1), [0])
+    b = op.Unsqueeze(op.Concat(iofc(weight2), iofc(weight3), axis=0), [0])
+    y, y_h, y_c = op.LSTM(input, w, r, b, None, hx_, cx_, hidden_size=hidden_size, direction="forward")
+    return op.Squeeze(y, [1]), y_h, y_c, y_c
+
+
+TRANSLATIONS: Dict[Callable, Callable] = {
+    torch.ops.aten.searchsorted.Tensor: _searchsorted,
+    torch.ops.aten.mkldnn_rnn_layer.default: _mkldnn_rnn_layer,
+}
+
+
+@contextlib.contextmanager
+def _sized_decompositions() -> Iterator[None]:
+    """Run torch.onnx's decomposition and type promotion passes without
+    ``backed_size_oblivious``.
+
+    torch.onnx (2.13) runs both under ``backed_size_oblivious=True``, and there the
+    fake-tensor pass over LAC's ``scan`` fails ("'SymInt' object has no attribute
+    'unsqueeze'"); the same passes without it work. Private API: checked by the
+    tests, on the torch version the ``onnx`` extra pins.
+    """
+    from torch.onnx._internal.exporter import _fx_passes
+
+    originals = {name: getattr(_fx_passes, name) for name in ("decompose_with_registry", "insert_type_promotion_nodes")}
+
+    def sized(function: Callable) -> Callable:
+        def run(*args: Any) -> Any:
+            with torch.fx.experimental._config.patch(backed_size_oblivious=False):
+                return function(*args)
+
+        return run
+
+    for name, function in originals.items():
+        setattr(_fx_passes, name, sized(function))
+    try:
+        yield
+    finally:
+        for name, function in originals.items():
+            setattr(_fx_passes, name, function)
+
+
+def onnx_graph(module: torch.nn.Module) -> bytes:
+    """The network's emissions as a serialized ONNX model: ``(codepoints, lengths) →
+    emissions``, dynamic batch and width (from :func:`deploy.min_width`), weights
+    inside the file (no external data).
+
+    RAISES (NotImplementedError): The network cannot be exported (see ``export_module``).
+    """
+    program = export_module(module)
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp, _sized_decompositions():
+        warnings.simplefilter("ignore")
+        onnx_program = torch.onnx.export(
+            program, dynamo=True, optimize=True, verbose=False, custom_translation_table=TRANSLATIONS
+        )
+        path = Path(tmp) / "model.onnx"
+        onnx_program.save(path, external_data=False)
+        return path.read_bytes()
+
+
+def quantize_graph(graph: bytes) -> bytes:
+    """The graph with INT8 weights: ONNX Runtime's dynamic quantization (its default
+    operators: the LSTMs, the matrix products, the embedding gathers), activations
+    quantized per batch at run time. RETURNS (bytes): The quantized model."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
+        source.write_bytes(graph)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+        return target.read_bytes()
+
+
+def crf_json(module: torch.nn.Module) -> bytes:
+    """The CRF's masked (transitions, start, end) scores as JSON, ``null`` where banned
+    (JSON has no infinity)."""
+    with torch.no_grad():
+        trans, start, end = module.crf.masked_scores(float("-inf"))
+
+    def listed(scores: torch.Tensor) -> Any:
+        return [listed(row) for row in scores] if scores.dim() > 1 else [
+            None if math.isinf(x) else x for x in scores.float().tolist()
+        ]
+
+    scores = {"transitions": listed(trans), "start": listed(start), "end": listed(end)}
+    return json.dumps(scores).encode("utf8")
+
+
+def export_onnx(
+    nlp: Language, output_dir: Union[str, Path], name: Optional[str] = None, int8: bool = False
+) -> Path:
+    """Write the network as ONNX, for ``onnx_tagger.OnnxTagger`` (onnxruntime and numpy).
+
+    Files: ``model.onnx`` (code points → emissions), ``crf.json`` (the CRF's masked
+    scores), ``onnx_tagger.py`` and ``windows.py`` (the code that serves it, so the
+    directory works without the package), and ``tagger.json``: labels, tags, scheme,
+    the pipeline's window settings and the SHA-256 of every file and of itself.
+
+    nlp (Language): A ``zh`` pipeline (character segmenter) with a trained, float32
+        ``bilstm_crf_ner``.
+    output_dir (Union[str, Path]): Where the files go (created).
+    name (Optional[str]): The component's name, if there are several.
+    int8 (bool): Quantize the graph's weights to INT8 (ONNX Runtime's dynamic quantization).
+    RETURNS (Path): The output directory.
+    RAISES (ValueError): Not a pipeline this export can take (tokenizer, INT8 torch network).
+    """
+    pipe = find_pipe(nlp, name)
+    check_tokenizer(nlp)
+    module = get_torch_module(pipe.model)
+    if is_quantized(module):
+        raise ValueError(
+            "The pipeline's network is already INT8 (torch): export the float32 pipeline with --onnx --int8."
+        )
+    if next(module.parameters()).device.type != "cpu":
+        module = copy.deepcopy(module).cpu()  # the live pipeline's module stays where it is
+    try:
+        graph = onnx_graph(module)
+    except NotImplementedError as err:
+        raise ValueError(str(err)) from None
+    if int8:
+        graph = quantize_graph(graph)
+    package = Path(__file__).resolve().parents[1]
+    files: Dict[str, bytes] = {
+        onnx_tagger.GRAPH_FILE: graph,
+        onnx_tagger.CRF_FILE: crf_json(module),
+        "onnx_tagger.py": Path(onnx_tagger.__file__).read_bytes(),
+        "windows.py": (package / "prediction" / "windows.py").read_bytes(),
+    }
+    meta = {
+        "format": onnx_tagger.FORMAT,
+        "version": onnx_tagger.FORMAT_VERSION,
+        "labels": list(pipe.labels),
+        "scheme": pipe.scheme.scheme,
+        "tags": pipe.scheme.tags,
+        "quantized": int8,
+        "min_width": min_width(module),
+        # The pipeline's windows: the tagger cuts long texts where the pipeline does.
+        "window_size": pipe.window_size,
+        "window_overlap": pipe.window_overlap,
+        "batch_chars": pipe.batch_chars,
+        "tokenizer": "spacy.zh.ChineseTokenizer (segmenter = char)",
+        "component": pipe.name,
+        "spacy_bilstm_crf_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    meta[onnx_tagger.FILE_CHECKSUMS_KEY] = {n: hashlib.sha256(data).hexdigest() for n, data in files.items()}
+    meta[onnx_tagger.CHECKSUM_KEY] = onnx_tagger.meta_checksum(meta)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / onnx_tagger.META_FILE).unlink(missing_ok=True)  # no stale tagger.json beside new files
+    for file_name, data in files.items():
+        (output_dir / file_name).write_bytes(data)
+    # Written last: a directory without it is not an export.
+    (output_dir / onnx_tagger.META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf8")
+    return output_dir

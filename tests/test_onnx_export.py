@@ -1,0 +1,152 @@
+"""The ONNX export (``export --onnx``): the graph gives the network's emissions, the
+tagger (onnxruntime and numpy) the pipeline's entities, long texts in the pipeline's
+windows, and a changed file is refused."""
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from spacy_bilstm_crf.component.architectures import get_torch_module
+from spacy_bilstm_crf.serving.deploy import SELF_CHECK_TEXTS, compare_with_pipeline, find_pipe
+from spacy_bilstm_crf.serving.onnx_export import export_onnx
+from spacy_bilstm_crf.serving.onnx_tagger import ExportError, OnnxTagger, viterbi
+
+from .conftest import TRAIN_DATA
+from .test_export_windows import long_texts
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE, OVERLAP = 64, 12
+TEXTS = [text for text, _ in TRAIN_DATA] + SELF_CHECK_TEXTS + ["王芳 是 腾讯的工程师", "\n马云\t在阿里巴巴  "]
+
+
+@pytest.fixture(scope="module")
+def exported(trained_nlp, tmp_path_factory):
+    """The trained pipeline with small windows, and its ONNX export's directory."""
+    ner = trained_nlp.get_pipe("bilstm_crf_ner")
+    old = (ner.window_size, ner.window_overlap, ner.batch_chars)
+    ner.window_size, ner.window_overlap, ner.batch_chars = SIZE, OVERLAP, 4 * SIZE
+    path = tmp_path_factory.mktemp("onnx") / "exported"
+    try:
+        export_onnx(trained_nlp, path)
+        yield trained_nlp, path
+    finally:
+        ner.window_size, ner.window_overlap, ner.batch_chars = old
+
+
+def test_graph_gives_the_networks_emissions(exported):
+    nlp, path = exported
+    tagger = OnnxTagger.load(path, threads=1)
+    module = get_torch_module(find_pipe(nlp).model)
+    generator = torch.Generator().manual_seed(0)
+    for batch, width in [(1, tagger.min_width), (3, 40), (5, 130)]:
+        codepoints = torch.randint(0x4E00, 0x9FA5, (batch, width), generator=generator)
+        codepoints[0, :3] = torch.tensor([ord("王"), ord("芳"), ord(" ")])  # known characters, a space
+        lengths = torch.randint(1, width + 1, (batch,), generator=generator)
+        lengths[0] = width
+        with torch.no_grad():
+            expected = module.emissions(codepoints, lengths).numpy()
+        found = tagger.emissions(codepoints.numpy(), lengths.numpy())
+        assert found.shape == expected.shape
+        within = np.arange(width)[None, :] < lengths.numpy()[:, None]
+        # Only positions inside a sentence are read (the Viterbi stops at its length).
+        np.testing.assert_allclose(found[within], expected[within], rtol=1e-4, atol=1e-4)
+
+
+def test_tagger_finds_the_pipelines_entities(exported):
+    nlp, path = exported
+    tagger = OnnxTagger.load(path)
+    check = compare_with_pipeline(nlp, tagger, TEXTS)
+    assert check["n_different"] == 0, check["differences"]
+    assert tagger(TRAIN_DATA[0][0])  # not vacuous: the overfit pipeline finds entities
+
+
+def test_long_texts_in_the_pipelines_windows(exported):
+    nlp, path = exported
+    tagger = OnnxTagger.load(path)
+    assert (tagger.window_size, tagger.window_overlap, tagger.batch_chars) == (SIZE, OVERLAP, 4 * SIZE)
+    texts = long_texts(n=3, length=600)
+    check = compare_with_pipeline(nlp, tagger, texts)
+    assert check["n_different"] == 0, check["differences"]
+    check = compare_with_pipeline(nlp, tagger, texts, batch_size=1)
+    assert check["n_different"] == 0, check["differences"]
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "crf.json", "tagger.json"])
+def test_a_changed_file_is_refused(exported, tmp_path, name):
+    _, path = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    target = copy / name
+    if name == "tagger.json":
+        meta = json.loads(target.read_text(encoding="utf8"))
+        meta["labels"][0], meta["labels"][1] = meta["labels"][1], meta["labels"][0]
+        meta["tags"] = ["O"] + [f"{p}-{label}" for label in meta["labels"] for p in "BIES"]
+        target.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf8")
+    else:
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 1
+        target.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match=name):
+        OnnxTagger.load(copy)
+
+
+def test_numpy_viterbi_keeps_to_allowed_transitions():
+    """Banned (-inf) transitions are never taken, even where emissions favour them;
+    sentences of several lengths in one batch each end on their own best tag."""
+    trans = np.array([[0.0, 0.0, -np.inf], [-np.inf, -np.inf, 0.0], [0.0, 0.0, -np.inf]], dtype=np.float32)
+    start = np.array([0.0, 0.0, -np.inf], dtype=np.float32)
+    end = np.array([0.0, -np.inf, 0.0], dtype=np.float32)
+    emissions = np.zeros((2, 4, 3), dtype=np.float32)
+    emissions[:, :, 2] = 5.0  # tag 2 alone is banned at the start and after itself
+    tags = viterbi(emissions, np.array([4, 2]), trans, start, end)
+    assert tags.tolist() == [[1, 2, 1, 2], [1, 2, -1, -1]]
+
+
+def test_copied_tagger_runs_without_torch(exported, tmp_path):
+    """The directory serves itself: its onnx_tagger.py and windows.py, with torch
+    and spaCy made unimportable."""
+    nlp, path = exported
+    copy = tmp_path / "served"
+    shutil.copytree(path, copy)
+    code = (
+        "import sys, json\n"
+        "sys.modules['torch'] = None; sys.modules['spacy'] = None; sys.modules['thinc'] = None\n"
+        "from onnx_tagger import OnnxTagger\n"
+        f"print(json.dumps(OnnxTagger.load('.').batch({TEXTS!r}), ensure_ascii=False))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=copy)
+    assert result.returncode == 0, result.stderr
+    found = [[tuple(e) for e in ents] for ents in json.loads(result.stdout)]
+    expected = [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in nlp.pipe(TEXTS)]
+    assert found == expected
+
+
+def test_onnx_tagger_imports_numpy_and_onnxruntime_only():
+    tree = ast.parse((REPO / "spacy_bilstm_crf" / "serving" / "onnx_tagger.py").read_text(encoding="utf8"))
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.add("." * node.level + (node.module or "").split(".")[0])
+    assert modules <= {"hashlib", "json", "re", "pathlib", "typing", "numpy", "onnxruntime", "..prediction", "windows"}
+
+
+def test_int8_export(trained_nlp, tmp_path):
+    path = export_onnx(trained_nlp, tmp_path / "int8", int8=True)
+    tagger = OnnxTagger.load(path)
+    assert tagger.meta["quantized"] is True
+    ops = {node.op_type for node in __import__("onnx").load(str(path / "model.onnx")).graph.node}
+    assert ops & {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul"}, ops
+    check = compare_with_pipeline(trained_nlp, tagger, [text for text, _ in TRAIN_DATA])
+    # INT8 weights may move a boundary; on the texts the network was overfit to, few do.
+    assert check["n_different"] <= 1, check["differences"]
