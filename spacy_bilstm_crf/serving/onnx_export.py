@@ -22,6 +22,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import logging
 import math
 import tempfile
 import warnings
@@ -121,18 +122,23 @@ TRANSLATIONS: Dict[Callable, Callable] = {
 
 
 @contextlib.contextmanager
-def _sized_decompositions() -> Iterator[None]:
-    """Run torch.onnx's decomposition and type promotion passes without
-    ``backed_size_oblivious``.
+def _exporter_workarounds() -> Iterator[None]:
+    """Work around two failures of torch.onnx (2.13) on LAC's ``scan``.
 
-    torch.onnx (2.13) runs both under ``backed_size_oblivious=True``, and there the
-    fake-tensor pass over LAC's ``scan`` fails ("'SymInt' object has no attribute
-    'unsqueeze'"); the same passes without it work. Private API: checked by the
-    tests, on the torch version the ``onnx`` extra pins.
+    Its decomposition runs under ``backed_size_oblivious=True``, where the fake-tensor
+    pass over ``scan`` fails ("'SymInt' object has no attribute 'unsqueeze'"): it runs
+    here without it. Its type promotion pass re-runs every node of the outer graph
+    on fake tensors, ``scan`` included, and fails the same way: a higher-order
+    operator's node keeps the value its export recorded (its body graphs get their
+    own promotion pass). Private API: checked by the tests, on the torch version the
+    ``onnx`` extra pins.
     """
     from torch.onnx._internal.exporter import _fx_passes
+    from torch.onnx._internal.fx.passes import type_promotion
 
     originals = {name: getattr(_fx_passes, name) for name in ("decompose_with_registry", "insert_type_promotion_nodes")}
+    interpreter = type_promotion._TypePromotionInterpreter
+    run_node = interpreter.run_node
 
     def sized(function: Callable) -> Callable:
         def run(*args: Any) -> Any:
@@ -141,13 +147,20 @@ def _sized_decompositions() -> Iterator[None]:
 
         return run
 
+    def run_node_recorded(self: Any, node: torch.fx.Node) -> Any:
+        if node.op == "call_function" and isinstance(node.target, torch._ops.HigherOrderOperator):
+            return node.meta["val"]
+        return run_node(self, node)
+
     for name, function in originals.items():
         setattr(_fx_passes, name, sized(function))
+    interpreter.run_node = run_node_recorded
     try:
         yield
     finally:
         for name, function in originals.items():
             setattr(_fx_passes, name, function)
+        interpreter.run_node = run_node
 
 
 def onnx_graph(module: torch.nn.Module) -> bytes:
@@ -158,7 +171,7 @@ def onnx_graph(module: torch.nn.Module) -> bytes:
     RAISES (NotImplementedError): The network cannot be exported (see ``export_module``).
     """
     program = export_module(module)
-    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp, _sized_decompositions():
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp, _exporter_workarounds():
         warnings.simplefilter("ignore")
         onnx_program = torch.onnx.export(
             program, dynamo=True, optimize=True, verbose=False, custom_translation_table=TRANSLATIONS
@@ -177,9 +190,16 @@ def quantize_graph(graph: bytes) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         source.write_bytes(graph)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+        # The quantizer logs a warning on the root logger for each integer tensor it skips.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         return target.read_bytes()
 
 
