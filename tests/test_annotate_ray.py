@@ -10,9 +10,12 @@ from spacy.language import Language
 
 from spacy_bilstm_crf.annotate import annotate, ray_engine
 
-from .conftest import TRAIN_DATA, ents_of
+from .conftest import TRAIN_DATA
 from .ray_netns_cluster import offline_ray_home
 from .scores_close import close, same_file
+from .test_annotate_scores import TEXTS as SCORED_TEXTS
+from .test_annotate import read_output
+from .test_annotate_scores import THRESHOLD, assert_component_scores, write_jsonl
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -110,3 +113,13 @@ def test_a_refused_join_says_how_to_pass_the_token(monkeypatch: pytest.MonkeyPat
     assert "RAY_AUTH_MODE=token" in message and "RAY_AUTH_TOKEN_PATH" in message
     # A token given without the mode is used: Ray ignores it for an explicit address otherwise.
     assert os.environ["RAY_AUTH_MODE"] == "token"
+
+
+def test_ray_engine_writes_the_component_scores(ray_cluster: None, model_dir: Path, tmp_path: Path) -> None:
+    # The module's cluster: a second local cluster started right after this one stops
+    # can time out waiting for its GCS on a loaded machine.
+    source = write_jsonl(tmp_path / "in.jsonl", SCORED_TEXTS)
+    annotate(
+        model_dir, source, tmp_path / "out", engine="ray", num_workers=2, batch_size=3, threshold=THRESHOLD, uncertainty=True
+    )
+    assert_component_scores(read_output(tmp_path / "out"), model_dir, SCORED_TEXTS)

@@ -1,11 +1,11 @@
 """annotate writes each entity's probability (`score`), and on request candidate spans
 above a threshold and each record's uncertainty: the numbers the component puts in
-`doc.spans[spans_key]`, on the local engine (one and two processes) and the ray engine,
+`doc.spans[spans_key]`, on the local engine (one and two processes) and (in test_annotate_ray.py) the ray engine,
 in JSON lines, Parquet and DocBin; other score settings refuse to resume a run."""
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 import spacy
@@ -215,30 +215,6 @@ def test_apply_scoring_leaves_the_component_alone_when_nothing_is_scored(model_d
     nlp = spacy.load(model_dir)
     assert apply_scoring(nlp, ScoreSettings(confidence=False)) is None
     assert nlp.get_pipe("bilstm_crf_ner").confidence is False
-
-
-# --- the ray engine ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.data")
-    from .ray_netns_cluster import offline_ray_home
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HOME", str(offline_ray_home(tmp_path_factory.mktemp("ray_home"))))
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        yield ray
-        ray.shutdown()
-
-
-def test_ray_engine_writes_the_component_scores(ray_cluster: Any, model_dir: Path, tmp_path: Path) -> None:
-    source = write_jsonl(tmp_path / "in.jsonl", TEXTS)
-    annotate(
-        model_dir, source, tmp_path / "out", engine="ray", num_workers=2, batch_size=3, threshold=THRESHOLD, uncertainty=True
-    )
-    assert_component_scores(read_output(tmp_path / "out"), model_dir, TEXTS)
 
 
 def test_candidates_are_at_least_the_threshold_with_min_confidence(model_dir: Path, tmp_path: Path) -> None:
