@@ -13,6 +13,7 @@ import pytest
 import spacy
 import torch
 
+from spacy_bilstm_crf.serving import export_format
 from spacy_bilstm_crf.serving import tagger as serving
 from spacy_bilstm_crf.prediction import windows
 from spacy_bilstm_crf.component.architectures import get_torch_module
@@ -265,10 +266,10 @@ def test_char_tokens_match_spacy_zh_tokenizer():
 
 
 def test_serving_needs_only_torch(saved_model, tmp_path):
-    """serving/tagger.py (as serving.py) and prediction/windows.py, copied next to an
+    """serving/tagger.py (as serving.py), export_format.py and prediction/windows.py, copied next to an
     export, load and run it with spaCy, thinc, numpy and the package unimportable."""
     export_pipeline(spacy.load(saved_model), tmp_path / "export")
-    for module, name in ((serving, "serving.py"), (windows, "windows.py")):
+    for module, name in ((serving, "serving.py"), (export_format, "export_format.py"), (windows, "windows.py")):
         shutil.copy(module.__file__, tmp_path / name)
     code = f"""
 import json, sys

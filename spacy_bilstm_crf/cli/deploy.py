@@ -69,12 +69,12 @@ def export_cli(
     one (code points → tags) as TorchScript, OUTPUT_DIR/model.pt, as is any with
     --torchscript. Its labels, tags and scheme, the pipeline's window settings and
     the SHA-256 of every file go to tagger.json. Load it with
-    `spacy_bilstm_crf.serving.Tagger.load(OUTPUT_DIR)` (serving/tagger.py and prediction/windows.py
-    also work as copies on their own) and call the tagger on a text. A TorchScript
+    `spacy_bilstm_crf.serving.Tagger.load(OUTPUT_DIR)` (serving/tagger.py, serving/export_format.py and
+    prediction/windows.py also work as copies on their own) and call the tagger on a text. A TorchScript
     export holds code that runs when it is loaded: it loads only with
     `Tagger.load(OUTPUT_DIR, trust_torchscript=True)`. With --onnx, the network
     (code points → emissions) is written as OUTPUT_DIR/model.onnx, the CRF's scores
-    as crf.json, with onnx_tagger.py and windows.py to serve it
+    as crf.json, with onnx_tagger.py, export_format.py and windows.py to serve it
     (`OnnxTagger.load(OUTPUT_DIR)`: onnxruntime and numpy only); --onnx --int8
     quantizes the graph with ONNX Runtime. The export is checked against the
     pipeline on a few texts.

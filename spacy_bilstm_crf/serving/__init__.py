@@ -7,6 +7,8 @@ spaCy package with its licenses. ``tagger`` and ``quantize`` import torch alone
 (``tagger`` also ``prediction.windows``); ``deploy`` and ``packaging`` may import
 spaCy and the component. ``onnx_export`` writes an ONNX export (torch, onnx and
 onnxscript), which ``onnx_tagger`` serves with onnxruntime and numpy alone (no torch).
+``export_format`` is what both taggers share (``tagger.json``, tokens, windows): the
+standard library only.
 
 ``from spacy_bilstm_crf.serving import Tagger`` imports ``tagger`` only: this file
 imports nothing that needs spaCy, thinc or numpy.

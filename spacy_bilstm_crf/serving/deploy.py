@@ -14,7 +14,7 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from spacy.language import Language
@@ -207,22 +207,8 @@ def export_pipeline(
         raise ValueError(f"Unknown export format version {version}: 1 or 2.")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "format": serving.FORMAT if version == serving.FORMAT_VERSION else serving.TORCHSCRIPT_FORMAT,
-        "version": version,
-        "labels": list(pipe.labels),
-        "scheme": pipe.scheme.scheme,
-        "tags": pipe.scheme.tags,
-        "quantized": is_quantized(module),
-        # The pipeline's windows: the tagger cuts long texts where the pipeline does.
-        "window_size": pipe.window_size,
-        "window_overlap": pipe.window_overlap,
-        "batch_chars": pipe.batch_chars,
-        "tokenizer": "spacy.zh.ChineseTokenizer (segmenter = char)",
-        "component": pipe.name,
-        "spacy_bilstm_crf_version": __version__,
-        "torch_version": torch.__version__,
-    }
+    fmt = serving.FORMAT if version == serving.FORMAT_VERSION else serving.TORCHSCRIPT_FORMAT
+    meta = export_meta(pipe, fmt, version, is_quantized(module))
     files: Dict[str, bytes] = {}
     if version == serving.FORMAT_VERSION:
         files[serving.PROGRAM_FILE] = _saved(lambda f: torch.export.save(export_module(module), f))
@@ -235,20 +221,59 @@ def export_pipeline(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             files[serving.MODEL_FILE] = _saved(lambda f: torch.jit.save(scripted, f))
-    # Every file is checked against its SHA-256 before the tagger reads it, and
-    # tagger.json (written last) against its own.
+    # Another format's files from an earlier export go.
+    write_export(output_dir, files, meta, stale=(serving.PROGRAM_FILE, serving.CRF_FILE, serving.MODEL_FILE))
+    return output_dir
+
+
+def export_meta(pipe: BiLSTMCRFNER, fmt: str, version: int, quantized: bool) -> Dict[str, Any]:
+    """The ``tagger.json`` of an export of the component, before its checksums.
+
+    pipe (BiLSTMCRFNER): The component.
+    fmt (str): The export's format name.
+    version (int): Its format version.
+    quantized (bool): Whether its weights are INT8.
+    RETURNS (Dict[str, Any]): Labels, tags, the pipeline's windows and the versions.
+    """
+    return {
+        "format": fmt,
+        "version": version,
+        "labels": list(pipe.labels),
+        "scheme": pipe.scheme.scheme,
+        "tags": pipe.scheme.tags,
+        "quantized": quantized,
+        # The pipeline's windows: the tagger cuts long texts where the pipeline does.
+        "window_size": pipe.window_size,
+        "window_overlap": pipe.window_overlap,
+        "batch_chars": pipe.batch_chars,
+        "tokenizer": "spacy.zh.ChineseTokenizer (segmenter = char)",
+        "component": pipe.name,
+        "spacy_bilstm_crf_version": __version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def write_export(output_dir: Path, files: Dict[str, bytes], meta: Dict[str, Any], stale: Sequence[str] = ()) -> None:
+    """Write an export's files, then its ``tagger.json`` with their checksums.
+
+    Every file is checked against its SHA-256 before a tagger reads it, and
+    ``tagger.json`` against its own; it is written last: a directory without it is
+    not an export.
+
+    output_dir (Path): The export directory (existing).
+    files (Dict[str, bytes]): File name → content.
+    meta (Dict[str, Any]): ``tagger.json`` without checksums (changed in place).
+    stale (Sequence[str]): Files of other formats to remove when not in ``files``.
+    """
     meta[serving.FILE_CHECKSUMS_KEY] = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     meta[serving.CHECKSUM_KEY] = serving.meta_checksum(meta)
     (output_dir / serving.META_FILE).unlink(missing_ok=True)  # no stale tagger.json beside new files
-    for file_name in (serving.PROGRAM_FILE, serving.CRF_FILE, serving.MODEL_FILE):
-        if file_name not in files:  # another format's files from an earlier export
+    for file_name in stale:
+        if file_name not in files:
             (output_dir / file_name).unlink(missing_ok=True)
     for file_name, data in files.items():
         (output_dir / file_name).write_bytes(data)
-    (output_dir / serving.META_FILE).write_text(
-        json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf8"
-    )
-    return output_dir
+    (output_dir / serving.META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf8")
 
 
 def _saved(save: Callable[[io.BytesIO], None]) -> bytes:

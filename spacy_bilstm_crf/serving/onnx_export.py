@@ -20,7 +20,6 @@ This module needs ``onnx``, ``onnxscript`` and ``onnxruntime`` (the ``onnx`` ext
 """
 import contextlib
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -33,9 +32,8 @@ import torch
 from spacy.language import Language
 
 from . import onnx_tagger
-from ..about import __version__
 from ..component.architectures import get_torch_module
-from .deploy import check_tokenizer, export_module, find_pipe, min_width
+from .deploy import check_tokenizer, export_meta, export_module, find_pipe, min_width, write_export
 from .quantize import is_quantized
 
 # torch's exporter records each translation's ONNX ops through this opset.
@@ -252,36 +250,19 @@ def export_onnx(
     if int8:
         graph = quantize_graph(graph)
     package = Path(__file__).resolve().parents[1]
+    code = {
+        "onnx_tagger.py": Path(onnx_tagger.__file__),
+        "export_format.py": package / "serving" / "export_format.py",
+        "windows.py": package / "prediction" / "windows.py",
+    }
     files: Dict[str, bytes] = {
         onnx_tagger.GRAPH_FILE: graph,
         onnx_tagger.CRF_FILE: crf_json(module),
-        "onnx_tagger.py": Path(onnx_tagger.__file__).read_bytes(),
-        "windows.py": (package / "prediction" / "windows.py").read_bytes(),
+        **{name: code[name].read_bytes() for name in onnx_tagger.CODE_FILES},
     }
-    meta = {
-        "format": onnx_tagger.FORMAT,
-        "version": onnx_tagger.FORMAT_VERSION,
-        "labels": list(pipe.labels),
-        "scheme": pipe.scheme.scheme,
-        "tags": pipe.scheme.tags,
-        "quantized": int8,
-        "min_width": min_width(module),
-        # The pipeline's windows: the tagger cuts long texts where the pipeline does.
-        "window_size": pipe.window_size,
-        "window_overlap": pipe.window_overlap,
-        "batch_chars": pipe.batch_chars,
-        "tokenizer": "spacy.zh.ChineseTokenizer (segmenter = char)",
-        "component": pipe.name,
-        "spacy_bilstm_crf_version": __version__,
-        "torch_version": torch.__version__,
-    }
-    meta[onnx_tagger.FILE_CHECKSUMS_KEY] = {n: hashlib.sha256(data).hexdigest() for n, data in files.items()}
-    meta[onnx_tagger.CHECKSUM_KEY] = onnx_tagger.meta_checksum(meta)
+    meta = export_meta(pipe, onnx_tagger.FORMAT, onnx_tagger.FORMAT_VERSION, int8)
+    meta["min_width"] = min_width(module)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / onnx_tagger.META_FILE).unlink(missing_ok=True)  # no stale tagger.json beside new files
-    for file_name, data in files.items():
-        (output_dir / file_name).write_bytes(data)
-    # Written last: a directory without it is not an export.
-    (output_dir / onnx_tagger.META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf8")
+    write_export(output_dir, files, meta)
     return output_dir

@@ -1,9 +1,11 @@
 """Serve an exported tagger with torch alone: no spaCy, thinc or numpy.
 
-This file imports only torch, the standard library and ``prediction/windows.py``
-(the windowing the spaCy component uses), so the two files can be copied next to an
-exported model (``python -m spacy_bilstm_crf export``), this one as ``serving.py``
-and the other as ``windows.py``, and used where the package is not installed::
+This file imports only torch, the standard library, ``serving/export_format.py``
+(``tagger.json``, spaCy's character tokens, the windowed tagging both exported
+taggers share) and ``prediction/windows.py`` (the windowing the spaCy component
+uses), so the three files can be copied next to an exported model
+(``python -m spacy_bilstm_crf export``), this one as ``serving.py``, the others as
+``export_format.py`` and ``windows.py``, and used where the package is not installed::
 
     from serving import Tagger
 
@@ -16,11 +18,9 @@ An export (format version 2) holds the network as a ``torch.export`` program fro
 raw code points to tag scores (emissions): normalization, character table, bigram
 hashing, character classes, the lexicon and LAC are all inside it. The CRF's
 transition scores are saved next to it, and the constrained Viterbi runs here, in
-plain torch. What else is left here is spaCy's tokenization (see
-:func:`char_tokens`), the pipeline's windows for long texts (``windows.py``), and
-tags → character spans. It is one file of ~900 lines, over the package's ~500, for
-that reason: it is what is copied next to an export. Whitespace characters are never part of an entity: the
-Viterbi gives them the ``O`` tag, as the pipeline does.
+plain torch; spaCy's tokenization, the pipeline's windows and tags → character
+spans are ``export_format.WindowedTagger``'s. Whitespace characters are never part
+of an entity: the Viterbi gives them the ``O`` tag, as the pipeline does.
 
 Loading an export is as safe as loading a pipeline: ``tagger.json`` holds a SHA-256
 of itself and of every other file, checked before a file is read; the program
@@ -32,24 +32,31 @@ that torch runs when it loads them: they load only with
 way (torch.export cannot take their quantized LSTM; see ``deploy.export_pipeline``).
 """
 import ast
-import hashlib
 import io
 import json
 import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
+# Names re-exported for ``deploy`` and ``serving/__init__.py`` too (CHECKSUM_KEY, Entity, ...).
 try:
-    from ..prediction.windows import length_batches, plan_windows, stitch_spans
-except ImportError:  # this file copied next to an export, with windows.py beside it
-    from windows import length_batches, plan_windows, stitch_spans  # type: ignore[no-redef]
+    from .export_format import (  # noqa: F401
+        CHECKSUM_KEY, FILE_CHECKSUMS_KEY, META_FILE, Entity, ExportError, WindowedTagger, char_tokens,
+        check_meta_checksum, expected_tags, meta_checksum, read_checked, read_meta, WHITESPACE_CODES,
+    )
+    from .export_format import check_meta as check_meta_keys
+except ImportError:  # this file copied next to an export, with export_format.py and windows.py
+    from export_format import (  # type: ignore[no-redef]  # noqa: F401
+        CHECKSUM_KEY, FILE_CHECKSUMS_KEY, META_FILE, Entity, ExportError, WindowedTagger, char_tokens,
+        check_meta_checksum, expected_tags, meta_checksum, read_checked, read_meta, WHITESPACE_CODES,
+    )
+    from export_format import check_meta as check_meta_keys  # type: ignore[no-redef]
 
-META_FILE = "tagger.json"
 # Version 2: the emissions as a torch.export program, the CRF's scores, Viterbi here.
 FORMAT = "spacy-bilstm-crf.export"
 FORMAT_VERSION = 2
@@ -64,63 +71,12 @@ TORCHSCRIPT_VERSION = 1
 MODEL_FILE = "model.pt"
 FORMATS = {FORMAT: FORMAT_VERSION, TORCHSCRIPT_FORMAT: TORCHSCRIPT_VERSION}
 FILES = {FORMAT_VERSION: (PROGRAM_FILE, CRF_FILE), TORCHSCRIPT_VERSION: (MODEL_FILE,)}
-
-# tagger.json: the SHA-256 of each other file of the export, and of tagger.json itself
-# (all its other keys, see :func:`meta_checksum`).
-FILE_CHECKSUMS_KEY = "sha256"
-CHECKSUM_KEY = "checksum"
-# The pipeline component's defaults, for exports written before these were saved.
-WINDOW_SIZE, WINDOW_OVERLAP, BATCH_CHARS = 512, 64, 16384
-# Bounds on tagger.json's numbers: each sizes a buffer.
-MAX_MIN_WIDTH = 1024
-MAX_WINDOW_SIZE = 1_000_000
-MAX_BATCH_CHARS = 1 << 26
-SCHEMES = {"BIOES": ("B", "I", "E", "S"), "BIO": ("B", "I")}
-OUTSIDE = "O"
-
-# (start_char, end_char_exclusive, label)
-Entity = Tuple[int, int, str]
-_WHITESPACE = re.compile(r"\s")  # the same characters as str.isspace()
-# The code points for which str.isspace() is True (none lies above the BMP).
-_WHITESPACE_CODES = torch.tensor([c for c in range(0x10000) if chr(c).isspace()], dtype=torch.long)
+_WHITESPACE_CODES = torch.tensor(WHITESPACE_CODES, dtype=torch.long)
 
 
-class ExportError(ValueError):
-    """An export directory that cannot be loaded: the message names the file (and key)
-    and what is wrong."""
-
-
-def char_tokens(text: str) -> List[Tuple[int, int]]:
-    """The tokens of spaCy's Chinese ``char`` segmenter, as character offsets.
-
-    Mirrors ``spacy.util.get_words_and_spaces(list(text), text)``: every
-    non-whitespace character is a token; one space (U+0020) right after a token
-    becomes its trailing whitespace; any other whitespace run (leading, trailing,
-    longer, or not a plain space) is one token of its own.
-
-    text (str): The text.
-    RETURNS (List[Tuple[int, int]]): ``(start, end_exclusive)`` of each token.
-    """
-    if not _WHITESPACE.search(text):
-        return [(i, i + 1) for i in range(len(text))]
-    tokens: List[Tuple[int, int]] = []
-    pos = 0
-    for i, char in enumerate(text):
-        if char.isspace():
-            continue
-        if i > pos:  # the whitespace between the previous token and this one
-            tokens.append((pos, i))
-        tokens.append((i, i + 1))
-        pos = i + 1
-        if pos < len(text) and text[pos] == " ":
-            pos += 1
-    if pos < len(text):
-        tokens.append((pos, len(text)))
-    return tokens
-
-
-class Tagger:
-    """An exported BiLSTM-CRF: texts → entities as character offsets.
+class Tagger(WindowedTagger):
+    """An exported BiLSTM-CRF: texts → entities as character offsets (tokens, windows
+    and entities as in ``export_format.WindowedTagger``; the network and the Viterbi here).
 
     module (torch.nn.Module): Version 2: the exported program's module; version 1:
         the scripted network. Either gives ``emissions(codepoints, lengths)``.
@@ -139,27 +95,18 @@ class Tagger:
     ) -> None:
         self.version = _format_version(meta, META_FILE)
         check_meta(meta, META_FILE)
+        super().__init__(meta)
         if crf is None:
             if self.version == FORMAT_VERSION:
                 raise ExportError(f"A version {FORMAT_VERSION} export needs the CRF's scores ({CRF_FILE}).")
             crf = scripted_crf(module)
         self.module = module
-        self.meta = meta
         self.device = torch.device(device)
         trans, start, end = (scores.to(self.device) for scores in crf)
         self.crf: Tuple[Tensor, Tensor, Tensor] = (trans, start, end)
         self.min_width = int(meta.get("min_width", MIN_WIDTH)) if self.version == FORMAT_VERSION else 1
-        self.window_size = int(meta.get("window_size", WINDOW_SIZE))
-        self.window_overlap = int(meta.get("window_overlap", WINDOW_OVERLAP))
-        self.batch_chars = int(meta.get("batch_chars", BATCH_CHARS))
-        self.labels: List[str] = list(meta["labels"])
-        self.scheme: str = meta["scheme"]
-        tags: List[str] = meta["tags"]
-        # Per tag id: its prefix ("O", "B", "I", "E", "S") and its label index (-1 for O).
-        self._prefix = [tag.split("-", 1)[0] for tag in tags]
-        self._label = [-1 if tag == OUTSIDE else self.labels.index(tag.split("-", 1)[1]) for tag in tags]
         # Whitespace may take the O tag only (tag 0): True where a tag is banned on it.
-        self._banned_on_space = torch.arange(len(tags), device=self.device) != 0
+        self._banned_on_space = torch.arange(len(meta["tags"]), device=self.device) != 0
 
     @classmethod
     def load(cls, path: Union[str, Path], device: str = "cpu", trust_torchscript: bool = False) -> "Tagger":
@@ -221,78 +168,6 @@ class Tagger:
                 f"{META_FILE} has {len(self._prefix)} tags."
             )
 
-    def __call__(self, text: str) -> List[Entity]:
-        """The entities of one text. RETURNS (List[Entity]): ``(start_char, end_char, label)``."""
-        return self.batch([text])[0]
-
-    def batch(self, texts: Sequence[str]) -> List[List[Entity]]:
-        """The entities of each text. Texts longer than ``window_size`` characters are
-        tagged as the pipeline tags them: as overlapping windows whose entities are
-        stitched; the windows of all texts run in groups of similar length (at most
-        ``batch_chars`` padded characters per forward pass).
-
-        texts (Sequence[str]): The texts.
-        RETURNS (List[List[Entity]]): Per text, ``(start_char, end_char, label)`` triples.
-        """
-        tokens = [char_tokens(text) for text in texts]
-        # The characters the network reads: each token's (whitespace between tokens is
-        # not part of one).
-        reads = [
-            text if len(toks) == len(text) else "".join(text[start:end] for start, end in toks)
-            for text, toks in zip(texts, tokens)
-        ]
-        return [self.entities(toks, spans) for toks, spans in zip(tokens, self.spans(reads))]
-
-    def spans(self, reads: Sequence[str]) -> List[List[Tuple[int, int, int]]]:
-        """Entity spans ``(start, end_exclusive, label_index)`` among the read characters
-        of each text, as ``pipe.BiLSTMCRFNER.predict`` finds them (``windows.py``)."""
-        plans = [plan_windows(list(map(ord, read)), self.window_size, self.window_overlap) for read in reads]
-        pieces = [(read, window) for read, plan in zip(reads, plans) for window in plan]
-        found: List[List[Tuple[int, int, int]]] = [[] for _ in pieces]
-        for group in length_batches([w.end - w.start for _, w in pieces], self.batch_chars):
-            rows = self.tag([pieces[i][0][pieces[i][1].start : pieces[i][1].end] for i in group])
-            for i, row in zip(group, rows):
-                found[i] = self.tags_to_spans(row)
-        result = []
-        offset = 0
-        for read, plan in zip(reads, plans):
-            window_spans = found[offset : offset + len(plan)]
-            offset += len(plan)
-            result.append(window_spans[0] if len(plan) == 1 else stitch_spans(plan, window_spans, len(read)))
-        return result
-
-    def entities(self, tokens: List[Tuple[int, int]], spans: List[Tuple[int, int, int]]) -> List[Entity]:
-        """Entities from spans among the characters of the tokens, as the pipeline maps
-        them (its default ``boundary = "expand"``): an entity that cuts a token (only a
-        whitespace run can be longer than one character here, and whitespace is never
-        in an entity) covers the whole token, and one that overlaps an earlier entity
-        after that is dropped.
-        """
-        n_chars = sum(end - start for start, end in tokens)
-        if len(tokens) == n_chars:  # one character per token: the identity, no overlaps
-            return [(tokens[start][0], tokens[end - 1][1], self.labels[label]) for start, end, label in spans]
-        owner = [k for k, (start, end) in enumerate(tokens) for _ in range(end - start)]
-        taken = [False] * len(tokens)
-        found = []
-        for start, end, label in spans:
-            first, last = owner[start], owner[end - 1]
-            if any(taken[first : last + 1]):
-                continue
-            taken[first : last + 1] = [True] * (last + 1 - first)
-            found.append((tokens[first][0], tokens[last][1], self.labels[label]))
-        return found
-
-    def pipe(self, texts: Iterable[str], batch_size: int = 256) -> Iterator[List[Entity]]:
-        """Stream the entities of many texts, ``batch_size`` texts per :meth:`batch`."""
-        chunk: List[str] = []
-        for text in texts:
-            chunk.append(text)
-            if len(chunk) == batch_size:
-                yield from self.batch(chunk)
-                chunk = []
-        if chunk:
-            yield from self.batch(chunk)
-
     def tag(self, sequences: Sequence[str]) -> List[List[int]]:
         """Tag ids per character of each sequence, in one forward pass: the best path
         under the CRF in which whitespace takes the ``O`` tag.
@@ -323,23 +198,6 @@ class Tagger:
             tags = viterbi(emissions, lengths.clamp_min(1).to(self.device), *self.crf)
         return [row[:n] for row, n in zip(tags.cpu().tolist(), lengths.tolist())]
 
-    def tags_to_spans(self, tags: List[int]) -> List[Tuple[int, int, int]]:
-        """Spans ``(start_token, end_token_exclusive, label_index)`` of a valid tag sequence."""
-        prefix = [self._prefix[t] for t in tags]
-        starts = [i for i, p in enumerate(prefix) if p in ("B", "S")]
-        if self.scheme == "BIOES":
-            ends = [i for i, p in enumerate(prefix) if p in ("E", "S")]
-        else:  # BIO: an entity ends where the next tag does not continue it
-            ends = [
-                i
-                for i, p in enumerate(prefix)
-                if p in ("B", "I") and (i + 1 == len(prefix) or prefix[i + 1] != "I")
-            ]
-        if len(starts) != len(ends):
-            raise ValueError(f"Invalid {self.scheme} tag sequence: {tags}")
-        return [(s, e + 1, self._label[tags[s]]) for s, e in zip(starts, ends)]
-
-
 def scripted_crf(module: torch.nn.Module) -> Tuple[Tensor, Tensor, Tensor]:
     """A scripted network's CRF scores, masked as ``crf.LinearChainCRF.masked_scores``
     masks them (``-inf`` where banned): the Viterbi here then finds the network's paths.
@@ -357,51 +215,6 @@ def scripted_crf(module: torch.nn.Module) -> Tuple[Tensor, Tensor, Tensor]:
 # -- tagger.json ----------------------------------------------------------------------
 
 
-def read_meta(path: Path) -> Dict[str, Any]:
-    """RETURNS (Dict[str, Any]): The parsed ``tagger.json``. RAISES (ExportError): it is
-    missing, not UTF-8, not valid JSON or not an object."""
-    try:
-        text = path.read_bytes().decode("utf8")
-    except FileNotFoundError:
-        raise ExportError(f"{path}: not found: not an export directory (see `export`).") from None
-    except UnicodeDecodeError as err:
-        raise ExportError(f"{path}: not UTF-8 text ({err}).") from None
-    try:
-        meta = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise ExportError(f"{path}: not valid JSON ({err}).") from None
-    if not isinstance(meta, dict):
-        raise ExportError(f"{path}: expected a JSON object, found {type(meta).__name__}.")
-    return meta
-
-
-def meta_checksum(meta: Dict[str, Any]) -> str:
-    """The SHA-256 of ``tagger.json``'s keys other than ``checksum`` (which holds it),
-    in a canonical JSON form. RETURNS (str): ``"sha256:"`` and the hex digest."""
-    content = {key: value for key, value in meta.items() if key != CHECKSUM_KEY}
-    text = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode("utf8")).hexdigest()
-
-
-def check_meta_checksum(meta: Dict[str, Any], source: Union[str, Path], required: bool = True) -> None:
-    """RAISES (ExportError): ``tagger.json`` differs from what its checksum was made of
-    (a label renamed, a number changed), or has none where one is ``required``."""
-    expected = meta.get(CHECKSUM_KEY)
-    if expected is None and not required:
-        return
-    if not isinstance(expected, str):
-        raise ExportError(
-            f"{source}: no '{CHECKSUM_KEY}' (written before exports were checksummed, or edited): "
-            "export the pipeline again."
-        )
-    found = meta_checksum(meta)
-    if found != expected:
-        raise ExportError(
-            f"{source}: its content does not match its '{CHECKSUM_KEY}' ({expected}, found {found}): "
-            "it was edited or damaged after export. Export the pipeline again."
-        )
-
-
 def _format_version(meta: dict, source: Union[str, Path] = META_FILE) -> int:
     """RETURNS (int): The export's format version. RAISES (ExportError): an unknown format."""
     fmt, version = meta.get("format"), meta.get("version")
@@ -411,74 +224,13 @@ def _format_version(meta: dict, source: Union[str, Path] = META_FILE) -> int:
     return version
 
 
-def expected_tags(labels: Sequence[str], scheme: str) -> List[str]:
-    """RETURNS (List[str]): The tags of ``tags.TagScheme(labels, scheme)``, in its order."""
-    return [OUTSIDE] + [f"{prefix}-{label}" for label in labels for prefix in SCHEMES[scheme]]
-
-
 def check_meta(meta: Dict[str, Any], source: Union[str, Path]) -> None:
-    """Check ``tagger.json``'s keys before any is used.
+    """Check ``tagger.json``'s keys before any is used (``export_format.check_meta``;
+    version 1 exports may have no file checksums).
 
-    RAISES (ExportError): A key is missing, of the wrong type or out of bounds; the
-        message names the file and the key.
+    RAISES (ExportError): A key is missing, of the wrong type or out of bounds.
     """
-
-    def bad(key: str, what: str) -> ExportError:
-        return ExportError(f"{source}: key '{key}': {what} (found {meta.get(key)!r:.200}).")
-
-    labels = meta.get("labels")
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
-        raise bad("labels", "expected a non-empty list of non-empty strings")
-    if len(set(labels)) != len(labels):
-        raise bad("labels", "expected each label once")
-    if meta.get("scheme") not in SCHEMES:
-        raise bad("scheme", f"expected one of {sorted(SCHEMES)}")
-    if meta.get("tags") != expected_tags(labels, meta["scheme"]):
-        raise bad("tags", f"expected the {meta['scheme']} tags of the labels, 'O' first")
-    if not isinstance(meta.get("quantized", False), bool):
-        raise bad("quantized", "expected true or false")
-    bounds = {
-        "min_width": (1, MAX_MIN_WIDTH),
-        "window_size": (2, MAX_WINDOW_SIZE),
-        "window_overlap": (0, MAX_WINDOW_SIZE),
-        "batch_chars": (1, MAX_BATCH_CHARS),
-    }
-    for key, (low, high) in bounds.items():
-        value = meta.get(key, low)
-        if type(value) is not int or not low <= value <= high:
-            raise bad(key, f"expected a whole number from {low} to {high}")
-    size, overlap = meta.get("window_size", WINDOW_SIZE), meta.get("window_overlap", WINDOW_OVERLAP)
-    if size - 2 * overlap < 2:
-        raise bad("window_overlap", f"window_size ({size}) must exceed twice window_overlap by at least 2")
-    checksums = meta.get(FILE_CHECKSUMS_KEY, {})
-    if not isinstance(checksums, dict) or not all(
-        isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in checksums.values()
-    ):
-        raise bad(FILE_CHECKSUMS_KEY, "expected file names with SHA-256 hex digests")
-
-
-def read_checked(path: Path, name: str, meta: Dict[str, Any], required: bool = True) -> bytes:
-    """A file of the export, read once and checked against its SHA-256 in ``tagger.json``
-    before anything parses it (the bytes checked are the bytes used).
-
-    required (bool): Refuse a file ``tagger.json`` has no checksum for.
-    RAISES (ExportError): The file is missing, unlisted or does not match.
-    """
-    expected = meta.get(FILE_CHECKSUMS_KEY, {}).get(name)
-    if expected is None and required:
-        raise ExportError(f"{path / META_FILE}: key '{FILE_CHECKSUMS_KEY}': no checksum for {name}.")
-    try:
-        data = (path / name).read_bytes()
-    except FileNotFoundError:
-        raise ExportError(f"{path / name}: not found (the export is incomplete).") from None
-    if expected is not None:
-        found = hashlib.sha256(data).hexdigest()
-        if found != expected:
-            raise ExportError(
-                f"{path / name}: does not match its SHA-256 in {META_FILE} ({expected}, found "
-                f"{found}): the file was changed or damaged after export. Export the pipeline again."
-            )
-    return data
+    check_meta_keys(meta, source)
 
 
 def load_crf(data: bytes, source: Path, n_tags: int) -> Tuple[Tensor, Tensor, Tensor]:
