@@ -20,11 +20,12 @@ Matching is ``LexiconFeatures.matches`` (the hashed keys, bit filter and
 compiled kernel of the lexicon), so the gazetteer travels in the weights and
 works in exported copies.
 """
-from typing import Final, Optional
+from typing import Final, List, Optional
 
 import torch
 from torch import Tensor, nn
 
+from . import flag_kernels
 from .crf import lengths_to_mask
 from .lexicon import LexiconFeatures
 
@@ -102,6 +103,11 @@ class GazetteerFeatures(nn.Module):
         other = folds[:, None] != torch.arange(self.n_folds, device=folds.device)[None, :]
         return (by_fold & other[:, None, :, None]).any(dim=2)
 
+    @torch.jit.unused
+    def _flags_compiled(self, rows: List[Tensor], shape: List[int]) -> Optional[Tensor]:
+        """``forward``'s flags as one compiled kernel (``flag_kernels.entity_flags``), or None."""
+        return flag_kernels.entity_flags(rows, self.labels, shape)
+
     def forward(self, cp: Tensor, lengths: Tensor, exclude_own_fold: bool = False) -> Tensor:
         """cp (Tensor): Long (batch, seq_len) normalized code points; lengths (Tensor): Long (batch,).
 
@@ -115,6 +121,12 @@ class GazetteerFeatures(nn.Module):
             folds = sentence_folds(cp, lengths, self.n_folds)
         rows = self.matcher.matches(cp, lengths)
         batch, seq_len = cp.shape[0], cp.shape[1]
+        if torch.jit.is_scripting():
+            pass  # a scripted copy keeps the tensor ops below
+        elif folds is None and cp.device.type == "cpu" and not torch.compiler.is_exporting():
+            compiled = self._flags_compiled(rows, [batch, seq_len])
+            if compiled is not None:
+                return compiled
         shape = (batch, seq_len, self.n_labels)
         begins = torch.zeros(shape, dtype=torch.bool, device=cp.device)
         ends = torch.zeros(shape, dtype=torch.bool, device=cp.device)

@@ -173,8 +173,9 @@ def _soft_lexicon(rows, weights, vectors, out):  # pragma: no cover - compiled
                         out[b, t, which, d] /= total
 
 
-def _compiled(name: str, function: Callable, probe: Callable[[Any], None]) -> Any:
-    """``function`` compiled, or None when numba is missing or fails (warned once)."""
+def _compiled(name: str, function: Callable, probe: Callable[[Any], None], **options: Any) -> Any:
+    """``function`` compiled (with numba's ``options`` beside caching and ``nogil``), or
+    None when numba is missing or fails (warned once)."""
     if name in _COMPILED or _FAILED.get(name, False):
         return _COMPILED.get(name)
     with _LOCK:
@@ -182,7 +183,7 @@ def _compiled(name: str, function: Callable, probe: Callable[[Any], None]) -> An
             try:
                 import numba
 
-                kernel = numba.njit(cache=True, nogil=True)(function)
+                kernel = numba.njit(cache=True, nogil=True, **options)(function)
                 probe(kernel)
                 _COMPILED[name] = kernel
             except Exception as error:  # any failure leaves the tensor ops in charge

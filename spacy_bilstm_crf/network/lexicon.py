@@ -38,7 +38,7 @@ import numpy
 import torch
 from torch import Tensor, nn
 
-from . import kernels
+from . import flag_kernels, kernels
 from .crf import lengths_to_mask
 
 _MOD = 2**31 - 1
@@ -273,6 +273,26 @@ class LexiconFeatures(nn.Module):
         RETURNS (Tensor): Float (batch, max_len, 9) flags; zero at padding.
         """
         return self.flags(self.matches(cp, lengths), cp.shape)
+
+    def word_flags(self, rows: List[Tensor], shape: List[int], with_pos: bool) -> Tensor:
+        """:meth:`flags`, then with ``with_pos`` :meth:`pos_flags`, side by side: Float
+        (batch, seq_len, 9 or 17). On the CPU one compiled kernel (``flag_kernels.py``).
+        """
+        if torch.jit.is_scripting():
+            pass  # a scripted copy keeps the tensor ops below
+        elif self.keys.device.type == "cpu" and not torch.compiler.is_exporting():
+            compiled = self._word_flags_compiled(rows, shape, with_pos)
+            if compiled is not None:
+                return compiled
+        flags = self.flags(rows, shape)
+        if with_pos:
+            return torch.cat([flags, self.pos_flags(rows, shape)], dim=-1)
+        return flags
+
+    @torch.jit.unused
+    def _word_flags_compiled(self, rows: List[Tensor], shape: List[int], with_pos: bool) -> Optional[Tensor]:
+        pos = self.pos if with_pos else None
+        return flag_kernels.word_flags(rows, pos, self._n_pos_flags // 2, shape)
 
     def flags(self, rows: List[Tensor], shape: List[int]) -> Tensor:
         """RETURNS (Tensor): Float (batch, seq_len, 9) B/M/E/S flags of ``matches``' rows."""

@@ -22,6 +22,7 @@ from .gazetteer import GazetteerFeatures
 from .lac import LACEncoder
 from .lexicon import N_LEXICON_FLAGS, N_POS_FLAGS, N_SETS, LexiconFeatures
 from .recurrence import Lookup, RaggedLayout, bilstm_rows, padded_bilstm
+from .rnn_kernels import bilstm_layer
 from .subnormals import zero_subnormals
 from .tags import TagScheme
 
@@ -246,8 +247,11 @@ class BiLSTMCRF(nn.Module):
         one thread cannot reach a prediction running in another.
         """
         self.training = mode
+        # thinc switches the mode around every prediction: walk the submodules only
+        # when one was switched on (``_run_lstm`` switches the LSTM, and back).
         for module in self.children():
-            module.train(False)
+            if module.training:
+                module.train(False)
         return self
 
     @torch.jit.unused
@@ -317,9 +321,7 @@ class BiLSTMCRF(nn.Module):
         lexicon = self.lexicon
         if lexicon is not None:
             rows = lexicon.matches(cp, lengths)
-            features.append(lexicon.flags(rows, cp.shape))
-            if self.lexicon_pos:
-                features.append(lexicon.pos_flags(rows, cp.shape))
+            features.append(lexicon.word_flags(rows, cp.shape, self.lexicon_pos))
             if self.lexicon_project is not None:
                 features.append(self.lexicon_project(lexicon.pooled(rows, chars)))
         if self.gazetteer is not None:
@@ -348,6 +350,8 @@ class BiLSTMCRF(nn.Module):
         elif self._ragged_inference(chars, noise):
             # (The features are not concatenated: the lookups fold into the LSTM.)
             return self._ragged_emissions(features, char_ids, classes, codepoints, lengths, lac_position)
+        elif self._compiled_prediction(chars, noise):
+            hidden = self._compiled_lstm(torch.cat(features, dim=-1), lengths_1)
         else:
             x = nn.functional.dropout(torch.cat(features, dim=-1), self.embed_dropout_rate, noise)
             hidden = self._packed_lstm(x, lengths_1, noise)
@@ -362,6 +366,19 @@ class BiLSTMCRF(nn.Module):
         else:
             output = self._run_lstm(packed, noise)
         hidden, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+        return hidden
+
+    @torch.jit.unused
+    def _compiled_lstm(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """The LSTM as compiled kernels, a layer a call (``rnn_kernels.bilstm_layer``), or
+        over the packed batch where numba is unavailable."""
+        hidden: Optional[Tensor] = x
+        for layer in range(self.lstm.num_layers):
+            assert hidden is not None
+            hidden = bilstm_layer(self.lstm, layer, hidden, lengths)
+            if hidden is None:
+                return self._packed_lstm(x, lengths)
+        assert hidden is not None
         return hidden
 
     @torch.jit.unused
@@ -461,6 +478,24 @@ class BiLSTMCRF(nn.Module):
         )
 
     @torch.jit.unused
+    def _compiled_prediction(self, x: Tensor, noise: bool) -> bool:
+        """Whether the recurrences run as compiled kernels (``rnn_kernels.py``; ``x``: any
+        of the LSTM's input features): a prediction without training noise or gradient,
+        on the CPU, in float32, outside autocast and export, with a float ``nn.LSTM``,
+        for a batch below :meth:`_ragged_prediction`'s (whose per-step matrix products
+        are faster on more sentences)."""
+        return (
+            not noise
+            and not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.shape[0] < _RAGGED_MIN_BATCH
+            and type(self.lstm) is nn.LSTM
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_exporting()
+        )
+
+    @torch.jit.unused
     def _ragged_lac(self, codepoints: Tensor) -> bool:
         """Whether LAC runs over the real characters (:meth:`_lac_rows`): a ragged prediction
         (:meth:`_ragged_prediction`) with float32 weights."""
@@ -468,6 +503,20 @@ class BiLSTMCRF(nn.Module):
         assert lac is not None
         return lac.embed.weight.dtype == torch.float32 and self._ragged_prediction(
             codepoints.shape[0], codepoints.device
+        )
+
+    @torch.jit.unused
+    def _compiled_lac(self, codepoints: Tensor) -> bool:
+        """Whether LAC runs as compiled kernels: float32 weights, no gradient, on the CPU,
+        outside autocast, a batch below :meth:`_ragged_prediction`'s."""
+        lac = self.lac
+        assert lac is not None
+        return (
+            lac.embed.weight.dtype == torch.float32
+            and not torch.is_grad_enabled()
+            and codepoints.device.type == "cpu"
+            and codepoints.shape[0] < _RAGGED_MIN_BATCH
+            and not torch.is_autocast_enabled("cpu")
         )
 
     @torch.jit.unused
@@ -498,7 +547,11 @@ class BiLSTMCRF(nn.Module):
             layout = RaggedLayout(lengths.clamp_min(1), seq_len)
             return layout.to_padded(self._lac_rows(codepoints, lengths, layout), batch, seq_len)
         else:
-            first, second = lac.encode_layers(lac.char_ids(codepoints), lengths)
+            ids = lac.char_ids(codepoints)
+            compiled = None
+            if self._compiled_lac(codepoints):
+                compiled = lac.encode_layers_compiled(ids, lengths)
+            first, second = compiled if compiled is not None else lac.encode_layers(ids, lengths)
         states = second if self.lac_layers == 1 else torch.cat([first, second], dim=-1)
         mask = lengths_to_mask(lengths, codepoints.shape[1])[:, :, None]
         return torch.where(mask, states, torch.zeros_like(states))

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..codepoints import normalize_codepoints
 from ..recurrence import Projection, RaggedLayout, dense_projection
+from ..rnn_kernels import paddle_bigru
 
 VOCAB_SIZE = 20941  # LAC's word.dic ids 0..20940
 OOV_ID = 20940
@@ -257,6 +258,19 @@ class LACEncoder(nn.Module):
         first = self.layer1.time_major(self.embed(ids.t()), lengths)
         second = self.layer2.time_major(first, lengths)
         return first.transpose(0, 1), second.transpose(0, 1)
+
+    @torch.jit.unused
+    def encode_layers_compiled(self, ids: Tensor, lengths: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
+        """``encode_layers`` for predictions on a few sentences on the CPU, in float32: each
+        layer one compiled kernel (``rnn_kernels.paddle_bigru``); zero at padding. None
+        when the kernel is unavailable.
+        """
+        first = paddle_bigru(self.layer1, self.embed(ids), lengths)
+        if first is None:
+            return None
+        second = paddle_bigru(self.layer2, first, lengths)
+        assert second is not None
+        return first, second
 
     @torch.jit.unused
     def encode_layers_scan(self, ids: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
