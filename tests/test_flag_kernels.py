@@ -79,3 +79,10 @@ def test_entity_flags_equal_the_tensor_ops(seed, monkeypatch):
     assert torch.equal(gazetteer(cp, lengths), got)  # the module takes the kernel
     monkeypatch.setattr(gazetteer, "_flags_compiled", lambda rows, shape: None)
     assert torch.equal(gazetteer(cp, lengths), got)  # the tensor ops
+
+
+def test_char_class_table_equals_the_comparisons():
+    from spacy_bilstm_crf.network.model import char_class_lookup, char_classes
+
+    cp = torch.cat([torch.arange(0x30000 + 50), torch.tensor([0x10FFFF, 0x2FFFF, 0x30000, 0x3FFFF])]).view(3, -1)
+    assert torch.equal(char_class_lookup(cp), char_classes(cp))

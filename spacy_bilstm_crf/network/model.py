@@ -66,6 +66,24 @@ def char_classes(cp: Tensor) -> Tensor:
     return torch.where(cjk, torch.full_like(cp, 1), classes)
 
 
+# Code points below this get their class from a table (``char_class_lookup``): every
+# range of ``char_classes`` lies below it.
+_CLASS_TABLE_SIZE = 0x30000
+_CLASS_TABLE: List[Tensor] = []
+
+
+@torch.jit.unused
+def char_class_lookup(cp: Tensor) -> Tensor:
+    """``char_classes`` of code points on the CPU, from a table built at first use
+    (192 KB): one gather. RETURNS (Tensor): Long, same shape."""
+    if not _CLASS_TABLE:
+        _CLASS_TABLE.append(char_classes(torch.arange(_CLASS_TABLE_SIZE)).to(torch.uint8))
+    table = _CLASS_TABLE[0]
+    inside = cp < _CLASS_TABLE_SIZE
+    found = table[torch.where(inside, cp, torch.zeros_like(cp))].to(torch.long)
+    return torch.where(inside, found, torch.full_like(cp, 6))
+
+
 # Batches of fewer sentences run nn.LSTM and LAC's padded loop: at 1 to 4 sentences
 # their fewer, fused steps beat the ragged layout's bookkeeping (measured crossover ~8).
 _RAGGED_MIN_BATCH = 8
@@ -316,7 +334,13 @@ class BiLSTMCRF(nn.Module):
             features += [self.bigram_embed(left), self.bigram_embed(right)]
         classes: Optional[Tensor] = None
         if self.class_embed is not None:
-            classes = torch.where(mask, char_classes(cp), torch.zeros_like(cp))
+            if torch.jit.is_scripting():
+                found = char_classes(cp)
+            elif torch.compiler.is_exporting() or cp.device.type != "cpu":
+                found = char_classes(cp)
+            else:  # one gather instead of some thirty comparisons (single calls)
+                found = char_class_lookup(cp)
+            classes = torch.where(mask, found, torch.zeros_like(cp))
             features.append(self.class_embed(classes))
         lexicon = self.lexicon
         if lexicon is not None:
@@ -332,11 +356,11 @@ class BiLSTMCRF(nn.Module):
         lac_position = -1
         if self.lac is not None:
             if torch.jit.is_scripting():
-                features.append(self._lac_states(codepoints, lengths))
-            elif self._lac_in_rows(codepoints, chars, noise):
+                features.append(self._lac_states(cp, lengths))
+            elif self._lac_in_rows(cp, chars, noise):
                 lac_position = len(features)
             else:
-                features.append(self._lac_states(codepoints, lengths))
+                features.append(self._lac_states(cp, lengths))
         if self.vector_dim > 0:
             if vectors is None:
                 raise ValueError("This network reads an upstream encoder's vectors: pass vectors.")
@@ -349,7 +373,7 @@ class BiLSTMCRF(nn.Module):
             hidden = self._padded_lstm(torch.cat(features, dim=-1), lengths_1)
         elif self._ragged_inference(chars, noise):
             # (The features are not concatenated: the lookups fold into the LSTM.)
-            return self._ragged_emissions(features, char_ids, classes, codepoints, lengths, lac_position)
+            return self._ragged_emissions(features, char_ids, classes, cp, lengths, lac_position)
         elif self._compiled_prediction(chars, noise):
             hidden = self._compiled_lstm(torch.cat(features, dim=-1), lengths_1)
         else:
@@ -450,11 +474,12 @@ class BiLSTMCRF(nn.Module):
         """LAC's states of the real characters in ``layout``'s packed order (the layer(s)
         given: ``lac_layers``); zero for the one row of an empty sentence, as padding.
 
+        codepoints (Tensor): Normalized (the folding LAC's lookup applies by default).
         lengths (Tensor): Long (batch,), as given (0 for an empty sentence).
         """
         lac = self.lac
         assert lac is not None
-        first, second = lac.encode_rows(lac.char_ids(codepoints), layout, self._matmul_dtype())
+        first, second = lac.encode_rows(lac.char_ids(codepoints, fold=False), layout, self._matmul_dtype())
         rows = second if self.lac_layers == 1 else torch.cat([first, second], dim=-1)
         if bool((lengths == 0).any()):
             sentence = layout.padded_rows.to(rows.device) // codepoints.shape[1]
@@ -533,21 +558,22 @@ class BiLSTMCRF(nn.Module):
         )
 
     def _lac_states(self, codepoints: Tensor, lengths: Tensor) -> Tensor:
-        """LAC's contextual states, zero at padding."""
+        """LAC's contextual states, zero at padding. codepoints (Tensor): normalized (the
+        folding LAC's lookup applies by default)."""
         lac = self.lac
         assert lac is not None
         # Frozen layers' parameters do not require gradients, so autograd records
         # nothing for them: only the fine-tuned top layers build a graph.
         if torch.jit.is_scripting():
-            first, second = lac.encode_layers(lac.char_ids(codepoints), lengths)
+            first, second = lac.encode_layers(lac.char_ids(codepoints, fold=False), lengths)
         elif torch.compiler.is_exporting():
-            first, second = lac.encode_layers_scan(lac.char_ids(codepoints), lengths)
+            first, second = lac.encode_layers_scan(lac.char_ids(codepoints, fold=False), lengths)
         elif self._ragged_lac(codepoints):
             batch, seq_len = codepoints.shape
             layout = RaggedLayout(lengths.clamp_min(1), seq_len)
             return layout.to_padded(self._lac_rows(codepoints, lengths, layout), batch, seq_len)
         else:
-            ids = lac.char_ids(codepoints)
+            ids = lac.char_ids(codepoints, fold=False)
             compiled = None
             if self._compiled_lac(codepoints):
                 compiled = lac.encode_layers_compiled(ids, lengths)
