@@ -265,7 +265,11 @@ class LexiconFeatures(nn.Module):
         table (their ``nonzero`` has a data-dependent size). The same rows.
         """
         keys = self._window_keys(cp, lengths, skip_direct=False)
-        return [self._lookup(key.reshape(-1)).view(key.shape) for key in keys]
+        # One search over the windows of every length: an exported search is unrolled
+        # into ~20 steps of elementwise operators, which a graph runs once, not per length.
+        sizes = [key.numel() for key in keys]
+        rows = self._lookup(torch.cat([key.reshape(-1) for key in keys]))
+        return [part.view(key.shape) for part, key in zip(torch.split(rows, sizes), keys)]
 
     def forward(self, cp: Tensor, lengths: Tensor) -> Tensor:
         """cp (Tensor): Long (batch, max_len) normalized code points; lengths (Tensor): Long (batch,).

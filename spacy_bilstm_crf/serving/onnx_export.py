@@ -2,7 +2,7 @@
 
 The ``torch.export`` program of ``deploy.export_module`` (code points → emissions, any
 batch size and width) is converted with ``torch.onnx.export(..., dynamo=True)``.
-Two of its operators have no ONNX translation in torch's library, so they get their
+Three of its operators have no ONNX translation in torch's library, so they get their
 own here (``TRANSLATIONS``):
 
 - ``aten.searchsorted`` (the character table, LAC's vocabulary, the lexicon's keys:
@@ -10,15 +10,17 @@ own here (``TRANSLATIONS``):
   elementwise steps (Gather, Less, Where), exact on integers.
 - ``aten.mkldnn_rnn_layer`` (each direction of the LSTM, ``recurrence.padded_bilstm``):
   one ONNX ``LSTM`` (gates reordered from torch's ifgo to ONNX's iofc).
+- ``spacy_bilstm_crf::paddle_bigru``: see below.
 
-LAC's ``scan`` becomes an ONNX ``Scan``. The CRF's masked scores go to ``crf.json``;
+LAC's BiGRU layers are traced as one operator each (``lac/gru_op.py``), translated
+here into one ONNX ``GRU`` each (``_paddle_bigru``), which ONNX Runtime runs as a
+fused kernel. The CRF's masked scores go to ``crf.json``;
 the Viterbi, the windows and the tokenization run in ``serving/onnx_tagger.py``
 (numpy and onnxruntime only), copied next to the export as ``onnx_tagger.py`` with
 ``prediction/windows.py`` as ``windows.py``.
 
 This module needs ``onnx``, ``onnxscript`` and ``onnxruntime`` (the ``onnx`` extra).
 """
-import contextlib
 import copy
 import json
 import logging
@@ -26,13 +28,14 @@ import math
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 from spacy.language import Language
 
 from . import onnx_tagger
 from ..component.architectures import get_torch_module
+from ..network.lac.gru_op import onnx_layers
 from .deploy import check_tokenizer, export_meta, export_module, find_pipe, min_width, write_export
 from .quantize import is_quantized
 
@@ -113,52 +116,39 @@ def _mkldnn_rnn_layer(
     return op.Squeeze(y, [1]), y_h, y_c, y_c
 
 
+def _paddle_bigru(x: Any, lengths: Any, in_weight: Any, in_bias: Any, gate_weight: Any, cand_weight: Any) -> Any:
+    """``spacy_bilstm_crf::paddle_bigru`` (LAC's BiGRU layer, ``lac/gru_op.py``) as one
+    bidirectional ONNX ``GRU`` with ``linear_before_reset = 0`` (the reset gate applied
+    to the state before the recurrent product, as in Paddle's cell).
+
+    ONNX's update gate keeps the old state (``h = (1 - z) c + z h``), Paddle's takes the
+    candidate (``h = (1 - u) h + u c``): ``z = 1 - u = σ(-a)``, so the update gate's
+    weights and bias enter negated. Gates: Paddle [update, reset, candidate] in columns
+    of (input, 3H) matrices; ONNX [z, r, h] in rows of (3H, input) ones.
+    """
+    from onnxscript import opset18 as op
+
+    hidden = cand_weight.shape[-1]
+    if not isinstance(hidden, int):
+        raise NotImplementedError("paddle_bigru: the state width must be static")
+    sign = op.Constant(value_floats=[-1.0] * hidden + [1.0] * (2 * hidden))  # (3H,)
+    w = op.Mul(op.Transpose(in_weight, perm=[0, 2, 1]), op.Unsqueeze(sign, [1]))  # (2, 3H, input)
+    recurrent = op.Concat(gate_weight, cand_weight, axis=2)  # (2, H, 3H)
+    r = op.Mul(op.Transpose(recurrent, perm=[0, 2, 1]), op.Unsqueeze(sign, [1]))  # (2, 3H, H)
+    b = op.Concat(op.Mul(in_bias, sign), op.Mul(in_bias, op.Constant(value_float=0.0)), axis=1)  # (2, 6H)
+    y, _ = op.GRU(
+        x, w, r, b, op.Cast(lengths, to=6), None,
+        hidden_size=hidden, direction="bidirectional", linear_before_reset=0,
+    )  # fmt: skip
+    # (seq_len, 2, batch, H) → (seq_len, batch, 2H): forward states, then reverse ones.
+    return op.Reshape(op.Transpose(y, perm=[0, 2, 1, 3]), op.Constant(value_ints=[0, 0, -1]))
+
+
 TRANSLATIONS: Dict[Callable, Callable] = {
     torch.ops.aten.searchsorted.Tensor: _searchsorted,
     torch.ops.aten.mkldnn_rnn_layer.default: _mkldnn_rnn_layer,
+    torch.ops.spacy_bilstm_crf.paddle_bigru.default: _paddle_bigru,
 }
-
-
-@contextlib.contextmanager
-def _exporter_workarounds() -> Iterator[None]:
-    """Work around two failures of torch.onnx (2.13) on LAC's ``scan``.
-
-    Its decomposition runs under ``backed_size_oblivious=True``, where the fake-tensor
-    pass over ``scan`` fails ("'SymInt' object has no attribute 'unsqueeze'"): it runs
-    here without it. Its type promotion pass re-runs every node of the outer graph
-    on fake tensors, ``scan`` included, and fails the same way: a higher-order
-    operator's node keeps the value its export recorded (its body graphs get their
-    own promotion pass). Private API: checked by the tests, on the torch version the
-    ``onnx`` extra pins.
-    """
-    from torch.onnx._internal.exporter import _fx_passes
-    from torch.onnx._internal.fx.passes import type_promotion
-
-    originals = {name: getattr(_fx_passes, name) for name in ("decompose_with_registry", "insert_type_promotion_nodes")}
-    interpreter = type_promotion._TypePromotionInterpreter
-    run_node = interpreter.run_node
-
-    def sized(function: Callable) -> Callable:
-        def run(*args: Any) -> Any:
-            with torch.fx.experimental._config.patch(backed_size_oblivious=False):
-                return function(*args)
-
-        return run
-
-    def run_node_recorded(self: Any, node: torch.fx.Node) -> Any:
-        if node.op == "call_function" and isinstance(node.target, torch._ops.HigherOrderOperator):
-            return node.meta["val"]
-        return run_node(self, node)
-
-    for name, function in originals.items():
-        setattr(_fx_passes, name, sized(function))
-    interpreter.run_node = run_node_recorded
-    try:
-        yield
-    finally:
-        for name, function in originals.items():
-            setattr(_fx_passes, name, function)
-        interpreter.run_node = run_node
 
 
 def onnx_graph(module: torch.nn.Module) -> bytes:
@@ -168,8 +158,9 @@ def onnx_graph(module: torch.nn.Module) -> bytes:
 
     RAISES (NotImplementedError): The network cannot be exported (see ``export_module``).
     """
-    program = export_module(module)
-    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp, _exporter_workarounds():
+    with onnx_layers():  # LAC's layers as ONNX GRUs, not scan (see ``lac/gru_op.py``)
+        program = export_module(module)
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")
         onnx_program = torch.onnx.export(
             program, dynamo=True, optimize=True, verbose=False, custom_translation_table=TRANSLATIONS

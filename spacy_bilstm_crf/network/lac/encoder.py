@@ -113,6 +113,12 @@ class PaddleBiGRU(nn.Module):
         """
         from torch._higher_order_ops.scan import scan
 
+        from .gru_op import onnx_layers_on, paddle_bigru
+
+        if onnx_layers_on():  # one ONNX GRU (see ``gru_op.py``)
+            return paddle_bigru(
+                x, lengths.clamp_min(1), self.in_weight, self.in_bias, self.gate_weight, self.cand_weight
+            )
         batch, hidden = x.shape[1], self.hidden
         gates_in, cand_in, keep = self._step_inputs(x, lengths)
         gate_weight, cand_weight = self.gate_weight, self.cand_weight
