@@ -12,6 +12,10 @@ MODEL_DIR is a trained bilstm_crf_ner pipeline (float32), from the default confi
   bfloat16; fast on CPUs with AMX)
 - ``exported``: the float32 network exported (``torch.export``), run by ``serving.Tagger``
   (no spaCy); ``exported_int8`` likewise from the INT8 pipeline
+- ``onnx`` / ``onnx_int8``: the network exported for ONNX Runtime (``export --onnx``,
+  ``--onnx --int8``), run by ``serving.onnx_tagger.OnnxTagger`` (numpy and onnxruntime;
+  one intra-op thread, so timed with the 1-thread setting only); ``--onnx-model`` and
+  ``--onnx-int8-model`` take exports made beforehand (exporting takes minutes)
 - ``fast_fp32``: a pipeline trained with ``configs/bilstm_crf_fast.cfg`` (``--fast-model``)
 - ``spacy_ner``: spaCy's built-in ``ner`` trained on the same data (``--spacy-ner``)
 
@@ -25,7 +29,11 @@ the network (forward hooks), CRF decode, set_annotations, and the lexicon's shar
 (matching and flags). With ``--baseline-src DIR`` (an older checkout of the
 package) the fast model's ``nlp.pipe`` is also timed under that revision and this
 one, alternately, in fresh processes (``pipe_timer.py``). Prints a table and
-writes ``benchmarks/results/inference.json`` (``--out``).
+writes ``benchmarks/results/inference.json`` (``--out``), with ``serving_install_bytes``:
+what each way of serving installs (the files of the installed distributions it
+pulls in, read from this environment's package metadata): the pipeline (this
+package, torch, spaCy and their requirements) against an ONNX export (onnxruntime
+and numpy).
 """
 import argparse
 import json
@@ -90,8 +98,10 @@ class Variant:
     """Something that turns texts into entities, timed the same way for all."""
 
     def __init__(self, name: str, size_bytes: int, nlp: Optional[Language] = None,
-                 tagger: Optional[Tagger] = None) -> None:  # fmt: skip
+                 tagger: Optional[object] = None, onnx: bool = False) -> None:  # fmt: skip
         self.name, self.size_bytes, self.nlp, self.tagger = name, size_bytes, nlp, tagger
+        # ONNX Runtime's threads are set at load (one), not by torch.set_num_threads.
+        self.onnx = onnx
 
     def pipe(self, texts: Sequence[str]) -> List[List[Entity]]:
         if self.tagger is not None:
@@ -116,7 +126,42 @@ def spacy_f1(nlp: Language, gold_docs: Sequence[spacy.tokens.Doc]) -> float:
     return float(nlp.evaluate(examples, batch_size=BATCH_SIZE)["ents_f"] or 0.0)
 
 
-def build_variants(model_dir: Path, fast_model: Optional[Path], spacy_ner: Optional[Path], work: Path) -> List[Variant]:
+def installed_bytes(roots: Sequence[str]) -> Dict[str, object]:
+    """The bytes on disk of the installed distributions ``roots`` and everything they
+    require (markers evaluated here, no extras), from their package metadata.
+
+    RETURNS (Dict[str, object]): ``bytes`` and the ``distributions`` counted.
+    """
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: Dict[str, int] = {}
+    todo = list(roots)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        size = 0
+        for file in dist.files or []:
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                size += path.stat().st_size
+        seen[name] = size
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return {"bytes": sum(seen.values()), "distributions": sorted(seen)}
+
+
+def build_variants(model_dir: Path, fast_model: Optional[Path], spacy_ner: Optional[Path], work: Path,
+                   onnx_dirs: Dict[str, Optional[Path]]) -> List[Variant]:  # fmt: skip
     variants = [Variant("fp32", dir_size(model_dir), nlp=spacy.load(model_dir))]
     int8 = spacy.load(model_dir)
     quantize_pipeline(int8)
@@ -132,6 +177,13 @@ def build_variants(model_dir: Path, fast_model: Optional[Path], spacy_ner: Optio
     variants.append(
         Variant("exported_int8", dir_size(work / "exported_int8"), tagger=Tagger.load(work / "exported_int8", trust_torchscript=True))
     )
+    from spacy_bilstm_crf.serving.onnx_export import export_onnx
+    from spacy_bilstm_crf.serving.onnx_tagger import OnnxTagger
+
+    for name, path in onnx_dirs.items():
+        if path is None:
+            path = export_onnx(variants[0].nlp, work / name, int8=name == "onnx_int8")
+        variants.append(Variant(name, dir_size(path), tagger=OnnxTagger.load(path, threads=1), onnx=True))
     if fast_model is not None:
         variants.append(Variant("fast_fp32", dir_size(fast_model), nlp=spacy.load(fast_model)))
     if spacy_ner is not None:
@@ -166,14 +218,22 @@ def profile(nlp: Language, texts: Sequence[str], repeats: int) -> Dict[str, floa
     timed("head", module.project)
     timed("head", module.norm)
 
+    active: set = set()
+
     def timed_call(key: str, owner: object, name: str, attribute: object) -> None:
         """Time every call of ``owner.name`` (a function or a bound method) under ``key``."""
 
         def wrapper(*args: object, **kwargs: object) -> object:
+            # A timed call inside another of the same key is counted once, in the outer
+            # one (e.g. ``_lac_states`` calling ``_lac_rows`` in an INT8 pipeline).
+            if key in active:
+                return attribute(*args, **kwargs)  # type: ignore[operator]
+            active.add(key)
             start = time.perf_counter()
             try:
                 return attribute(*args, **kwargs)  # type: ignore[operator]
             finally:
+                active.discard(key)
                 spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
 
         setattr(owner, name, wrapper)
@@ -181,10 +241,12 @@ def profile(nlp: Language, texts: Sequence[str], repeats: int) -> Dict[str, floa
     # Predictions on the CPU run the LSTM as recurrence.bilstm_rows, not module.lstm.
     restore_rows = model_module.bilstm_rows
     timed_call("lstm", model_module, "bilstm_rows", restore_rows)
+    # Batches of a few sentences run it as compiled kernels (``rnn_kernels.py``).
+    timed_call("lstm", module, "_compiled_lstm", module._compiled_lstm)
     if module.lexicon is not None:
         # Lexicon matching and its B/M/E/S flags (word types, when used): the share
         # the lexicon costs (SoftLexicon pooling counts as features).
-        for name in ("matches", "flags", "pos_flags"):
+        for name in ("matches", "word_flags"):
             timed_call("lexicon", module.lexicon, name, getattr(module.lexicon, name))
     # The network calls LAC's layers directly (no module forward to hook): time its
     # whole step through instance attributes that shadow the methods (padded states,
@@ -223,10 +285,11 @@ def profile(nlp: Language, texts: Sequence[str], repeats: int) -> Dict[str, floa
         runs = [stages() for _ in range(repeats + 1)][1:]  # the first is a warm-up
     finally:
         model_module.bilstm_rows = restore_rows
+        delattr(module, "_compiled_lstm")
         for name in lac_methods:
             delattr(module, name)  # the instance's wrapper: back to the method
         if module.lexicon is not None:
-            for name in ("matches", "flags", "pos_flags"):
+            for name in ("matches", "word_flags"):
                 delattr(module.lexicon, name)  # the instance's wrapper: back to the method
     best = min(runs, key=lambda run: sum(run[k] for k in ("tokenizer", "featurize", "emissions", "crf_decode", "set_annotations")))
     start = time.perf_counter()
@@ -275,6 +338,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="Use the first N dev texts (0: all)")
     parser.add_argument("--threads", default="1,all", help="Torch thread counts to time, comma-separated; 'all' is every core")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference.json")
+    parser.add_argument("--onnx-model", type=Path, default=None, help="export --onnx of MODEL_DIR (default: made here)")
+    parser.add_argument("--onnx-int8-model", type=Path, default=None,
+                        help="export --onnx --int8 of MODEL_DIR (default: made here)")  # fmt: skip
     parser.add_argument("--baseline-src", type=Path, default=None,
                         help="An older checkout of the package (e.g. git worktree add ../baseline REV): "
                              "the fast model's nlp.pipe is timed under it and under this one, alternately")  # fmt: skip
@@ -293,7 +359,8 @@ def main() -> None:
 
     results: Dict[str, Dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        variants = build_variants(args.model_dir, args.fast_model, args.spacy_ner, Path(tmp))
+        onnx_dirs = {"onnx": args.onnx_model, "onnx_int8": args.onnx_int8_model}
+        variants = build_variants(args.model_dir, args.fast_model, args.spacy_ner, Path(tmp), onnx_dirs)
         torch.set_num_threads(1)
         predictions = {v.name: v.pipe(texts) for v in variants}
         by_threads: Dict[str, Dict[str, Dict[str, float]]] = {v.name: {} for v in variants}
@@ -301,9 +368,10 @@ def main() -> None:
             torch.set_num_threads(threads)
             # All variants take turns (see interleaved_best): their ratios are the numbers
             # that matter, and a shared machine's speed drifts over minutes.
-            pipe_s = interleaved_best({v.name: partial(v.pipe, texts) for v in variants}, args.repeats)
-            single_s = interleaved_best({v.name: partial(v.single, texts) for v in variants}, 1)
-            for v in variants:
+            timed = [v for v in variants if threads == 1 or not v.onnx]
+            pipe_s = interleaved_best({v.name: partial(v.pipe, texts) for v in timed}, args.repeats)
+            single_s = interleaved_best({v.name: partial(v.single, texts) for v in timed}, 1)
+            for v in timed:
                 by_threads[v.name][str(threads)] = {
                     "chars_per_second_pipe": n_chars / pipe_s[v.name],
                     "chars_per_second_single": n_chars / single_s[v.name],
@@ -324,6 +392,8 @@ def main() -> None:
         agreement = {
             "exported_vs_fp32_texts_differing": sum(a != b for a, b in zip(predictions["exported"], predictions["fp32"])),
             "exported_int8_vs_int8_texts_differing": sum(a != b for a, b in zip(predictions["exported_int8"], predictions["int8"])),
+            "onnx_vs_fp32_texts_differing": sum(a != b for a, b in zip(predictions["onnx"], predictions["fp32"])),
+            "onnx_int8_vs_fp32_texts_differing": sum(a != b for a, b in zip(predictions["onnx_int8"], predictions["fp32"])),
         }  # fmt: skip
 
     baseline = None
@@ -342,8 +412,16 @@ def main() -> None:
     if "spacy_ner" in results:
         for name in ("fp32", "fast_fp32"):
             if name in results:
-                ratio = results[name]["chars_per_second_pipe"] / results["spacy_ner"]["chars_per_second_pipe"]
-                summary[f"{name}_vs_spacy_ner_pipe"] = ratio
+                for mode in ("pipe", "single"):
+                    ratio = results[name][f"chars_per_second_{mode}"] / results["spacy_ner"][f"chars_per_second_{mode}"]
+                    summary[f"{name}_vs_spacy_ner_{mode}"] = ratio
+    onnx, onnx_int8 = results["onnx"], results["onnx_int8"]
+    summary["onnx_vs_fp32_pipe"] = onnx["chars_per_second_pipe"] / fp32["chars_per_second_pipe"]
+    summary["onnx_vs_fp32_single"] = onnx["chars_per_second_single"] / fp32["chars_per_second_single"]
+    summary["onnx_int8_vs_onnx_pipe"] = onnx_int8["chars_per_second_pipe"] / onnx["chars_per_second_pipe"]
+    summary["onnx_int8_f1_loss_points"] = 100 * (onnx["dev_f1"] - onnx_int8["dev_f1"])
+    if "spacy_ner" in results:
+        summary["onnx_vs_spacy_ner_single"] = onnx["chars_per_second_single"] / results["spacy_ner"]["chars_per_second_single"]
     if "fast_fp32" in results:
         summary["fp32_vs_fast_fp32_pipe"] = fp32["chars_per_second_pipe"] / results["fast_fp32"]["chars_per_second_pipe"]
         summary["fast_fp32_lexicon_share"] = profiles["fast_fp32"]["lexicon_share"]
@@ -359,8 +437,16 @@ def main() -> None:
         "agreement": agreement,
         "profile_seconds_1_thread": profiles,
         "fast_fp32_vs_baseline": baseline,
+        "serving_install_bytes": {
+            "pipeline": installed_bytes(["spacy-bilstm-crf"]),
+            "onnx": installed_bytes(["onnxruntime", "numpy"]),
+        },
     }  # fmt: skip
     print_table(results, profiles, summary, agreement, n_chars)
+    print("serving installs " + ", ".join(
+        f"{way} {sizes['bytes'] / 1e6:.0f} MB ({len(sizes['distributions'])} distributions)"
+        for way, sizes in report["serving_install_bytes"].items()
+    ))  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf8")
     print(f"Wrote {args.out}")
@@ -375,6 +461,7 @@ def print_table(results, profiles, summary, agreement, n_chars: int) -> None:
             print(f"WARNING {name}: spaCy scorer F1 {row['dev_f1_spacy_scorer']} != span F1 {row['dev_f1']}")
         cells = "".join(
             f" {row['by_threads'][t]['chars_per_second_pipe']:12.0f} {row['by_threads'][t]['chars_per_second_single']:14.0f}"
+            if t in row["by_threads"] else f" {'-':>12s} {'-':>14s}"
             for t in threads
         )
         print(f"{name:14s}{cells}  {100 * row['dev_f1']:6.2f}  {row['size_bytes'] / 1e6:7.1f}")
