@@ -130,6 +130,61 @@ def test_copied_tagger_runs_without_torch(exported, tmp_path):
     assert found == expected
 
 
+def _serving_venv(root: Path) -> Path:
+    """A fresh virtualenv holding the ONNX tagger's requirements only: onnxruntime, numpy
+    and what they require, taken from this environment's installed files (linked, so no
+    download), and neither torch nor spaCy. RETURNS (Path): Its python."""
+    import sysconfig
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True)
+    python = root / "venv" / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    here = Path(sysconfig.get_paths()["purelib"])
+    todo, seen = ["onnxruntime", "numpy"], set()
+    while todo:
+        dist = metadata.distribution(todo.pop())
+        if dist.metadata["Name"].lower() in seen:
+            continue
+        seen.add(dist.metadata["Name"].lower())
+        for top in {Path(str(f)).parts[0] for f in dist.files or []}:
+            source = here / top
+            target = Path(site) / top
+            if source.exists() and not target.exists() and not top.endswith(".pth"):
+                target.symlink_to(source)
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    assert "torch" not in seen and "spacy" not in seen
+    return python
+
+
+def test_export_serves_from_a_fresh_venv_without_torch(exported, tmp_path):
+    """The export directory's own code, in a virtualenv with onnxruntime and numpy only."""
+    nlp, path = exported
+    copy = tmp_path / "served"
+    shutil.copytree(path, copy)
+    python = _serving_venv(tmp_path)
+    missing = subprocess.run([str(python), "-c", "import torch"], capture_output=True, text=True, cwd=copy)
+    assert missing.returncode != 0 and "No module named 'torch'" in missing.stderr
+    code = (
+        "import sys, json\n"
+        "from onnx_tagger import OnnxTagger\n"
+        "assert 'torch' not in sys.modules and 'spacy' not in sys.modules\n"
+        f"print(json.dumps(OnnxTagger.load('.').batch({TEXTS!r}), ensure_ascii=False))\n"
+    )
+    result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=copy)
+    assert result.returncode == 0, result.stderr
+    found = [[tuple(e) for e in ents] for ents in json.loads(result.stdout)]
+    assert found == [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in nlp.pipe(TEXTS)]
+
+
 def _imported(path: Path) -> set:
     modules = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf8"))):
