@@ -19,9 +19,9 @@ MODEL_DIR is a trained bilstm_crf_ner pipeline (float32), from the default confi
 - ``fast_fp32``: a pipeline trained with ``configs/bilstm_crf_fast.cfg`` (``--fast-model``)
 - ``spacy_ner``: spaCy's built-in ``ner`` trained on the same data (``--spacy-ner``)
 
-For each: chars/s with ``nlp.pipe(batch_size=256)`` (best of ``--repeats``, the
-variants taking turns so that a slow phase of a shared machine falls on all of them)
-and with one ``nlp(text)`` call per text, with 1 torch thread and with all cores; dev F1
+For each: chars/s with ``nlp.pipe(batch_size=256)`` and with one ``nlp(text)`` call per
+text (best of ``--repeats`` each, the variants taking turns so that a slow phase of a
+shared machine falls on all of them), with 1 torch thread and with all cores; dev F1
 (spaCy's scorer through ``nlp.evaluate`` for the spaCy pipelines, exact span
 matching for all, the two must agree); size on disk. Then a profile of where
 the CPU goes in our pipeline: tokenizer, featurization, features/LSTM/head inside
@@ -370,7 +370,7 @@ def main() -> None:
             # that matter, and a shared machine's speed drifts over minutes.
             timed = [v for v in variants if threads == 1 or not v.onnx]
             pipe_s = interleaved_best({v.name: partial(v.pipe, texts) for v in timed}, args.repeats)
-            single_s = interleaved_best({v.name: partial(v.single, texts) for v in timed}, 1)
+            single_s = interleaved_best({v.name: partial(v.single, texts) for v in timed}, args.repeats)
             for v in timed:
                 by_threads[v.name][str(threads)] = {
                     "chars_per_second_pipe": n_chars / pipe_s[v.name],
