@@ -470,18 +470,20 @@ class BiLSTMCRFNER(TrainablePipe):
     # -- serialization ------------------------------------------------------------
 
     @property
-    def table_sizes(self) -> Tuple[int, Optional[int], Optional[int]]:
-        """RETURNS (Tuple[int, Optional[int], Optional[int]]): ``(n_chars, n_lexicon_keys,
-            n_gazetteer_keys)`` from cfg.
+    def table_sizes(self) -> Tuple[int, Optional[int], Optional[int], Optional[int]]:
+        """RETURNS (Tuple[int, Optional[int], Optional[int], Optional[int]]): ``(n_chars,
+            n_lexicon_keys, n_gazetteer_keys, n_lexicon_vectors)`` from cfg.
         """
         if "n_chars" not in self.cfg:
             raise ValueError(f"'{self.name}' has no character table size in its cfg: is it initialized?")
         n_keys = self.cfg.get("n_lexicon_keys")
         n_entities = self.cfg.get("n_gazetteer_keys")
+        n_vectors = self.cfg.get("n_lexicon_vectors")
         return (
             int(self.cfg["n_chars"]),  # type: ignore[call-overload]
             None if n_keys is None else int(n_keys),  # type: ignore[call-overload]
             None if n_entities is None else int(n_entities),  # type: ignore[call-overload]
+            None if n_vectors is None else int(n_vectors),  # type: ignore[call-overload]
         )
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:

@@ -22,6 +22,7 @@ from thinc.util import get_torch_default_device
 
 from ..features.chars import DocChars, doc_chars
 from ..features.gazetteer_table import GazetteerTable
+from ..features.lexicon_vectors import LexiconVectors
 from ..network.lac import LACEncoder
 from ..network.lac.encoder import OOV_ID
 from ..network.model import BiLSTMCRF
@@ -65,6 +66,7 @@ def build_bilstm_crf_v2(
     lexicon_max_len: int = 6,
     lexicon_dim: int = 64,
     lexicon_pos: bool = True,
+    lexicon_vectors: Optional[str] = None,
     gazetteer: bool = True,
     gazetteer_max_len: int = 10,
     gazetteer_folds: int = 10,
@@ -110,6 +112,13 @@ def build_bilstm_crf_v2(
         log frequencies (jieba's counts), projected to this width (default 64). 0 disables it.
     lexicon_pos (bool): Word-type flags (person, place, organization, other proper
         noun) from the lexicon's POS column (jieba's ``nr``, ``ns``, ``nt``, ``nz``). On by default.
+    lexicon_vectors (Optional[str]): Pretrained word vectors for the lexicon's words,
+        from Baidu's LAC 2.1.2 (Apache-2.0; 50,000 words, 128 wide): ``"lac"`` fetches
+        its sdist from the package index into a cache folder (``$SPACY_BILSTM_CRF_CACHE``,
+        else ``~/.cache/spacy-bilstm-crf``), or the path of a copy of
+        ``LAC-2.1.2.tar.gz``. Read at ``initialize`` only; the covered words' vectors
+        are stored in the model (float16, frozen), and their B/M/E means join the
+        SoftLexicon input. Needs ``lexicon`` and ``lexicon_dim``. None (default): none.
     gazetteer (bool): Entity-gazetteer features: the training data's entity strings,
         stored in the model with their labels, matched in the text; per label, whether a
         known entity begins, continues or ends at each character. Training uses k-fold
@@ -166,6 +175,11 @@ def build_bilstm_crf_v2(
     )
     if lac_embeddings and char_dim != 128:
         raise ValueError(f"lac_embeddings needs char_dim = 128 (LAC's width), got {char_dim}")
+    if lexicon_vectors is not None and (lexicon is None or not lexicon_dim):
+        raise ValueError(
+            "lexicon_vectors needs a lexicon and lexicon_dim > 0: the word vectors are pooled "
+            f"into the SoftLexicon input (lexicon = {lexicon!r}, lexicon_dim = {lexicon_dim})."
+        )
     if tok2vec is not None and quantize_int8:
         raise ValueError("quantize_int8 is for pipelines without an upstream tok2vec.")
     if quantize_int8 and bf16_inference:
@@ -180,6 +194,7 @@ def build_bilstm_crf_v2(
         attrs={
             "hyper": hyper,
             "lexicon": lexicon,
+            "lexicon_vectors": lexicon_vectors,
             "gazetteer": gazetteer,
             "lac_embeddings": lac_embeddings,
             "mixed_precision": mixed_precision,
@@ -211,11 +226,13 @@ def build_torch_layer(
     n_chars: int,
     n_lexicon_keys: Optional[int] = None,
     n_gazetteer_keys: Optional[int] = None,
+    n_lexicon_vectors: Optional[int] = None,
     *,
     char_table: Optional[numpy.ndarray] = None,
     lexicon_keys: Optional[numpy.ndarray] = None,
     lexicon_weights: Optional[numpy.ndarray] = None,
     lexicon_pos: Optional[numpy.ndarray] = None,
+    lexicon_vectors: Optional[LexiconVectors] = None,
     gazetteer: Optional[GazetteerTable] = None,
     lac: Optional[LACEncoder] = None,
 ) -> None:
@@ -238,6 +255,9 @@ def build_torch_layer(
     lexicon_pos (Optional[numpy.ndarray]): A word-type group per key.
     n_gazetteer_keys (Optional[int]): Number of gazetteer entity keys; required when
         the model has ``gazetteer`` on.
+    n_lexicon_vectors (Optional[int]): Rows of the lexicon's pretrained word-vector
+        table; required when the model has ``lexicon_vectors``.
+    lexicon_vectors (Optional[LexiconVectors]): The vectors, to fill in a new model.
     gazetteer (Optional[GazetteerTable]): The training entities, to fill in a new model.
     lac (Optional[LACEncoder]): LAC-small with its weights, to fill in a new model's
         LAC features and, with ``lac_embeddings``, its character table.
@@ -248,10 +268,14 @@ def build_torch_layer(
     use_gazetteer = bool(model.attrs.get("gazetteer", False))
     if use_gazetteer and n_gazetteer_keys is None:
         raise ValueError("The model has a gazetteer but its number of entity keys is not known.")
+    use_vectors = use_lexicon and model.attrs.get("lexicon_vectors") is not None
+    if use_vectors and n_lexicon_vectors is None:
+        raise ValueError("The model has lexicon vectors but their number is not known.")
     module = BiLSTMCRF(
         n_chars,
         scheme,
         lexicon_size=n_lexicon_keys if use_lexicon else None,
+        lexicon_vectors=int(n_lexicon_vectors or 0) if use_vectors else 0,
         gazetteer_size=n_gazetteer_keys if use_gazetteer else None,
         vector_dim=tok2vec_width(model),
         **model.attrs["hyper"],
@@ -263,6 +287,10 @@ def build_torch_layer(
             torch.tensor(numpy.asarray(lexicon_keys, dtype="int64")),
             None if lexicon_weights is None else torch.tensor(numpy.asarray(lexicon_weights, dtype="float32")),
             None if lexicon_pos is None else torch.tensor(numpy.asarray(lexicon_pos, dtype="int64")),
+        )
+    if module.lexicon is not None and module.lexicon.n_vectors and lexicon_vectors is not None:
+        module.lexicon.set_word_vectors(
+            torch.from_numpy(lexicon_vectors.rows), torch.from_numpy(lexicon_vectors.vectors)
         )
     if module.gazetteer is not None and gazetteer is not None:
         module.gazetteer.set_entries(torch.from_numpy(gazetteer.keys), torch.from_numpy(gazetteer.fold_labels))

@@ -156,6 +156,7 @@ _CFG_TYPES = {
     "n_chars": (int,),
     "n_lexicon_keys": (int, type(None)),
     "n_gazetteer_keys": (int, type(None)),
+    "n_lexicon_vectors": (int, type(None)),
     CHECKSUM_KEY: (str,),
 }
 
@@ -189,7 +190,7 @@ def parse_cfg(data: bytes, source: str, name: str) -> Dict[str, object]:
     labels: Optional[list] = cfg.get("labels") if isinstance(cfg.get("labels"), list) else None
     if labels is not None and not all(isinstance(label, str) and label for label in labels):
         problems.append(f"'labels' must be non-empty strings, got {_shown(labels)}")
-    for key in ("n_chars", "n_lexicon_keys", "n_gazetteer_keys", "min_char_count"):
+    for key in ("n_chars", "n_lexicon_keys", "n_gazetteer_keys", "n_lexicon_vectors", "min_char_count"):
         if isinstance(cfg.get(key), int) and cfg[key] < 0:
             problems.append(f"'{key}' must not be negative, got {cfg[key]}")
     if problems:

@@ -2,7 +2,7 @@
 
 ``initialize`` collects the labels, then ``build_network`` builds the character table
 (characters seen at least ``min_char_count`` times), the lexicon's table (word list
-and vectors), the gazetteer's (from the training entities, in folds) and the LAC
+and vectors; LAC-full's pretrained word vectors where the model asks for them), the gazetteer's (from the training entities, in folds) and the LAC
 encoder when the model uses them, records the table sizes in the component's cfg
 (they are saved, and checked on loading) and builds the torch module for them.
 """
@@ -14,8 +14,12 @@ from spacy.training import Example
 
 from ..features.gazetteer_table import build_gazetteer_table
 from ..features.lexicon_table import build_lexicon_table
+from ..features.lexicon_vectors import LexiconVectors, build_lexicon_vectors
 from ..network.codepoints import normalize_codepoints
 from ..network.lac import load_lac_encoder
+from ..network.lac.fetch import resolve_lac_sdist
+from ..network.lac.sdist import read_lac_full
+from ..network.lac.word_vectors import LACVocab
 from ..network.lexicon import load_lexicon
 from .architectures import build_torch_layer, doc_codepoints
 
@@ -39,6 +43,11 @@ def build_network(pipe: "BiLSTMCRFNER", get_examples: Callable[[], Iterable[Exam
     uses_lac = hyper.get("lac_features") or pipe.model.attrs.get("lac_embeddings")
     pipe.cfg["n_chars"] = len(char_table)
     pipe.cfg["n_lexicon_keys"] = None if table is None else len(table.keys)
+    vectors = None
+    vectors_source = pipe.model.attrs.get("lexicon_vectors")
+    if table is not None and vectors_source is not None:
+        vectors = load_lexicon_vectors(vectors_source, table.keys, int(hyper["lexicon_max_len"]))
+    pipe.cfg["n_lexicon_vectors"] = None if vectors is None else len(vectors.vectors)
     gazetteer = None
     if pipe.model.attrs.get("gazetteer"):
         gazetteer = build_gazetteer_table(
@@ -56,9 +65,23 @@ def build_network(pipe: "BiLSTMCRFNER", get_examples: Callable[[], Iterable[Exam
         lexicon_keys=None if table is None else table.keys,
         lexicon_weights=None if table is None else table.weights,
         lexicon_pos=None if table is None else table.pos,
+        lexicon_vectors=vectors,
         gazetteer=gazetteer,
         lac=load_lac_encoder() if uses_lac else None,
     )
+
+
+def load_lexicon_vectors(source: str, keys: numpy.ndarray, max_len: int) -> LexiconVectors:
+    """LAC-full's word vectors for the lexicon keys it covers.
+
+    source (str): ``"lac"`` (fetched from the package index into a cache folder) or
+        the path of ``LAC-2.1.2.tar.gz``.
+    keys (numpy.ndarray): The lexicon's sorted unique keys.
+    max_len (int): The lexicon's longest word.
+    RETURNS (LexiconVectors): The rows per key and the covered vectors.
+    """
+    files = read_lac_full(resolve_lac_sdist(source))
+    return build_lexicon_vectors(keys, LACVocab.from_files(files), files.tensors["word_emb"], max_len)
 
 
 def build_char_table(codepoints: Iterable[numpy.ndarray], min_count: int) -> numpy.ndarray:

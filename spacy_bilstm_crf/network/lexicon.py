@@ -12,6 +12,10 @@ character is a Single-character word: 9 flags, the B/M/E/S sets of Zhang & Yang
 - Word-type flags from the lexicon's POS column (jieba: ``nr`` person, ``ns``
   place, ``nt`` organization, ``nz`` other proper noun): whether a word of that
   type begins at the character, or covers it past its first character.
+- Pretrained word vectors (``pooled_word_vectors``): for the lexicon words that
+  a pretrained table covers (LAC-full's 50,000 words, ``lac/word_vectors.py``),
+  the B/M/E sets' weighted means of those vectors. The table is frozen and
+  stored in float16 with the model; words it lacks are left out of the means.
 
 Matching lives inside the torch module: each lexicon word is stored as a 62-bit
 key (two polynomial hashes mod 2^31-1) in a sorted buffer, and each window of a
@@ -54,6 +58,7 @@ N_LEXICON_FLAGS = 9  # B2 B3 B4+ M3 M4+ E2 E3 E4+ S
 POS_GROUPS = ("nr", "ns", "nt", "nz")
 N_POS_FLAGS = 2 * len(POS_GROUPS)  # begins / continues a word of each type
 N_SETS = 4  # B, M, E, S
+LEXICON_VECTOR_DIM = 128  # LAC-full's word vectors
 
 
 def pos_group(tag: str) -> int:
@@ -108,6 +113,9 @@ class LexiconFeatures(nn.Module):
     max_len (int): Longest word length matched.
     weighted (bool): Keep a weight per word (log frequency) for ``pooled``.
     with_pos (bool): Keep a word type per word for ``pos_flags``.
+    n_vectors (int): Rows of the pretrained word-vector table (0: none); filled by
+        ``set_word_vectors``.
+    vector_dim (int): Width of the pretrained word vectors.
     """
 
     # Final class constants: TorchScript reads no module globals.
@@ -120,11 +128,23 @@ class LexiconFeatures(nn.Module):
     _filter_mask: Final[int] = 2**_FILTER_BITS - 1
     _direct_chars: Final[int] = _DIRECT_CHARS
 
-    def __init__(self, n_keys: int, max_len: int = 6, weighted: bool = False, with_pos: bool = False) -> None:
+    def __init__(
+        self,
+        n_keys: int,
+        max_len: int = 6,
+        weighted: bool = False,
+        with_pos: bool = False,
+        n_vectors: int = 0,
+        vector_dim: int = 128,
+    ) -> None:
         super().__init__()
         self.max_len = max_len
         self.weighted = weighted
         self.with_pos = with_pos
+        self.n_vectors = n_vectors
+        self.vector_dim = vector_dim if n_vectors else 0
+        if n_vectors and not weighted:
+            raise ValueError("Pretrained word vectors need a weighted lexicon (lexicon_dim > 0).")
         # Sorted keys after a sentinel that matches nothing, so an empty lexicon works.
         self.register_buffer("keys", torch.full((n_keys + 1,), -1, dtype=torch.long))
         # Row i describes keys[i]. Buffers only when used, so that models saved
@@ -139,6 +159,15 @@ class LexiconFeatures(nn.Module):
             self.register_buffer("pos", torch.zeros(n_keys + 1, dtype=torch.uint8))
         else:
             self.pos = torch.zeros(1, dtype=torch.uint8)
+        # Pretrained vectors: ``vector_rows[i]`` is the row of keys[i]'s word in
+        # ``word_vectors`` (row 0, zero: not covered). Frozen buffers in float16: a
+        # 50,000-word table takes 12.8 MB instead of 25.6.
+        if n_vectors:
+            self.register_buffer("vector_rows", torch.zeros(n_keys + 1, dtype=torch.int32))
+            self.register_buffer("word_vectors", torch.zeros(n_vectors + 1, vector_dim, dtype=torch.float16))
+        else:
+            self.vector_rows = torch.zeros(1, dtype=torch.int32)
+            self.word_vectors = torch.zeros(1, 1, dtype=torch.float16)
         # Derived from ``keys``: not saved, rebuilt by ``set_keys`` and after a state dict
         # load. ``filter``: a bit per hash bucket; ``char_rows``: the row of each
         # single-character word by code point (0: not a word).
@@ -175,6 +204,26 @@ class LexiconFeatures(nn.Module):
                 raise ValueError("A lexicon with word types needs one type per key.")
             self.pos[1:] = pos
         self.rebuild_index()
+
+    def set_word_vectors(self, rows: Tensor, vectors: Tensor) -> None:
+        """Store pretrained word vectors.
+
+        rows (Tensor): Int (n_keys,): for each key, its row in ``vectors`` + 1; 0 where none.
+        vectors (Tensor): Float (n_vectors, vector_dim).
+        """
+        if not self.n_vectors:
+            raise ValueError("This lexicon was built without word vectors (n_vectors = 0).")
+        if len(rows) + 1 != len(self.vector_rows):
+            raise ValueError(f"Expected a vector row for each of {len(self.vector_rows) - 1} keys, got {len(rows)}")
+        if tuple(vectors.shape) != (self.n_vectors, self.vector_dim):
+            raise ValueError(
+                f"Expected word vectors of shape {(self.n_vectors, self.vector_dim)}, got {tuple(vectors.shape)}"
+            )
+        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) > self.n_vectors):
+            raise ValueError(f"Vector rows must lie in 0..{self.n_vectors}")
+        self.vector_rows[1:] = rows.to(torch.int32)
+        self.word_vectors[0] = 0.0
+        self.word_vectors[1:] = vectors.to(torch.float16)
 
     def _lookup(self, key: Tensor) -> Tensor:
         """RETURNS (Tensor): The row of each key in ``keys``; 0 (the sentinel) where absent."""
@@ -394,6 +443,38 @@ class LexiconFeatures(nn.Module):
             for which in range(4):
                 torch.div(sums[which], totals[which].clamp_min_(1e-6), out=out[:, :, which * dim : (which + 1) * dim])
             return out
+        return torch.cat([s / t.clamp_min(1e-6) for s, t in zip(sums, totals)], dim=-1)
+
+    @torch.jit.export
+    def pooled_word_vectors(self, rows: List[Tensor], dtype: torch.dtype = torch.float32) -> Tensor:
+        """Per B/M/E set, the weighted mean of the pretrained vectors of its words that
+        the table covers (single characters have none: no S set).
+
+        rows (List[Tensor]): The window rows of ``matches``.
+        RETURNS (Tensor): Float (batch, seq_len, 3 * vector_dim): the B, M and E means;
+            zero where a set has no covered word.
+        """
+        batch, seq_len = rows[0].shape
+        dim = self.vector_dim
+        zeros = torch.zeros(batch, seq_len, dim, dtype=dtype, device=rows[0].device)
+        sums = [zeros, zeros, zeros]
+        totals = [zeros[:, :, :1], zeros[:, :, :1], zeros[:, :, :1]]
+        for index, row in enumerate(rows):
+            length = index + 1
+            if length < 2:
+                continue
+            n_starts = seq_len - length + 1
+            vector_row = self.vector_rows[row].to(torch.long)
+            weight = torch.where(vector_row > 0, self.weights[row], torch.zeros_like(self.weights[row]))
+            weight = weight.to(dtype)[:, :, None]
+            weighted = weight * self.word_vectors[vector_row].to(dtype)
+            places: List[Tuple[int, int]] = [(0, 0), (2, length - 1)]
+            for offset in range(1, length - 1):
+                places.append((1, offset))
+            for which, offset in places:
+                pad = [0, 0, offset, seq_len - n_starts - offset]
+                sums[which] = sums[which] + nn.functional.pad(weighted, pad)
+                totals[which] = totals[which] + nn.functional.pad(weight, pad)
         return torch.cat([s / t.clamp_min(1e-6) for s, t in zip(sums, totals)], dim=-1)
 
     @torch.jit.unused

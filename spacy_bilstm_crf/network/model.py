@@ -20,7 +20,7 @@ from .codepoints import normalize_codepoints
 from .crf import LinearChainCRF, lengths_to_mask
 from .gazetteer import GazetteerFeatures
 from .lac import LACEncoder
-from .lexicon import N_LEXICON_FLAGS, N_POS_FLAGS, N_SETS, LexiconFeatures
+from .lexicon import LEXICON_VECTOR_DIM, N_LEXICON_FLAGS, N_POS_FLAGS, N_SETS, LexiconFeatures
 from .recurrence import Lookup, RaggedLayout, bilstm_rows, padded_bilstm
 from .rnn_kernels import bilstm_layer
 from .subnormals import zero_subnormals
@@ -131,6 +131,9 @@ class BiLSTMCRF(nn.Module):
     lexicon_dim (int): Width of the SoftLexicon input: the B/M/E/S sets' weighted mean
         word vectors (see ``lexicon.py``), projected to this width; 0 disables them.
     lexicon_pos (bool): Word-type flags from the lexicon's POS column.
+    lexicon_vectors (int): Rows of a pretrained word-vector table for the lexicon's
+        words (0: none): their B/M/E means join the SoftLexicon input (see
+        ``LexiconFeatures.pooled_word_vectors``). Needs ``lexicon_dim``.
     gazetteer_size (Optional[int]): Number of stored training entity strings for the
         gazetteer features (see ``gazetteer.py``); None disables them.
     gazetteer_max_len (int): Longest entity matched.
@@ -171,6 +174,7 @@ class BiLSTMCRF(nn.Module):
         lexicon_max_len: int = 6,
         lexicon_dim: int = 0,
         lexicon_pos: bool = False,
+        lexicon_vectors: int = 0,
         gazetteer_size: Optional[int] = None,
         gazetteer_max_len: int = 10,
         gazetteer_folds: int = 10,
@@ -196,15 +200,29 @@ class BiLSTMCRF(nn.Module):
         self.class_embed = (
             nn.Embedding(N_CHAR_CLASSES, class_dim, padding_idx=PAD_ID) if class_dim else None
         )
-        if lexicon_size is None and (lexicon_dim or lexicon_pos):
-            raise ValueError("lexicon_dim and lexicon_pos need a lexicon.")
+        if lexicon_size is None and (lexicon_dim or lexicon_pos or lexicon_vectors):
+            raise ValueError("lexicon_dim, lexicon_pos and lexicon vectors need a lexicon.")
+        if lexicon_vectors and not lexicon_dim:
+            raise ValueError("Pretrained lexicon vectors join the SoftLexicon input: set lexicon_dim > 0.")
         self.lexicon = (
-            LexiconFeatures(lexicon_size, lexicon_max_len, weighted=lexicon_dim > 0, with_pos=lexicon_pos)
+            LexiconFeatures(
+                lexicon_size,
+                lexicon_max_len,
+                weighted=lexicon_dim > 0,
+                with_pos=lexicon_pos,
+                n_vectors=lexicon_vectors,
+                vector_dim=LEXICON_VECTOR_DIM,
+            )
             if lexicon_size is not None
             else None
         )
         self.lexicon_pos = lexicon_pos
         self.lexicon_project = nn.Linear(N_SETS * char_dim, lexicon_dim) if lexicon_dim else None
+        # The pretrained vectors' B/M/E means, projected to the same width and added
+        # (a linear layer over both inputs' concatenation): the LSTM's input is unchanged.
+        self.lexicon_vector_project = (
+            nn.Linear(3 * LEXICON_VECTOR_DIM, lexicon_dim, bias=False) if lexicon_vectors else None
+        )
         self.gazetteer = (
             GazetteerFeatures(gazetteer_size, len(scheme.labels), gazetteer_max_len, gazetteer_folds)
             if gazetteer_size is not None
@@ -347,7 +365,10 @@ class BiLSTMCRF(nn.Module):
             rows = lexicon.matches(cp, lengths)
             features.append(lexicon.word_flags(rows, cp.shape, self.lexicon_pos))
             if self.lexicon_project is not None:
-                features.append(self.lexicon_project(lexicon.pooled(rows, chars)))
+                soft = self.lexicon_project(lexicon.pooled(rows, chars))
+                if self.lexicon_vector_project is not None:
+                    soft = soft + self.lexicon_vector_project(lexicon.pooled_word_vectors(rows, chars.dtype))
+                features.append(soft)
         if self.gazetteer is not None:
             # Training sees the entities of the other folds only (see ``gazetteer.py``).
             features.append(self.gazetteer(cp, lengths, noise))

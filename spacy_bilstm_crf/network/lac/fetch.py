@@ -10,6 +10,7 @@ path of a copy to :func:`read_lac_full` instead.
 """
 import hashlib
 import json
+import os
 import re
 import urllib.error
 import urllib.request
@@ -101,3 +102,24 @@ def _from_html(body: str) -> Tuple[Optional[str], Optional[str]]:
         if link.rsplit("/", 1)[-1] == SDIST_NAME:
             return link, fragment[len("sha256=") :] if fragment.startswith("sha256=") else None
     return None, None
+
+
+CACHE_ENV = "SPACY_BILSTM_CRF_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """RETURNS (Path): ``$SPACY_BILSTM_CRF_CACHE``, else ``~/.cache/spacy-bilstm-crf``."""
+    configured = os.environ.get(CACHE_ENV)
+    return Path(configured) if configured else Path.home() / ".cache" / "spacy-bilstm-crf"
+
+
+def resolve_lac_sdist(source: Union[str, Path]) -> Path:
+    """The LAC sdist a config names: ``"lac"`` fetches it from the package index into
+    :func:`default_cache_dir` (once; later calls find the checked copy there); anything
+    else is the path of a copy (offline machines). The checksum is checked by the reader.
+
+    RETURNS (Path): The file.
+    """
+    if str(source) == "lac":
+        return fetch_lac_sdist(default_cache_dir())
+    return Path(source)
