@@ -67,7 +67,11 @@ ABLATIONS: Dict[str, List[str]] = {
     "no_lexicon": [MODEL + "lexicon", "null", MODEL + "lexicon_dim", "0", MODEL + "lexicon_pos", "false"],
     # the previous dropout on the BiLSTM's output
     "dropout_0.3": [MODEL + "dropout", "0.3"],
+    # LAC-full's pretrained word vectors in SoftLexicon (off in the default)
+    "lac_word_vectors": [MODEL + "lexicon_vectors", "lac"],
 }  # fmt: skip
+# Records of the file that a run does not measure again are carried over, marked.
+CARRIED = (FAST, "ablations", "data_efficiency")
 
 
 def run(cmd: List[str], log: Path, env: Optional[Dict[str, str]] = None) -> float:
@@ -324,6 +328,52 @@ def subset_corpus(train: Path, percent: int, out: Path) -> Path:
     return target
 
 
+def heldout_split(train: Path, out: Path, percent: int = 10) -> Dict[str, Path]:
+    """Train minus a held-out ``percent`` % (seed 0) and that part, as DocBins beside the full one.
+
+    The checkpoint of a run on the rest is chosen on the held-out part, so that the
+    dev score it then reports played no part in choosing it.
+    """
+    import random
+
+    import spacy
+    from spacy.tokens import DocBin
+
+    paths = {"train": out / "corpus" / f"train_minus_heldout{percent}.spacy",
+             "dev": out / "corpus" / f"heldout{percent}.spacy"}  # fmt: skip
+    if not all(path.exists() for path in paths.values()):
+        nlp = spacy.blank("zh")
+        docs = list(DocBin().from_disk(train).get_docs(nlp.vocab))
+        held = set(random.Random(0).sample(range(len(docs)), round(len(docs) * percent / 100)))
+        rest = [doc for i, doc in enumerate(docs) if i not in held]
+        DocBin(docs=rest, store_user_data=True).to_disk(paths["train"])
+        DocBin(docs=[docs[i] for i in sorted(held)], store_user_data=True).to_disk(paths["dev"])
+    return paths
+
+
+def carry_over(summary: Dict[str, object], old: Dict[str, object]) -> Dict[str, object]:
+    """Records of ``old`` (the recorded file) that this run did not measure, with their
+    runs, marked ``carried_over`` (measured by an earlier revision); ablations merge by name.
+    """
+    runs = summary["runs"]  # type: ignore[assignment]
+    old_runs = old.get("runs", {})
+    for key in CARRIED:
+        if key not in old:
+            continue
+        if key not in summary:
+            summary[key] = {**old[key], "carried_over": True}  # type: ignore[dict-item]
+        elif key == "ablations":
+            new, previous = summary[key], old[key]
+            for field in ("dev_f1", "delta_vs_reference"):
+                merged = {**previous.get(field, {}), **new.get(field, {})}  # type: ignore[union-attr]
+                new[field] = merged  # type: ignore[index]
+            new["carried_over_runs"] = sorted(set(previous.get("dev_f1", {})) - set(new.get("dev_f1_measured", [])))  # type: ignore
+    for name, record in old_runs.items():  # type: ignore[union-attr]
+        if name not in runs:  # type: ignore[operator]
+            runs[name] = {**record, "carried_over": True}  # type: ignore[index]
+    return summary
+
+
 def seed_summary(runs: List[Dict[str, object]]) -> Dict[str, object]:
     f1 = [float(r["dev_f1"]) for r in runs]  # type: ignore[arg-type]
     return {
@@ -375,6 +425,9 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--train-threads", type=int, default=None,
                         help="torch threads per training job (default: the cores / --parallel)")
+    parser.add_argument("--heldout-seeds", type=int, nargs="*", default=[],
+                        help="also train the default on train minus a held-out tenth with these seeds, "
+                             "the checkpoint chosen on that tenth, and score it on dev")
     parser.add_argument("--guard-data", type=Path, default=REPO.parent / "shared" / "data" / GUARD,
                         help="People's Daily train.bio, dev.bio and test.bio")
     parser.add_argument("--guard-seeds", type=int, nargs="*", default=[],
@@ -415,6 +468,10 @@ def main() -> None:
         for config_name, config in configs.items():
             jobs.append((f"curve{percent}_{config_name}", config, ["--system.seed", "0", *quick], part))
 
+    if args.heldout_seeds:
+        heldout = heldout_split(corpus["train"], out)
+        jobs += [(f"heldout_{OURS}_seed{seed}", configs[OURS], ["--system.seed", str(seed), *quick], heldout)
+                 for seed in args.heldout_seeds]  # fmt: skip
     guard = convert_guard(args.guard_data.resolve(), out) if args.guard_seeds else {}
     revision = git_revision()  # before training: others may commit while it runs
     guard_jobs = [(guard_run_name(args.guard_name, seed), args.guard_config.resolve(),
@@ -445,10 +502,21 @@ def main() -> None:
     for config_name, seeds in ((OURS, args.seeds), (FAST, args.fast_seeds)):
         if seeds:
             summary[config_name] = seed_summary([results[f"{config_name}_seed{seed}"] for seed in seeds])
+    if args.heldout_seeds:
+        held = [results[f"heldout_{OURS}_seed{seed}"] for seed in args.heldout_seeds]
+        f1 = [float(r["dev_f1"]) for r in held]  # type: ignore[arg-type]
+        summary["heldout_selection"] = {
+            "config": OURS,
+            "seeds": args.heldout_seeds,
+            "dev_f1_seeds": f1,
+            "dev_f1_mean": round(statistics.mean(f1), 2),
+            "selected_on": "a held-out tenth of train (seed-0 split), trained on the other nine tenths",
+        }
     if args.ablations is not None and reference in results:
         base = results[reference]["dev_f1"]
         summary["ablations"] = {
             "reference": reference,
+            "dev_f1_measured": sorted(name for name in results if name.startswith("ablation_")),
             "dev_f1": {name: r["dev_f1"] for name, r in results.items() if name.startswith("ablation_")},
             "delta_vs_reference": {name: round(r["dev_f1"] - base, 2)  # type: ignore[operator]
                                    for name, r in results.items() if name.startswith("ablation_")},
@@ -477,9 +545,10 @@ def main() -> None:
     summary["versions"] = _versions()
     recorded_path = REPO / "benchmarks" / "results" / "cluener.json"
     if recorded_path.exists():  # other recipes' guard records stay
-        old_guard = json.loads(recorded_path.read_text()).get("guard")
-        if old_guard:
-            summary["guard"] = old_guard
+        old_record = json.loads(recorded_path.read_text())
+        if old_record.get("guard"):
+            summary["guard"] = old_record["guard"]
+        summary = carry_over(summary, old_record)
     if args.guard_seeds:
         entry = measure_guard(args, guard, out, timings, revision)
         summary = merge_guard(summary, args.guard_name, entry)
