@@ -230,3 +230,15 @@ def test_a_wrong_sdist_is_a_clear_error_at_initialize(tmp_path):
     for model in ({**SMALL_MODEL, "lexicon_vectors": "lac"}, {**VECTOR_MODEL, "lexicon": None, "lexicon_vectors": "lac"}):
         with pytest.raises(ValueError, match="lexicon_vectors needs a lexicon and lexicon_dim"):
             spacy.blank("zh").add_pipe("bilstm_crf_ner", config={"model": model})
+
+
+def test_fetch_lac_command_checks_the_copy_it_is_given(tmp_path):
+    wrong = tmp_path / "copy.tar.gz"
+    wrong.write_bytes(b"x" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy_bilstm_crf", "fetch-lac", str(tmp_path / "assets"), "--source", str(wrong)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 1
+    assert f"{wrong}: SHA-256" in result.stdout + result.stderr
+    assert not (tmp_path / "assets" / "LAC-2.1.2.tar.gz").exists()

@@ -190,3 +190,36 @@ def fetch_cluener_cli(
         lines += [f"{err}.", how_to_fix(out_dir, url)]
         fail("Could not get the CLUENER2020 data", "\n".join(lines))
     msg.good(f"Downloaded and verified {', '.join(CLUENER_MD5)} in {out_dir}")
+
+
+@app.command("fetch-lac")
+def fetch_lac_cli(
+    # fmt: off
+    out_dir: Path = typer.Argument(..., help="Where LAC-2.1.2.tar.gz goes (created if missing)", file_okay=False),
+    source: Optional[Path] = typer.Option(None, "--source", "-s", help="Your copy of LAC-2.1.2.tar.gz (offline machines); copied after its checksum is checked", dir_okay=False),
+    # fmt: on
+) -> None:
+    """Put Baidu's LAC 2.1.2 sdist (Apache-2.0, 64.8 MB) into OUT_DIR for training.
+
+    Configs with ``lexicon_vectors`` read LAC-full's word vectors from it at
+    ``initialize`` (pass the file's path, or ``"lac"`` to fetch it into a cache).
+    Keeps a good copy already in OUT_DIR; otherwise copies SOURCE, or downloads the
+    file from the package index. The SHA-256 is checked every time; nothing runs
+    the package's setup.py. Trained pipelines store what they use and never need it.
+    """
+    from ..network.lac.fetch import fetch_lac_sdist
+    from ..network.lac.sdist import SDIST_NAME, SdistError, check_sdist
+
+    target = out_dir / SDIST_NAME
+    try:
+        if source is not None:
+            check_sdist(source)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if source.resolve() != target.resolve():
+                shutil.copyfile(source, target)
+            msg.good(f"Copied {source} to {target}")
+            return
+        fetch_lac_sdist(out_dir)
+    except SdistError as err:
+        fail("Could not get the LAC sdist", str(err))
+    msg.good(f"{target} is in place (SHA-256 checked)")
