@@ -72,3 +72,19 @@ def test_package_refuses_the_old_mit_only_meta(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="instead of claiming one licence for everything"):
         packaging.package(model, tmp_path / "out", name="x", version="0.1.0", meta_path=meta_path, source=REPO)
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_a_pipeline_with_lac_full_vectors_names_lac_in_its_sources(tmp_path: Path) -> None:
+    meta = srsly.read_json(META_FILE)
+    model = tmp_path / "model"
+    model.mkdir()
+    config = "[components]\n\n[components.bilstm_crf_ner]\nfactory = \"bilstm_crf_ner\"\n\n[components.bilstm_crf_ner.model]\n"
+    (model / "config.cfg").write_text(config + "lexicon_vectors = null\n", encoding="utf8")
+    assert packaging.with_pipeline_sources(meta, model) == meta
+    (model / "config.cfg").write_text(config + 'lexicon_vectors = "lac"\n', encoding="utf8")
+    extended = packaging.with_pipeline_sources(meta, model)
+    assert extended["sources"][:-1] == meta["sources"] and extended["sources"][-1]["name"].startswith("LAC 2.1.2")
+    packaging.check_licenses(extended)  # Apache-2.0 is in the meta's licence already
+    text = packaging.licenses_sources(extended, META_FILE.parent)
+    assert "LAC 2.1.2" in text and "Apache License" in text
+    assert packaging.with_pipeline_sources(extended, model) == extended  # added once

@@ -79,6 +79,37 @@ def licenses_sources(meta: Dict[str, Any], base: Optional[Path] = None) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+# Added to a package's sources when its pipeline stores LAC-full's word vectors.
+LAC_FULL_SOURCE: Dict[str, str] = {
+    "name": "LAC 2.1.2 (Baidu's lexical analyser, full model: LAC-2.1.2.tar.gz on PyPI)",
+    "url": "https://github.com/baidu/lac",
+    "license": "Apache-2.0",
+    "author": "PaddlePaddle Authors (Baidu)",
+    "inside": "the pretrained vectors of the lexicon words its vocabulary covers (lexicon_vectors), "
+    "stored in the bilstm_crf_ner weights in float16",
+    "license_file": "LICENSE-Apache-2.0.txt",
+}
+
+
+def with_pipeline_sources(meta: Dict[str, Any], model_dir: Path) -> Dict[str, Any]:
+    """The meta with the sources that the pipeline's config says it holds beyond the
+    meta's own: LAC-full's word vectors where a component has ``lexicon_vectors``.
+
+    RETURNS (Dict[str, Any]): A new meta (``meta`` is not changed).
+    """
+    from spacy.util import load_config
+
+    if not (model_dir / "config.cfg").is_file():  # not a pipeline: spaCy's package says so
+        return meta
+    config = load_config(model_dir / "config.cfg", interpolate=False)
+    models = [block.get("model", {}) for block in config.get("components", {}).values()]
+    uses_lac_full = any(isinstance(m, dict) and m.get("lexicon_vectors") is not None for m in models)
+    sources = list(meta.get("sources") or [])
+    if uses_lac_full and not any(s.get("name") == LAC_FULL_SOURCE["name"] for s in sources):
+        sources.append(dict(LAC_FULL_SOURCE))
+    return {**meta, "sources": sources}
+
+
 def check_licenses(meta: Dict[str, Any]) -> None:
     """Refuse a meta whose ``license`` claims less than its sources give: every source
     must state its licence (or that it has none), each licence named by a source (an SPDX
@@ -171,7 +202,7 @@ def package(
             f"{source} holds {__title__} {found}, not {component_version}: set the project's "
             f"vars.component_version to {found} (it names the wheel the package step writes)"
         )
-    meta = srsly.read_json(meta_path)
+    meta = with_pipeline_sources(srsly.read_json(meta_path), model_dir)
     check_licenses(meta)
     sources_text = licenses_sources(meta, meta_path.parent)
     lang = srsly.read_json(model_dir / "meta.json")["lang"]
@@ -188,8 +219,10 @@ def package(
         shutil.copytree(model_dir, staged)
         shutil.copy2(license_path, staged / "LICENSE")
         (staged / "LICENSES_SOURCES").write_text(sources_text, encoding="utf8")
+        staged_meta = Path(tmp) / "meta.json"
+        srsly.write_json(staged_meta, meta)
         spacy_package(
-            staged, output_dir, meta_path=meta_path, name=name, version=version,
+            staged, output_dir, meta_path=staged_meta, name=name, version=version,
             create_sdist=False, create_wheel=True, require_parent=True, force=True, silent=False,
         )
     dist = main_path / "dist"
