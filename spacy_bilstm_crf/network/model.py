@@ -532,13 +532,21 @@ class BiLSTMCRF(nn.Module):
         are faster on more sentences)."""
         return (
             not noise
-            and not torch.is_grad_enabled()
-            and x.device.type == "cpu"
             and x.dtype == torch.float32
-            and x.shape[0] < _RAGGED_MIN_BATCH
             and type(self.lstm) is nn.LSTM
-            and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_exporting()
+            and self._small_cpu_prediction(x)
+        )
+
+    @torch.jit.unused
+    def _small_cpu_prediction(self, x: Tensor) -> bool:
+        """What the compiled kernels need of any call (``x``: any input of the batch): no
+        gradient, on the CPU, outside autocast, a batch below :meth:`_ragged_prediction`'s."""
+        return (
+            not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.shape[0] < _RAGGED_MIN_BATCH
+            and not torch.is_autocast_enabled("cpu")
         )
 
     @torch.jit.unused
@@ -557,13 +565,7 @@ class BiLSTMCRF(nn.Module):
         outside autocast, a batch below :meth:`_ragged_prediction`'s."""
         lac = self.lac
         assert lac is not None
-        return (
-            lac.embed.weight.dtype == torch.float32
-            and not torch.is_grad_enabled()
-            and codepoints.device.type == "cpu"
-            and codepoints.shape[0] < _RAGGED_MIN_BATCH
-            and not torch.is_autocast_enabled("cpu")
-        )
+        return lac.embed.weight.dtype == torch.float32 and self._small_cpu_prediction(codepoints)
 
     @torch.jit.unused
     def _ragged_inference(self, x: Tensor, noise: bool) -> bool:
