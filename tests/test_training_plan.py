@@ -75,3 +75,39 @@ def test_scale_training_defaults_are_the_default_recipe() -> None:
         name: p.default for name, p in inspect.signature(make_scale_training).parameters.items()
     }
     assert {k: v for k, v in block.items() if not k.startswith("@")} == defaults
+
+
+def test_small_corpora_train_on_smaller_batches(tmp_path):
+    from spacy_bilstm_crf.training.training_plan import batch_scale, scale_batch_sizes
+
+    assert batch_scale(100_000, 400_000, 0.5) == 0.5  # floor
+    assert batch_scale(300_000, 400_000, 0.5) == 0.75
+    assert batch_scale(900_000, 400_000, 0.5) == 1.0 and batch_scale(10, 0, 0.5) == 1.0
+    training = {"batcher": {"size": {"@schedules": "compounding.v1", "start": 1000, "stop": 2000}}}
+    assert scale_batch_sizes(training, 0.5, set()) == ["batcher.size.start 1000 -> 500", "batcher.size.stop 2000 -> 1000"]
+    assert training["batcher"]["size"]["start"] == 500 and training["batcher"]["size"]["stop"] == 1000
+    training = {"batcher": {"size": {"start": 1000, "stop": 2000}}}
+    assert scale_batch_sizes(training, 0.5, {"training.batcher.size.start"}) == ["batcher.size.stop 2000 -> 1000"]
+    training = {"batcher": {"size": 100}}
+    assert scale_batch_sizes(training, 0.25, set()) == ["batcher.size 100 -> 25"]
+    assert scale_batch_sizes(training, 1.0, set()) == [] and training["batcher"]["size"] == 25
+
+    # Through initialize: 10 copies of the examples (850 words) against full_batch_words
+    # 3,400: batches of 100 words become 25 (a quarter: the floor), so four times the steps.
+    def plan(full_batch_words: int) -> dict:
+        train = write_corpus(tmp_path / "train10.spacy", 10)
+        overrides = {
+            "paths.train": str(train),
+            "paths.dev": str(write_corpus(tmp_path / "dev.spacy", 1)),
+            "initialize.after_init.epochs": 10.0,
+            "initialize.after_init.full_batch_words": full_batch_words,
+            "initialize.after_init.min_batch_scale": 0.25,
+            "training.batcher.size": 100,
+        }
+        overrides.update({f"components.bilstm_crf_ner.model.{k}": v for k, v in SMALL_MODEL.items()})
+        nlp = init_nlp(load_config(REPO / "configs" / "bilstm_crf_fast.cfg", overrides=overrides))
+        return nlp.config.interpolate()["training"]
+
+    same, smaller = plan(0), plan(3400)
+    assert same["batcher"]["size"] == 100 and smaller["batcher"]["size"] == 25
+    assert 4 * same["max_steps"] - 6 <= smaller["max_steps"] <= 4 * same["max_steps"] + 6

@@ -38,7 +38,11 @@ COSINE = "spacy-bilstm-crf.cosine_warm_restarts.v1"
 
 @registry.callbacks("spacy-bilstm-crf.scale_training.v1")
 def make_scale_training(
-    epochs: float = 5.0, evaluations: int = 6, cycles: int = 1
+    epochs: float = 5.0,
+    evaluations: int = 6,
+    cycles: int = 1,
+    full_batch_words: int = 300000,
+    min_batch_scale: float = 0.5,
 ) -> Callable[[Language], Language]:
     """Set the training length from the size of the training corpus.
 
@@ -51,22 +55,33 @@ def make_scale_training(
     epochs (float): Passes over the training corpus.
     evaluations (int): Evaluations on dev during training (``eval_frequency`` is
         ``max_steps / evaluations``); the last one is at ``max_steps``.
+    full_batch_words (int): Corpora of fewer words train on smaller batches: the
+        batcher's sizes (``[training.batcher.size]``: a number, or a schedule's ``start``
+        and ``stop``) are scaled by ``words / full_batch_words``, to no less than
+        ``min_batch_scale``, so that a small corpus gets more, smaller updates per epoch.
+        0: the sizes as written.
+    min_batch_scale (float): The smallest scale of the batch sizes.
     cycles (int): Cosine cycles of ``spacy-bilstm-crf.cosine_warm_restarts.v1``
         within ``max_steps`` (its ``period`` is set to fit); other schedules are kept.
     RETURNS (Callable[[Language], Language]): The ``after_init`` callback.
     """
     if epochs <= 0 or evaluations < 1 or cycles < 1:
         raise ValueError(f"Need epochs > 0, evaluations >= 1, cycles >= 1; got {epochs}, {evaluations}, {cycles}")
+    if full_batch_words < 0 or not 0 < min_batch_scale <= 1:
+        raise ValueError(
+            f"Need full_batch_words >= 0 and 0 < min_batch_scale <= 1; got {full_batch_words}, {min_batch_scale}"
+        )
 
     def scale_training(nlp: Language) -> Language:
         config = nlp.config.interpolate()
         T = registry.resolve(config["training"], schema=ConfigSchemaTraining)
         (corpus,) = resolve_dot_names(config, [T["train_corpus"]])
         n_words = sum(len(eg.reference) for eg in corpus(nlp))
-        batch_size = registry.resolve({"size": config["training"]["batcher"]["size"]})["size"]
-        steps = steps_for_words(n_words * epochs, batch_size)
         training: Dict[str, Any] = nlp.config["training"]
         given = explicit_overrides()
+        resized = scale_batch_sizes(training, batch_scale(n_words, full_batch_words, min_batch_scale), given)
+        batch_size = registry.resolve({"size": nlp.config.interpolate()["training"]["batcher"]["size"]})["size"]
+        steps = steps_for_words(n_words * epochs, batch_size)
         kept = {key: training[key] for key in SCALED if f"training.{key}" in given}
         plan = plan_training(steps, evaluations, kept)
         rate = training["optimizer"].get("learn_rate")
@@ -76,7 +91,7 @@ def make_scale_training(
             else:
                 length = plan["max_steps"] if plan["max_steps"] > 0 else steps
                 plan[PERIOD] = cycle_period(length, cycles, float(rate.get("period_mult", 2.0)))
-        replaced = apply_plan(training, plan)
+        replaced = resized + apply_plan(training, plan)
         msg.info(
             f"Training scaled to the corpus: {n_words:,} words x {epochs:g} epochs -> "
             f"max_steps {plan['max_steps']}, eval_frequency {plan['eval_frequency']}"
@@ -120,6 +135,38 @@ def explicit_overrides(argv: Optional[Sequence[str]] = None, environ: Optional[M
         if arg.startswith("--") and "." in name:
             keys.add(name.replace("-", "_"))
     return keys
+
+
+def batch_scale(n_words: int, full_batch_words: int, min_scale: float) -> float:
+    """RETURNS (float): The batch sizes' factor for a corpus of ``n_words`` words (1: as written)."""
+    if full_batch_words <= 0:
+        return 1.0
+    return max(min_scale, min(1.0, n_words / full_batch_words))
+
+
+def scale_batch_sizes(training: Dict[str, Any], scale: float, given: Set[str]) -> List[str]:
+    """Scale ``[training.batcher.size]`` (a number, or a schedule's ``start`` and ``stop``).
+
+    Sizes given on the command line are kept, and so is a schedule of another shape.
+    RETURNS (List[str]): ``"key old -> new"`` for every value that changed.
+    """
+    if scale == 1.0:
+        return []
+    batcher = training.get("batcher", {})
+    size = batcher.get("size")
+    replaced = []
+    if isinstance(size, (int, float)) and not isinstance(size, bool):
+        if "training.batcher.size" not in given:
+            batcher["size"] = max(1, round(size * scale))
+            replaced.append(f"batcher.size {size} -> {batcher['size']}")
+        return replaced
+    if isinstance(size, dict):
+        for key in ("start", "stop"):
+            value = size.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and f"training.batcher.size.{key}" not in given:
+                size[key] = max(1, round(value * scale))
+                replaced.append(f"batcher.size.{key} {value} -> {size[key]}")
+    return replaced
 
 
 def plan_training(steps: int, evaluations: int, given: Mapping[str, Any]) -> Dict[str, Any]:
