@@ -242,3 +242,16 @@ def test_fetch_lac_command_checks_the_copy_it_is_given(tmp_path):
     assert result.returncode == 1
     assert f"{wrong}: SHA-256" in result.stdout + result.stderr
     assert not (tmp_path / "assets" / "LAC-2.1.2.tar.gz").exists()
+
+
+def test_onnx_export_finds_the_pipelines_entities(vector_pipeline, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from spacy_bilstm_crf.serving.onnx_export import export_onnx
+    from spacy_bilstm_crf.serving.onnx_tagger import OnnxTagger
+
+    nlp, _ = vector_pipeline
+    texts = [text for text, _ in TRAIN_DATA] + ["北京大学的阿里巴巴和腾讯", ""]
+    export_onnx(nlp, tmp_path / "onnx")
+    tagger = OnnxTagger.load(tmp_path / "onnx")
+    assert tagger.batch(texts) == [ents_of(doc) for doc in nlp.pipe(texts)]
