@@ -132,6 +132,17 @@ def _weighted_lexicon(words: dict, max_len: int = 6) -> LexiconFeatures:
     return lexicon
 
 
+def random_batch(rng: random.Random, alphabet: str):
+    """Five random texts over ``alphabet`` (the first a fixed one), padded code points and lengths."""
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(5)]
+    texts[0] = "北京大学生活动中心"
+    lengths = torch.tensor([len(t) for t in texts])
+    padded = torch.zeros(len(texts), max(int(lengths.max()), 1), dtype=torch.long)
+    for row, text in enumerate(texts):
+        padded[row, : len(text)] = _encode(text)
+    return texts, padded, lengths
+
+
 def word_keys_each(words, max_len):
     return [int(word_keys([_encode(w)], max_len)[0]) for w in words]
 
@@ -187,12 +198,7 @@ def test_soft_lexicon_and_word_types_match_brute_force(seed, monkeypatch):
     words.update({"北京": None, "北京大学": None, "大学生": None, "学": None})
     words = {w: (rng.choice([0.0, 0.5, 1.0, 7.0]), rng.randint(0, 4)) for w in words}
     lexicon = _weighted_lexicon(words)
-    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(5)]
-    texts[0] = "北京大学生活动中心"
-    lengths = torch.tensor([len(t) for t in texts])
-    padded = torch.zeros(len(texts), max(int(lengths.max()), 1), dtype=torch.long)
-    for row, text in enumerate(texts):
-        padded[row, : len(text)] = _encode(text)
+    texts, padded, lengths = random_batch(rng, alphabet)
     vectors = torch.randn(len(texts), padded.shape[1], 3, generator=torch.Generator().manual_seed(seed))
     rows = lexicon.matches(padded, lengths)
     pooled = lexicon.pooled(rows, vectors)  # with gradients: tensor ops

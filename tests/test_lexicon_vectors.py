@@ -23,7 +23,7 @@ from spacy_bilstm_crf.serving.tagger import Tagger
 
 from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples
 from .test_lac_full import N_TAGS, build_sdist, paddle_bytes, sha
-from .test_lexicon import _encode, _weighted_lexicon
+from .test_lexicon import _weighted_lexicon, random_batch
 
 # LAC-full's vocabulary of the small archive: characters, words (by falling
 # frequency), a letter string; "Ab" and "ab" fold to one key (the first row wins).
@@ -95,12 +95,7 @@ def test_pooled_word_vectors_match_brute_force(seed):
     for index, word in enumerate(covered):
         rows[int(torch.searchsorted(keys, word_key(word)))] = index + 1
     lexicon.set_word_vectors(rows, torch.stack([table[w] for w in covered]) if covered else torch.zeros(0, 3))
-    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(5)]
-    texts[0] = "北京大学生活动中心"
-    lengths = torch.tensor([len(t) for t in texts])
-    padded = torch.zeros(len(texts), max(int(lengths.max()), 1), dtype=torch.long)
-    for row, text in enumerate(texts):
-        padded[row, : len(text)] = _encode(text)
+    texts, padded, lengths = random_batch(rng, alphabet)
     pooled = lexicon.pooled_word_vectors(lexicon.matches(padded, lengths))
     assert pooled.shape == (len(texts), padded.shape[1], 9)
     for row, text in enumerate(texts):
