@@ -2,9 +2,10 @@
 
 ``initialize`` collects the labels, then ``build_network`` builds the character table
 (characters seen at least ``min_char_count`` times), the lexicon's table (word list
-and vectors; LAC-full's pretrained word vectors where the model asks for them), the gazetteer's (from the training entities, in folds) and the LAC
-encoder when the model uses them, records the table sizes in the component's cfg
-(they are saved, and checked on loading) and builds the torch module for them.
+and vectors; LAC-full's pretrained word vectors where the model asks for them), the
+gazetteer's (from the training entities, in folds) and the LAC encoder when the model
+uses them, records the table sizes in the component's cfg (they are saved, and checked
+on loading) and builds the torch module for them.
 """
 from typing import TYPE_CHECKING, Callable, Iterable
 
