@@ -46,6 +46,9 @@ def test_new_checksums_cover_the_table_sizes() -> None:
     assert base != weights_checksum(b"weights", ["name"], "BIOES")
     for key, value in (("n_chars", 75), ("n_lexicon_keys", 0), ("n_gazetteer_keys", None)):
         assert base != weights_checksum(b"weights", ["name"], "BIOES", {**sizes, key: value})
+    # n_lexicon_vectors, added later, is covered when set; null leaves older checksums as they were.
+    assert base == weights_checksum(b"weights", ["name"], "BIOES", {**sizes, "n_lexicon_vectors": None})
+    assert base != weights_checksum(b"weights", ["name"], "BIOES", {**sizes, "n_lexicon_vectors": 7})
     # A missing key counts as null, as cfgs without n_gazetteer_keys load.
     assert weights_checksum(b"w", ["name"], "BIOES", {"n_chars": 3}) == weights_checksum(
         b"w", ["name"], "BIOES", {"n_chars": 3, "n_lexicon_keys": None, "n_gazetteer_keys": None}

@@ -250,3 +250,18 @@ def test_onnx_export_finds_the_pipelines_entities(vector_pipeline, tmp_path):
     export_onnx(nlp, tmp_path / "onnx")
     tagger = OnnxTagger.load(tmp_path / "onnx")
     assert tagger.batch(texts) == [ents_of(doc) for doc in nlp.pipe(texts)]
+
+
+@pytest.mark.parametrize("value", [1, 10**12])
+def test_an_edited_vector_count_is_refused_before_anything_is_built(vector_pipeline, tmp_path, value):
+    import shutil
+
+    _, path = vector_pipeline
+    copy = tmp_path / "edited"
+    shutil.copytree(path, copy)
+    cfg_path = copy / "bilstm_crf_ner" / "cfg"
+    cfg = json.loads(cfg_path.read_text(encoding="utf8"))
+    cfg["n_lexicon_vectors"] = value
+    cfg_path.write_text(json.dumps(cfg), encoding="utf8")
+    with pytest.raises(ValueError, match="n_lexicon_vectors"):
+        spacy.load(copy)

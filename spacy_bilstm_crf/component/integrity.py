@@ -26,13 +26,17 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 CHECKSUM_KEY = "checksum"
 # The table sizes that cfg holds and the network is built with.
-SIZE_KEYS = ("n_chars", "n_lexicon_keys", "n_gazetteer_keys")
+SIZE_KEYS = ("n_chars", "n_lexicon_keys", "n_gazetteer_keys", "n_lexicon_vectors")
+# Sizes added after the v2 checksum: covered when set, left out when null, so that the
+# checksums of pipelines saved before them stay valid.
+_LATER_SIZE_KEYS = ("n_lexicon_vectors",)
 # Checksums of the weights, labels and scheme (written before the sizes were covered)...
 _V1_PREFIX = "sha256:"
 # ...and of those and the table sizes (written now).
 _V2_PREFIX = "sha256-v2:"
 # Every table of a size in cfg has an int64 buffer of at least that many entries in
-# the weights (``char_table``, the lexicon's and the gazetteer's ``keys``).
+# the weights (``char_table``, the lexicon's and the gazetteer's ``keys``), or one of
+# more bytes per entry (the lexicon's ``word_vectors``: 128 float16 per row).
 _BYTES_PER_ENTRY = 8
 
 
@@ -52,7 +56,11 @@ def weights_checksum(
     """
     content: Dict[str, object] = {"labels": list(labels), "scheme": scheme}
     if sizes is not None:
-        content["sizes"] = {key: sizes.get(key) for key in SIZE_KEYS}
+        content["sizes"] = {
+            key: sizes.get(key)
+            for key in SIZE_KEYS
+            if key not in _LATER_SIZE_KEYS or sizes.get(key) is not None
+        }
     digest = hashlib.sha256(model_bytes)
     digest.update(json.dumps(content, ensure_ascii=False).encode("utf8"))
     return (_V1_PREFIX if sizes is None else _V2_PREFIX) + digest.hexdigest()
@@ -190,7 +198,7 @@ def parse_cfg(data: bytes, source: str, name: str) -> Dict[str, object]:
     labels: Optional[list] = cfg.get("labels") if isinstance(cfg.get("labels"), list) else None
     if labels is not None and not all(isinstance(label, str) and label for label in labels):
         problems.append(f"'labels' must be non-empty strings, got {_shown(labels)}")
-    for key in ("n_chars", "n_lexicon_keys", "n_gazetteer_keys", "n_lexicon_vectors", "min_char_count"):
+    for key in (*SIZE_KEYS, "min_char_count"):
         if isinstance(cfg.get(key), int) and cfg[key] < 0:
             problems.append(f"'{key}' must not be negative, got {cfg[key]}")
     if problems:

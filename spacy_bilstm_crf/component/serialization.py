@@ -51,7 +51,7 @@ def load_cfg(pipe: "BiLSTMCRFNER", data: bytes, source: str) -> None:
     cfg = parse_cfg(data, source, pipe.name)
     # The table sizes and checksum come from the loaded cfg (or the legacy fields),
     # never from an earlier initialization of this pipe.
-    for key in (*SIZE_KEYS, "n_lexicon_vectors", CHECKSUM_KEY):
+    for key in (*SIZE_KEYS, CHECKSUM_KEY):
         pipe.cfg.pop(key, None)
     pipe.cfg.update(cfg)
     pipe._cfg_source = source  # for errors about cfg found while loading the weights
