@@ -419,16 +419,7 @@ class LexiconFeatures(nn.Module):
             weight = self.weights[row].to(vectors.dtype)[:, :, None]  # 0 where no word
             mean = (prefix[:, length : length + n_starts] - prefix[:, :n_starts]) / length
             weighted = weight * mean
-            # (set, offset from the word's start of the character it is counted at)
-            places: List[Tuple[int, int]] = []
-            if length == 1:
-                places.append((3, 0))
-            else:
-                places.append((0, 0))
-                places.append((2, length - 1))
-                for offset in range(1, length - 1):
-                    places.append((1, offset))
-            for which, offset in places:
+            for which, offset in self._set_places(length):
                 if in_place:
                     sums[which][:, offset : offset + n_starts].add_(weighted)
                     totals[which][:, offset : offset + n_starts].add_(weight)
@@ -444,6 +435,16 @@ class LexiconFeatures(nn.Module):
                 torch.div(sums[which], totals[which].clamp_min_(1e-6), out=out[:, :, which * dim : (which + 1) * dim])
             return out
         return torch.cat([s / t.clamp_min(1e-6) for s, t in zip(sums, totals)], dim=-1)
+
+    def _set_places(self, length: int) -> List[Tuple[int, int]]:
+        """Where a word of ``length`` characters counts: (set, offset from its start) for
+        each of its characters; sets 0-3 are B, M, E, S."""
+        if length == 1:
+            return [(3, 0)]
+        places: List[Tuple[int, int]] = [(0, 0), (2, length - 1)]
+        for offset in range(1, length - 1):
+            places.append((1, offset))
+        return places
 
     @torch.jit.export
     def pooled_word_vectors(self, rows: List[Tensor], dtype: torch.dtype = torch.float32) -> Tensor:
@@ -465,13 +466,10 @@ class LexiconFeatures(nn.Module):
                 continue
             n_starts = seq_len - length + 1
             vector_row = self.vector_rows[row].to(torch.long)
-            weight = torch.where(vector_row > 0, self.weights[row], torch.zeros_like(self.weights[row]))
-            weight = weight.to(dtype)[:, :, None]
+            # Words the table lacks weigh nothing.
+            weight = (self.weights[row] * (vector_row > 0).to(self.weights.dtype)).to(dtype)[:, :, None]
             weighted = weight * self.word_vectors[vector_row].to(dtype)
-            places: List[Tuple[int, int]] = [(0, 0), (2, length - 1)]
-            for offset in range(1, length - 1):
-                places.append((1, offset))
-            for which, offset in places:
+            for which, offset in self._set_places(length):
                 pad = [0, 0, offset, seq_len - n_starts - offset]
                 sums[which] = sums[which] + nn.functional.pad(weighted, pad)
                 totals[which] = totals[which] + nn.functional.pad(weight, pad)

@@ -202,8 +202,6 @@ class BiLSTMCRF(nn.Module):
         )
         if lexicon_size is None and (lexicon_dim or lexicon_pos or lexicon_vectors):
             raise ValueError("lexicon_dim, lexicon_pos and lexicon vectors need a lexicon.")
-        if lexicon_vectors and not lexicon_dim:
-            raise ValueError("Pretrained lexicon vectors join the SoftLexicon input: set lexicon_dim > 0.")
         self.lexicon = (
             LexiconFeatures(
                 lexicon_size,
