@@ -52,6 +52,37 @@ SMALL_MODEL = {
 }
 
 
+def every_feature_network():
+    """A small untrained ``BiLSTMCRF`` with every feature part on (bigrams, classes,
+    lexicon flags, word types and SoftLexicon, gazetteer flags, two LSTM layers, both
+    LAC layers), over the characters U+4E00..U+4E31, whose lexicon and gazetteer hold
+    a few words of those characters; LAC's weights random."""
+    import torch
+
+    from spacy_bilstm_crf.network.lexicon import word_keys
+    from spacy_bilstm_crf.network.model import BiLSTMCRF
+    from spacy_bilstm_crf.network.tags import TagScheme
+
+    torch.manual_seed(0)
+    module = BiLSTMCRF(
+        50, TagScheme(["name", "company"], "BIOES"), bigram_buckets=101, hidden_size=16, depth=2, lexicon_size=4,
+        lexicon_dim=8, lexicon_pos=True, lac_features=True, lac_layers=2, gazetteer_size=3, gazetteer_max_len=5,
+    )  # fmt: skip
+    module.set_char_table(torch.arange(0x4E00, 0x4E00 + 50))
+    words = [[0x4E00, 0x4E01], [0x4E02], [0x4E03, 0x4E04, 0x4E05, 0x4E06, 0x4E07], [0x4E08, 0x4E09, 0x4E0A]]
+    keys = word_keys([torch.tensor(w) for w in words], 6)
+    module.lexicon.set_keys(keys, torch.rand(len(keys)) + 0.5, torch.tensor([1, 2, 3, 4]))
+    entities = word_keys([torch.tensor(w) for w in [[0x4E01, 0x4E02], [0x4E05], [0x4E06, 0x4E07, 0x4E08]]], 5)
+    labels = torch.tensor([[True, False], [False, True], [True, True]])
+    module.gazetteer.set_entries(entities, labels[:, None, :].expand(3, module.gazetteer.n_folds, 2))
+    with torch.no_grad():
+        for param in module.lac.parameters():
+            param.normal_(0, 0.1)
+        module.lac.vocab_codepoints.copy_(torch.arange(0x4E00, 0x4E00 + len(module.lac.vocab_codepoints)))
+        module.lac.vocab_ids.copy_(torch.arange(len(module.lac.vocab_ids)))
+    return module
+
+
 def make_examples(nlp: Language) -> List[Example]:
     return [
         Example.from_dict(nlp.make_doc(text), {"entities": ents}) for text, ents in TRAIN_DATA

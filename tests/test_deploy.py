@@ -30,7 +30,7 @@ from spacy_bilstm_crf.serving.quantize import is_quantized, quantize_module, qua
 from spacy_bilstm_crf.serving.tagger import Tagger, char_tokens
 from spacy_bilstm_crf.network.tags import TagScheme
 
-from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples
+from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, every_feature_network, make_examples
 
 # Whitespace of every kind and place, emoji (incl. a two-code-point flag), Latin,
 # full-width forms, digits, characters never seen in training, control characters.
@@ -207,27 +207,7 @@ def test_exported_emissions_equal_eager_for_any_batch_and_width():
     """The exported program (lexicon flags, word types and SoftLexicon, gazetteer flags,
     two LSTM layers, LAC states) gives the eager emissions for batch sizes and widths other than the
     example's, and extra padding changes nothing."""
-    torch.manual_seed(0)
-    scheme = TagScheme(["name", "company"], "BIOES")
-    module = BiLSTMCRF(
-        50, scheme, bigram_buckets=101, hidden_size=16, depth=2, lexicon_size=4,
-        lexicon_dim=8, lexicon_pos=True, lac_features=True, lac_layers=2,
-        gazetteer_size=3, gazetteer_max_len=5,
-    )  # fmt: skip
-    module.set_char_table(torch.arange(0x4E00, 0x4E00 + 50))
-    words = [[0x4E00, 0x4E01], [0x4E02], [0x4E03, 0x4E04, 0x4E05, 0x4E06, 0x4E07], [0x4E08, 0x4E09, 0x4E0A]]
-    from spacy_bilstm_crf.network.lexicon import word_keys
-
-    keys = word_keys([torch.tensor(w) for w in words], 6)
-    module.lexicon.set_keys(keys, torch.rand(len(keys)) + 0.5, torch.tensor([1, 2, 3, 4]))
-    entities = word_keys([torch.tensor(w) for w in [[0x4E01, 0x4E02], [0x4E05], [0x4E06, 0x4E07, 0x4E08]]], 5)
-    labels = torch.tensor([[True, False], [False, True], [True, True]])
-    module.gazetteer.set_entries(entities, labels[:, None, :].expand(3, module.gazetteer.n_folds, 2))
-    with torch.no_grad():
-        for param in module.lac.parameters():
-            param.normal_(0, 0.1)
-        module.lac.vocab_codepoints.copy_(torch.arange(0x4E00, 0x4E00 + len(module.lac.vocab_codepoints)))
-        module.lac.vocab_ids.copy_(torch.arange(len(module.lac.vocab_ids)))
+    module = every_feature_network()
     program = export_module(module).module()
     for batch, width in [(1, 7), (5, 23), (2, 9), (9, 40)]:
         codepoints = torch.randint(0x4E00, 0x4E00 + 12, (batch, width))

@@ -49,7 +49,8 @@ def test_graph_gives_the_networks_emissions(exported):
     generator = torch.Generator().manual_seed(0)
     for batch, width in [(1, tagger.min_width), (3, 40), (5, 130)]:
         codepoints = torch.randint(0x4E00, 0x9FA5, (batch, width), generator=generator)
-        codepoints[0, :3] = torch.tensor([ord("王"), ord("芳"), ord(" ")])  # known characters, a space
+        known = torch.tensor([ord("王"), ord("芳"), ord(" ")])[:width]  # known characters, a space
+        codepoints[0, : len(known)] = known
         lengths = torch.randint(1, width + 1, (batch,), generator=generator)
         lengths[0] = width
         with torch.no_grad():
@@ -80,7 +81,7 @@ def test_long_texts_in_the_pipelines_windows(exported):
     assert check["n_different"] == 0, check["differences"]
 
 
-@pytest.mark.parametrize("name", ["model.onnx", "crf.json", "tagger.json"])
+@pytest.mark.parametrize("name", ["model.onnx", "crf.json", "features.npz", "tagger.json"])
 def test_a_changed_file_is_refused(exported, tmp_path, name):
     _, path = exported
     copy = tmp_path / "copy"
@@ -202,7 +203,9 @@ def test_onnx_tagger_imports_numpy_and_onnxruntime_only():
     assert shared <= {"hashlib", "json", "re", "pathlib", "typing", "..prediction", "windows"}
     modules = _imported(serving / "onnx_tagger.py")
     assert modules <= {"hashlib", "json", "re", "pathlib", "typing", "numpy", "onnxruntime", "..prediction",
-                       "windows", ".export_format", "export_format"}  # fmt: skip
+                       "windows", ".export_format", "export_format", ".onnx_features", "onnx_features"}  # fmt: skip
+    # The features: numpy and the standard library.
+    assert _imported(serving / "onnx_features.py") <= {"io", "typing", "numpy"}
 
 
 def test_int8_export(trained_nlp, tmp_path):

@@ -73,8 +73,9 @@ def export_cli(
     prediction/windows.py also work as copies on their own) and call the tagger on a text. A TorchScript
     export holds code that runs when it is loaded: it loads only with
     `Tagger.load(OUTPUT_DIR, trust_torchscript=True)`. With --onnx, the network
-    (code points → emissions) is written as OUTPUT_DIR/model.onnx, the CRF's scores
-    as crf.json, with onnx_tagger.py, export_format.py and windows.py to serve it
+    (input features → emissions) is written as OUTPUT_DIR/model.onnx, the tables its
+    features are computed from as features.npz, the CRF's scores as crf.json, with
+    onnx_tagger.py, onnx_features.py, export_format.py and windows.py to serve it
     (`OnnxTagger.load(OUTPUT_DIR)`: onnxruntime and numpy only); --onnx --int8
     quantizes the graph with ONNX Runtime. The export is checked against the
     pipeline on a few texts.

@@ -1,23 +1,22 @@
-"""Export for ONNX Runtime: the network's emissions as one ONNX graph.
+"""Export for ONNX Runtime: the network as numpy features and one ONNX graph.
 
-The ``torch.export`` program of ``deploy.export_module`` (code points → emissions, any
-batch size and width) is converted with ``torch.onnx.export(..., dynamo=True)``.
-Three of its operators have no ONNX translation in torch's library, so they get their
-own here (``TRANSLATIONS``):
+The network is split where its table lookups end (``onnx_features.py`` says why):
+``features.npz`` holds the tables that ``onnx_features.py`` computes the features
+from, in numpy; ``model.onnx`` is ``onnx_graph.FeatureEmissions`` (features →
+emissions), traced with ``torch.export`` and converted with
+``torch.onnx.export(..., dynamo=True)``. Two of its operators have no ONNX translation
+in torch's library, so they get their own here (``TRANSLATIONS``):
 
-- ``aten.searchsorted`` (the character table, LAC's vocabulary, the lexicon's keys:
-  sorted constant tables): a binary search unrolled into ``ceil(log2(n + 1))``
-  elementwise steps (Gather, Less, Where), exact on integers.
 - ``aten.mkldnn_rnn_layer`` (each direction of the LSTM, ``recurrence.padded_bilstm``):
   one ONNX ``LSTM`` (gates reordered from torch's ifgo to ONNX's iofc).
-- ``spacy_bilstm_crf::paddle_bigru``: see below.
+- ``spacy_bilstm_crf::paddle_bigru``: LAC's BiGRU layers, traced as one operator each
+  (``lac/gru_op.py``), each translated into one ONNX ``GRU`` (``_paddle_bigru``),
+  which ONNX Runtime runs as a fused kernel.
 
-LAC's BiGRU layers are traced as one operator each (``lac/gru_op.py``), translated
-here into one ONNX ``GRU`` each (``_paddle_bigru``), which ONNX Runtime runs as a
-fused kernel. The CRF's masked scores go to ``crf.json``;
-the Viterbi, the windows and the tokenization run in ``serving/onnx_tagger.py``
-(numpy and onnxruntime only), copied next to the export as ``onnx_tagger.py`` with
-``prediction/windows.py`` as ``windows.py``.
+The CRF's masked scores go to ``crf.json``; the features, the Viterbi, the windows and
+the tokenization run in ``serving/onnx_tagger.py`` and ``onnx_features.py`` (numpy and
+onnxruntime only), copied next to the export with ``prediction/windows.py`` as
+``windows.py``.
 
 This module needs ``onnx``, ``onnxscript`` and ``onnxruntime`` (the ``onnx`` extra).
 """
@@ -36,47 +35,13 @@ from spacy.language import Language
 from . import onnx_tagger
 from ..component.architectures import get_torch_module
 from ..network.lac.gru_op import onnx_layers
-from .deploy import check_tokenizer, export_meta, export_module, find_pipe, min_width, write_export
+from .deploy import check_tokenizer, export_meta, find_pipe, write_export
+from .onnx_features import MIN_PLACES, load_tables
+from .onnx_graph import MIN_WIDTH, FeatureEmissions, example_inputs, feature_tables
 from .quantize import is_quantized
 
 # torch's exporter records each translation's ONNX ops through this opset.
 OPSET = 18
-
-
-def _searchsorted(
-    sorted_sequence: Any,
-    self: Any,
-    out_int32: bool = False,
-    right: bool = False,
-    side: Optional[str] = None,
-    sorter: Any = None,
-) -> Any:
-    """``aten.searchsorted.Tensor`` over a 1-D table of static length: a binary search
-    unrolled into ``ceil(log2(n + 1))`` vectorized steps, so each query costs
-    ``log2(n)`` gathers (a comparison with every entry would cost ``n``)."""
-    from onnxscript import opset18 as op
-
-    if sorter is not None or len(sorted_sequence.shape) != 1:
-        raise NotImplementedError("searchsorted: only a 1-D table without sorter")
-    n = sorted_sequence.shape[0]
-    if not isinstance(n, int):
-        raise NotImplementedError("searchsorted: the table's length must be static")
-    right = right or side == "right"
-    values = self
-    lo = op.Expand(op.Constant(value_int=0), op.Shape(values))  # int64, as the indices
-    hi = op.Expand(op.Constant(value_int=n), op.Shape(values))
-    one = op.Constant(value_int=1)
-    two = op.Constant(value_int=2)
-    last = op.Constant(value_int=max(n - 1, 0))
-    for _ in range(max(1, math.ceil(math.log2(n + 1)))):
-        active = op.Less(lo, hi)
-        mid = op.Div(op.Add(lo, hi), two)
-        entry = op.Gather(sorted_sequence, op.Min(mid, last), axis=0)
-        # left: the first index whose entry >= value; right: the first > value.
-        go_right = op.LessOrEqual(entry, values) if right else op.Less(entry, values)
-        lo = op.Where(op.And(active, go_right), op.Add(mid, one), lo)
-        hi = op.Where(op.And(active, op.Not(go_right)), mid, hi)
-    return op.Cast(lo, to=6) if out_int32 else lo
 
 
 def _mkldnn_rnn_layer(
@@ -145,21 +110,31 @@ def _paddle_bigru(x: Any, lengths: Any, in_weight: Any, in_bias: Any, gate_weigh
 
 
 TRANSLATIONS: Dict[Callable, Callable] = {
-    torch.ops.aten.searchsorted.Tensor: _searchsorted,
     torch.ops.aten.mkldnn_rnn_layer.default: _mkldnn_rnn_layer,
     torch.ops.spacy_bilstm_crf.paddle_bigru.default: _paddle_bigru,
 }
 
 
-def onnx_graph(module: torch.nn.Module) -> bytes:
-    """The network's emissions as a serialized ONNX model: ``(codepoints, lengths) →
-    emissions``, dynamic batch and width (from :func:`deploy.min_width`), weights
-    inside the file (no external data).
+def onnx_graph(module: torch.nn.Module, tables: bytes) -> bytes:
+    """The network's features → emissions as a serialized ONNX model
+    (``onnx_graph.FeatureEmissions``; inputs ``onnx_features.INPUT_NAMES``), dynamic
+    batch, width and numbers of places, weights inside the file (no external data).
 
-    RAISES (NotImplementedError): The network cannot be exported (see ``export_module``).
+    tables (bytes): The network's ``features.npz`` (``onnx_graph.feature_tables``).
+    RAISES (NotImplementedError): The network cannot be exported.
     """
-    with onnx_layers():  # LAC's layers as ONNX GRUs, not scan (see ``lac/gru_op.py``)
-        program = export_module(module)
+    graph = FeatureEmissions(module)
+    example = example_inputs(module, load_tables(tables), width=9)
+    batch = torch.export.Dim("batch", min=1)
+    width = torch.export.Dim("width", min=MIN_WIDTH)
+    places = {"place": torch.export.Dim("places", min=MIN_PLACES), "vector": torch.export.Dim("vector_places", min=MIN_PLACES)}
+    shapes: Dict[str, Dict[int, Any]] = {}
+    for name, tensor in example.items():
+        prefix = name.split("_")[0]
+        shapes[name] = {0: places[prefix]} if prefix in places else {0: batch, 1: width}
+    shapes["lengths"] = {0: batch}
+    with onnx_layers(), torch.no_grad():  # LAC's layers as ONNX GRUs, not scan (see ``lac/gru_op.py``)
+        program = torch.export.export(graph, tuple(example.values()), dynamic_shapes=shapes)
     with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")
         onnx_program = torch.onnx.export(
@@ -234,8 +209,9 @@ def export_onnx(
         )
     if next(module.parameters()).device.type != "cpu":
         module = copy.deepcopy(module).cpu()  # the live pipeline's module stays where it is
+    tables = feature_tables(module)
     try:
-        graph = onnx_graph(module)
+        graph = onnx_graph(module, tables)
     except NotImplementedError as err:
         raise ValueError(str(err)) from None
     if int8:
@@ -245,14 +221,16 @@ def export_onnx(
         "onnx_tagger.py": Path(onnx_tagger.__file__),
         "export_format.py": package / "serving" / "export_format.py",
         "windows.py": package / "prediction" / "windows.py",
+        "onnx_features.py": package / "serving" / "onnx_features.py",
     }
     files: Dict[str, bytes] = {
         onnx_tagger.GRAPH_FILE: graph,
         onnx_tagger.CRF_FILE: crf_json(module),
+        onnx_tagger.TABLES_FILE: tables,
         **{name: code[name].read_bytes() for name in onnx_tagger.CODE_FILES},
     }
     meta = export_meta(pipe, onnx_tagger.FORMAT, onnx_tagger.FORMAT_VERSION, int8)
-    meta["min_width"] = min_width(module)
+    meta["min_width"] = MIN_WIDTH
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_export(output_dir, files, meta)

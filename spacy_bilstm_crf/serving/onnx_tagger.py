@@ -13,9 +13,10 @@ where the package is not installed::
     tagger("马云在阿里巴巴杭州总部发表演讲")
     # [(0, 2, 'name'), (3, 7, 'company'), (7, 9, 'address')]
 
-``model.onnx`` is the network from raw code points to tag scores (emissions):
-normalization, character table, bigrams, character classes, lexicon, gazetteer and
-LAC are inside the graph. ``crf.json`` holds the CRF's masked scores; the
+``onnx_features.py`` computes the network's input features in numpy from the tables
+in ``features.npz`` (normalization, character table, bigrams, character classes,
+lexicon, gazetteer, LAC's vocabulary); ``model.onnx`` is the network from those
+features to tag scores (emissions). ``crf.json`` holds the CRF's masked scores; the
 constrained Viterbi, spaCy's character tokenization and the pipeline's windows run
 here, as in ``serving/tagger.py``. Whitespace takes the ``O`` tag, as in the pipeline.
 
@@ -36,19 +37,25 @@ try:
         CHECKSUM_KEY, FILE_CHECKSUMS_KEY, META_FILE, WHITESPACE_CODES, Entity, ExportError, WindowedTagger,
         char_tokens, check_meta, check_meta_checksum, meta_checksum, read_checked, read_meta,
     )
-except ImportError:  # this file copied next to an export, with export_format.py and windows.py
+    from .onnx_features import FeatureTables, load_tables
+except ImportError:  # this file copied next to an export, with the files of CODE_FILES
     from export_format import (  # type: ignore[no-redef]  # noqa: F401
         CHECKSUM_KEY, FILE_CHECKSUMS_KEY, META_FILE, WHITESPACE_CODES, Entity, ExportError, WindowedTagger,
         char_tokens, check_meta, check_meta_checksum, meta_checksum, read_checked, read_meta,
     )
+    from onnx_features import FeatureTables, load_tables  # type: ignore[no-redef]
 
 FORMAT = "spacy-bilstm-crf.onnx"
-FORMAT_VERSION = 1
+# 2: the features in numpy (features.npz, onnx_features.py), the graph from features.
+FORMAT_VERSION = 2
 GRAPH_FILE = "model.onnx"
 CRF_FILE = "crf.json"  # the CRF's masked (transitions, start, end): banned entries null
+TABLES_FILE = "features.npz"  # the tables of onnx_features.FeatureTables
 # Copies of the code that serves the export, written next to it.
-CODE_FILES = ("onnx_tagger.py", "export_format.py", "windows.py")
-_WHITESPACE_CODES = np.array(WHITESPACE_CODES, dtype=np.int64)
+CODE_FILES = ("onnx_tagger.py", "export_format.py", "windows.py", "onnx_features.py")
+# Whitespace by code point (all of it lies below 0x10000): one lookup, not a set test.
+_IS_WHITESPACE = np.zeros(0x10000, dtype=bool)
+_IS_WHITESPACE[WHITESPACE_CODES] = True
 
 
 class OnnxTagger(WindowedTagger):
@@ -56,17 +63,25 @@ class OnnxTagger(WindowedTagger):
     windows and entities as in ``export_format.WindowedTagger``; the graph and the
     Viterbi here).
 
-    session (ort.InferenceSession): The graph ``(codepoints, lengths) → emissions``.
+    session (ort.InferenceSession): The graph ``features → emissions``.
     meta (dict): The export's ``tagger.json`` (labels, tags, scheme, windows).
     crf (Tuple[np.ndarray, np.ndarray, np.ndarray]): The CRF's masked (transitions,
         start, end) scores, ``-inf`` where banned.
+    tables (FeatureTables): What the graph's input features are computed from.
     """
 
-    def __init__(self, session: "ort.InferenceSession", meta: dict, crf: Tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def __init__(
+        self,
+        session: "ort.InferenceSession",
+        meta: dict,
+        crf: Tuple[np.ndarray, np.ndarray, np.ndarray],
+        tables: FeatureTables,
+    ) -> None:
         check_meta(meta, META_FILE, checksums_required=True)
         super().__init__(meta)
         self.session = session
         self.crf = crf
+        self.tables = tables
         self._inputs = [i.name for i in session.get_inputs()]
         self.min_width = int(meta.get("min_width", 1))
 
@@ -89,6 +104,7 @@ class OnnxTagger(WindowedTagger):
         check_meta(meta, path / META_FILE, checksums_required=True)
         graph = read_checked(path, GRAPH_FILE, meta)
         crf = load_crf(read_checked(path, CRF_FILE, meta), path / CRF_FILE, len(meta["tags"]))
+        tables = load_tables_checked(read_checked(path, TABLES_FILE, meta), path / TABLES_FILE)
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
@@ -97,7 +113,7 @@ class OnnxTagger(WindowedTagger):
             session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types
             raise ExportError(f"{path / GRAPH_FILE}: onnxruntime cannot load it ({err}).") from None
-        tagger = cls(session, meta, crf)
+        tagger = cls(session, meta, crf, tables)
         tagger.check_network(path / GRAPH_FILE)
         return tagger
 
@@ -113,11 +129,13 @@ class OnnxTagger(WindowedTagger):
             )
 
     def emissions(self, codepoints: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """The graph's tag scores. codepoints (np.ndarray): int64 (batch, width), width
-        at least ``min_width``; lengths (np.ndarray): int64 (batch,).
+        """The network's tag scores: the features, then the graph.
+
+        codepoints (np.ndarray): int64 (batch, width) raw code points, width at least
+            ``min_width``; lengths (np.ndarray): int64 (batch,).
         RETURNS (np.ndarray): float32 (batch, width, n_tags)."""
-        feed = dict(zip(self._inputs, (codepoints, lengths)))
-        return self.session.run(None, feed)[0]
+        features = self.tables.features(codepoints, lengths)
+        return self.session.run(None, {name: features[name] for name in self._inputs})[0]
 
     def tag(self, sequences: Sequence[str]) -> List[List[int]]:
         """Tag ids per character of each sequence, in one run of the graph: the best
@@ -134,7 +152,8 @@ class OnnxTagger(WindowedTagger):
         padded = np.zeros((len(sequences), max(width, self.min_width)), dtype=np.int64)
         within = np.arange(width)[None, :] < lengths[:, None]
         padded[:, :width][within] = codes
-        space = np.isin(padded[:, :width], _WHITESPACE_CODES) & within
+        codes_in = padded[:, :width]
+        space = _IS_WHITESPACE[np.where(codes_in < len(_IS_WHITESPACE), codes_in, 0)] & within
         emissions = self.emissions(padded, lengths)[:, :width].astype(np.float32, copy=True)
         # The constraint of the pipeline: whitespace is never part of an entity.
         emissions[:, :, 1:][space] = -np.inf
@@ -155,27 +174,31 @@ def viterbi(
     RETURNS (np.ndarray): int64 (batch, max_len), -1 past each sentence's end.
     """
     batch, max_len, n_tags = emissions.shape
-    score = start[None, :] + emissions[:, 0]  # (batch, n_tags)
-    best_final = score + end[None, :]
-    finals = np.empty((batch, n_tags), dtype=emissions.dtype)
-    finals[:] = best_final
+    # Three operations a step (single texts are short; per-call overhead is the cost).
+    scores = np.empty((max_len, batch, n_tags), dtype=emissions.dtype)
     pointers = np.zeros((max_len, batch, n_tags), dtype=np.int64)
+    score = scores[0] = start[None, :] + emissions[:, 0]
     for t in range(1, max_len):
         candidates = score[:, :, None] + trans[None, :, :]  # (batch, from, to)
         pointers[t] = candidates.argmax(axis=1)
-        score = np.take_along_axis(candidates, pointers[t][:, None, :], axis=1)[:, 0] + emissions[:, t]
-        ends_here = lengths == t + 1
-        finals[ends_here] = score[ends_here] + end[None, :]
-    tag = finals.argmax(axis=1)
-    tags = np.full((batch, max_len), -1, dtype=np.int64)
+        score = scores[t] = candidates.max(axis=1) + emissions[:, t]
     rows = np.arange(batch)
+    # Each sentence ends on its best final tag at its own last step.
+    tag = (scores[lengths - 1, rows] + end[None, :]).argmax(axis=1)
+    tags = np.full((batch, max_len), -1, dtype=np.int64)
+    if batch == 1:  # one path: plain Python indexing is cheaper than array steps
+        path, last = [int(tag[0])], int(lengths[0]) - 1
+        pointer_rows = pointers[:, 0]
+        for t in range(last, 0, -1):
+            path.append(int(pointer_rows[t, path[-1]]))
+        tags[0, : last + 1] = path[::-1]
+        return tags
     for t in range(max_len - 1, -1, -1):
-        # A sentence that ends at t starts from its best final tag there.
-        tag = np.where(lengths - 1 == t, finals.argmax(axis=1), tag)
         inside = t < lengths
         tags[inside, t] = tag[inside]
         if t > 0:
-            tag = np.where(inside, pointers[t][rows, tag], tag)
+            # A sentence not yet begun (t at or past its length) keeps its final tag.
+            tag = np.where(t < lengths, pointers[t][rows, tag], tag)
     return tags
 
 
@@ -190,6 +213,14 @@ def check_format(meta: Dict[str, Any], source: Union[str, Path]) -> None:
             f"{meta.get('format')!r}, version {meta.get('version')!r}. A torch export loads with "
             "serving.Tagger.load."
         )
+
+
+def load_tables_checked(data: bytes, source: Path) -> FeatureTables:
+    """The feature tables of ``features.npz``. RAISES (ExportError): Not such tables."""
+    try:
+        return load_tables(data)
+    except Exception as err:  # numpy and zipfile raise many types for a bad archive
+        raise ExportError(f"{source}: not the feature tables of an export ({type(err).__name__}: {err}).") from None
 
 
 def load_crf(data: bytes, source: Path, n_tags: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
