@@ -112,6 +112,23 @@ def test_numpy_viterbi_keeps_to_allowed_transitions():
     assert tags.tolist() == [[1, 2, 1, 2], [1, 2, -1, -1]]
 
 
+def test_numpy_viterbi_equals_the_crf():
+    """Against the network's own decoding, on random scores: batches of one (the
+    single-text path) and of many, sentences of every length down to one."""
+    from spacy_bilstm_crf.network.model import BiLSTMCRF
+    from spacy_bilstm_crf.network.tags import TagScheme
+
+    torch.manual_seed(0)
+    module = BiLSTMCRF(10, TagScheme(["a", "b", "c"], "BIOES"), hidden_size=8)
+    crf = [scores.numpy() for scores in module.crf.masked_scores(float("-inf"))]
+    for batch, width in [(1, 1), (1, 30), (7, 12), (64, 25)]:
+        emissions = torch.randn(batch, width, len(module.crf.allowed)) * 3
+        lengths = torch.randint(1, width + 1, (batch,))
+        lengths[0] = width
+        expected = module.crf.decode(emissions, lengths).numpy()
+        assert np.array_equal(viterbi(emissions.numpy(), lengths.numpy(), *crf), expected), (batch, width)
+
+
 def test_copied_tagger_runs_without_torch(exported, tmp_path):
     """The directory serves itself: its onnx_tagger.py and windows.py, with torch
     and spaCy made unimportable."""

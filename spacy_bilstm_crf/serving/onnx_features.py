@@ -45,6 +45,9 @@ _BOUNDARY = -1  # the "code point" before the first and after the last character
 _BIGRAM_BASE = 0x110003
 _PAD_ID, _UNK_ID = 0, 1
 _OTHER_CLASS = 6  # code points past the class table
+# The lexicon's flags are B2 B3 B4+ M3 M4+ E2 E3 E4+ S: each set's first flag, to which a
+# word's length bucket (2, 3, 4+; M from 3) is added.
+_FIRST_FLAG = np.array([0, 2, 5, 8], dtype=np.int64)
 
 
 def normalize(codepoints: np.ndarray) -> np.ndarray:
@@ -217,9 +220,8 @@ class FeatureTables:
         position = (words.batch[word] * width + words.start[word] + offset)
         n_pos = 2 * self.n_pos_groups if self.lexicon_pos is not None else 0
         flags = np.zeros((batch * width, 9 + n_pos), dtype=np.float32)
-        # B2 B3 B4+ M3 M4+ E2 E3 E4+ S: the set, then the word's length bucket (2, 3, 4+).
-        bucket = np.minimum(length, 4) - 2
-        flag = np.select([which == 0, which == 1, which == 2], [bucket, 2 + bucket, 5 + bucket], 8)
+        bucket = np.minimum(length, 4) - 2  # -1 for single characters, whose S flag has none
+        flag = _FIRST_FLAG[which] + np.maximum(bucket, 0)
         flags[position, flag] = 1.0
         if n_pos:
             group = self.lexicon_pos[words.row[word]]

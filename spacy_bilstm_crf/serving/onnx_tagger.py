@@ -174,23 +174,26 @@ def viterbi(
     RETURNS (np.ndarray): int64 (batch, max_len), -1 past each sentence's end.
     """
     batch, max_len, n_tags = emissions.shape
-    # Three operations a step (single texts are short; per-call overhead is the cost).
+    # Four numpy calls a step, none allocating (single texts are short: per-call
+    # overhead is their cost), each reduction over contiguous memory: (to, from).
+    into = np.ascontiguousarray(trans.T)
+    candidates = np.empty((batch, n_tags, n_tags), dtype=emissions.dtype)
     scores = np.empty((max_len, batch, n_tags), dtype=emissions.dtype)
     pointers = np.zeros((max_len, batch, n_tags), dtype=np.int64)
-    score = scores[0] = start[None, :] + emissions[:, 0]
+    np.add(start[None, :], emissions[:, 0], out=scores[0])
     for t in range(1, max_len):
-        candidates = score[:, :, None] + trans[None, :, :]  # (batch, from, to)
-        pointers[t] = candidates.argmax(axis=1)
-        score = scores[t] = candidates.max(axis=1) + emissions[:, t]
+        np.add(scores[t - 1][:, None, :], into, out=candidates)  # (batch, to, from)
+        candidates.argmax(axis=2, out=pointers[t])
+        np.add(candidates.max(axis=2), emissions[:, t], out=scores[t])
     rows = np.arange(batch)
     # Each sentence ends on its best final tag at its own last step.
     tag = (scores[lengths - 1, rows] + end[None, :]).argmax(axis=1)
     tags = np.full((batch, max_len), -1, dtype=np.int64)
     if batch == 1:  # one path: plain Python indexing is cheaper than array steps
         path, last = [int(tag[0])], int(lengths[0]) - 1
-        pointer_rows = pointers[:, 0]
+        pointer_rows = pointers[:, 0].tolist()
         for t in range(last, 0, -1):
-            path.append(int(pointer_rows[t, path[-1]]))
+            path.append(pointer_rows[t][path[-1]])
         tags[0, : last + 1] = path[::-1]
         return tags
     for t in range(max_len - 1, -1, -1):
