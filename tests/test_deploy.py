@@ -20,6 +20,7 @@ from spacy_bilstm_crf.component.architectures import get_torch_module
 from spacy_bilstm_crf.serving.deploy import (
     SELF_CHECK_TEXTS,
     compare_with_pipeline,
+    cpu_has_bf16,
     export_module,
     export_pipeline,
     quantize_pipeline,
@@ -328,6 +329,8 @@ def test_quantize_bf16_writes_a_pipeline_that_loads_with_bfloat16_inference(save
     result = subprocess.run(run + [str(saved_model), str(tmp_path / "bf16"), "--bf16"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "bfloat16 pipeline" in result.stdout
+    # A CPU without bfloat16 units is told how slow it is there; one with them is not.
+    assert ("no bfloat16 units" in result.stdout) == (not cpu_has_bf16())
     nlp = spacy.load(tmp_path / "bf16")
     assert nlp.config["components"]["bilstm_crf_ner"]["model"]["bf16_inference"] is True
     module = get_torch_module(nlp.get_pipe("bilstm_crf_ner").model)

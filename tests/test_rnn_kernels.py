@@ -68,7 +68,7 @@ def test_bilstm_layers_equal_nn_lstm_on_the_packed_batch(depth):
             got = rnn_kernels.bilstm_layer(lstm, layer, got, lengths)
     torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
     # The transposed weights are cached, and follow a change of the weights.
-    assert "_kernel_weights_l0" in lstm.__dict__
+    assert any(name.startswith("_kernel_weights_l0") for name in lstm.__dict__)
     if depth == 1:
         with torch.no_grad():
             lstm.weight_hh_l0.mul_(-1.0)
@@ -76,6 +76,32 @@ def test_bilstm_layers_equal_nn_lstm_on_the_packed_batch(depth):
             expected_changed, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=9)
         assert not torch.allclose(changed, got, atol=1e-3)
         torch.testing.assert_close(changed, expected_changed, atol=2e-6, rtol=1e-5)
+
+
+def test_folded_lookups_equal_their_columns_multiplied():
+    """Embeddings among the first layer's inputs, folded into its projection (a row of
+    a projected table each), give the layer of the whole input; a change of the table
+    is followed."""
+    from spacy_bilstm_crf.network.recurrence import Lookup
+
+    torch.manual_seed(2)
+    lstm = nn.LSTM(20, 16, batch_first=True, bidirectional=True)
+    chars, classes = nn.Embedding(30, 6), nn.Embedding(5, 3)
+    lengths = torch.tensor([7, 3, 1])
+    char_ids, class_ids = torch.randint(0, 30, (3, 7)), torch.randint(0, 5, (3, 7))
+    dense = [torch.randn(3, 7, 4), torch.randn(3, 7, 7)]
+    with torch.no_grad():
+        # Columns: chars 0-5, dense 6-9, classes 10-12, dense 13-19.
+        whole = torch.cat([chars(char_ids), dense[0], classes(class_ids), dense[1]], dim=-1)
+        expected = rnn_kernels.bilstm_layer(lstm, 0, whole, lengths)
+        lookups = [Lookup(char_ids, chars, (0, 6)), Lookup(class_ids, classes, (10, 13))]
+        folded = rnn_kernels.bilstm_layer(lstm, 0, torch.cat(dense, dim=-1), lengths, lookups)
+        torch.testing.assert_close(folded, expected, atol=2e-6, rtol=1e-5)
+        chars.weight.mul_(2.0)
+        changed = rnn_kernels.bilstm_layer(lstm, 0, torch.cat(dense, dim=-1), lengths, lookups)
+        whole = torch.cat([chars(char_ids), dense[0], classes(class_ids), dense[1]], dim=-1)
+        torch.testing.assert_close(changed, rnn_kernels.bilstm_layer(lstm, 0, whole, lengths), atol=2e-6, rtol=1e-5)
+    assert not torch.allclose(changed, folded, atol=1e-3)
 
 
 def test_compiled_lac_reproduces_paddle_tags():
@@ -110,7 +136,7 @@ def test_model_predictions_on_a_few_sentences_take_the_kernels(monkeypatch):
     calls = []
 
     def counted(*args):
-        calls.append(1)
+        calls.append(len(args[4]))  # the lookups folded into the layer
         return rnn_kernels.bilstm_layer(*args)
 
     monkeypatch.setattr(model_module, "bilstm_layer", counted)
@@ -122,7 +148,7 @@ def test_model_predictions_on_a_few_sentences_take_the_kernels(monkeypatch):
     assert not calls
     with torch.no_grad():
         compiled = model.emissions(codepoints, lengths)
-    assert len(calls) == 2  # a call per layer
+    assert calls == [2, 0]  # a call per layer; characters and classes folded into the first
     inside = (torch.arange(12)[None, :] < lengths[:, None])
     torch.testing.assert_close(compiled[inside], packed.detach()[inside], atol=1e-5, rtol=1e-5)
     # Eight sentences or more: the ragged tensor path.

@@ -394,7 +394,9 @@ class BiLSTMCRF(nn.Module):
             # (The features are not concatenated: the lookups fold into the LSTM.)
             return self._ragged_emissions(features, char_ids, classes, cp, lengths, lac_position)
         elif self._compiled_prediction(chars, noise):
-            hidden = self._compiled_lstm(torch.cat(features, dim=-1), lengths_1)
+            widths = [feature.shape[-1] for feature in features]
+            dense, lookups = self._folded_lookups(features, [sum(widths[:i]) for i in range(len(widths))], char_ids, classes)
+            hidden = self._compiled_lstm(dense, lookups, features, lengths_1)
         else:
             x = nn.functional.dropout(torch.cat(features, dim=-1), self.embed_dropout_rate, noise)
             hidden = self._packed_lstm(x, lengths_1, noise)
@@ -412,17 +414,42 @@ class BiLSTMCRF(nn.Module):
         return hidden
 
     @torch.jit.unused
-    def _compiled_lstm(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """The LSTM as compiled kernels, a layer a call (``rnn_kernels.bilstm_layer``), or
-        over the packed batch where numba is unavailable."""
+    def _compiled_lstm(self, dense: List[Tensor], lookups: List[Lookup], features: List[Tensor], lengths: Tensor) -> Tensor:
+        """The LSTM as compiled kernels, a layer a call (``rnn_kernels.bilstm_layer``; the
+        ``lookups`` folded into the first layer's input projection, the ``dense``
+        features multiplied), or over the packed batch of all ``features`` where numba
+        is unavailable."""
+        x = torch.cat(dense, dim=-1) if dense else features[0].new_zeros(features[0].shape[:2] + (0,))
         hidden: Optional[Tensor] = x
         for layer in range(self.lstm.num_layers):
             assert hidden is not None
-            hidden = bilstm_layer(self.lstm, layer, hidden, lengths)
+            hidden = bilstm_layer(self.lstm, layer, hidden, lengths, lookups if layer == 0 else ())
             if hidden is None:
-                return self._packed_lstm(x, lengths)
+                return self._packed_lstm(torch.cat(features, dim=-1), lengths)
         assert hidden is not None
         return hidden
+
+    @torch.jit.unused
+    def _folded_lookups(
+        self, features: List[Tensor], offsets: List[int], char_ids: Tensor, classes: Optional[Tensor]
+    ) -> Tuple[List[Tensor], List[Lookup]]:
+        """The character and class embeddings as lookups folded into the LSTM's input
+        projection (``recurrence.Lookup``), where their projected tables are small enough
+        (``_foldable``), and the features left to multiply.
+
+        offsets (List[int]): Where each feature's columns begin among the LSTM's inputs.
+        RETURNS (Tuple[List[Tensor], List[Lookup]]): The dense features, the lookups.
+        """
+        widths = [feature.shape[-1] for feature in features]
+        # (index among the features, lookup): the character table comes first, the
+        # class table after the bigrams' two.
+        candidates = [(0, Lookup(char_ids, self.char_embed, (offsets[0], offsets[0] + widths[0])))]
+        if classes is not None and self.class_embed is not None:
+            index = 3 if self.bigram_embed is not None else 1
+            candidates.append((index, Lookup(classes, self.class_embed, (offsets[index], offsets[index] + widths[index]))))
+        kept = [(index, lookup) for index, lookup in candidates if _foldable(lookup, self.lstm)]
+        folded = {index for index, _ in kept}
+        return [feature for i, feature in enumerate(features) if i not in folded], [lookup for _, lookup in kept]
 
     @torch.jit.unused
     def _padded_lstm(self, x: Tensor, lengths: Tensor) -> Tensor:
@@ -463,17 +490,7 @@ class BiLSTMCRF(nn.Module):
             packed.append((lac_rows, (lac_start, lac_start + lac_rows.shape[1])))
             # The features after LAC's place start after its columns.
             offsets = [offset + lac_rows.shape[1] * (i >= lac_position) for i, offset in enumerate(offsets)]
-        # (index among the features, lookup): the character table comes first, the
-        # class table after the bigrams' two.
-        candidates = [(0, Lookup(char_ids, self.char_embed, (0, widths[0])))]
-        if classes is not None and self.class_embed is not None:
-            index = 3 if self.bigram_embed is not None else 1
-            columns = (offsets[index], offsets[index] + widths[index])
-            candidates.append((index, Lookup(classes, self.class_embed, columns)))
-        kept = [(index, lookup) for index, lookup in candidates if _foldable(lookup, self.lstm)]
-        folded = {index for index, _ in kept}
-        lookups = [lookup for _, lookup in kept]
-        dense = [feature for i, feature in enumerate(features) if i not in folded]
+        dense, lookups = self._folded_lookups(features, offsets, char_ids, classes)
         x = torch.cat(dense, dim=-1) if dense else features[0].new_zeros(features[0].shape[:2] + (0,))
         rows, layout = bilstm_rows(self.lstm, x, lengths_1, lookups, self._matmul_dtype(), packed, layout)
         return layout.to_padded(self.project(self.norm(rows)), x.shape[0], x.shape[1])

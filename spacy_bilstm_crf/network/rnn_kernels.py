@@ -187,7 +187,7 @@ def _projected(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor]) -
         is read as it is); biases (Sequence[Tensor]): per direction, (n_gates,).
     """
     batch, max_len, input_dim = x.shape
-    rows = x.reshape(-1, input_dim)
+    rows = x.reshape(batch * max_len, input_dim)  # (input_dim may be 0: every input folded)
     n_gates = weights[0].shape[1]
     out = rows.new_empty(2, batch * max_len, n_gates)
     for direction in range(2):
@@ -229,13 +229,20 @@ def paddle_bigru(layer: Any, x: Tensor, lengths: Tensor) -> Optional[Tensor]:
     return torch.from_numpy(out)
 
 
-def bilstm_layer(lstm: torch.nn.LSTM, layer: int, x: Tensor, lengths: Tensor) -> Optional[Tensor]:
+def bilstm_layer(
+    lstm: torch.nn.LSTM, layer: int, x: Tensor, lengths: Tensor, lookups: Sequence[Any] = ()
+) -> Optional[Tensor]:
     """Layer ``layer`` of a bidirectional ``nn.LSTM`` (float32, on the CPU, with biases, no
     projection) over a padded batch, as over the packed batch; None when the kernel is
     unavailable.
 
-    x (Tensor): Float32 (batch, max_len, input_dim).
+    x (Tensor): Float32 (batch, max_len, n): the layer's inputs, except the columns of
+        ``lookups``, in order.
     lengths (Tensor): Long (batch,).
+    lookups (Sequence[recurrence.Lookup]): Embedding lookups among the first layer's
+        inputs, folded into its input projection (``recurrence.Lookup``): each adds a
+        row of its projected table (cached until a weight changes) instead of its
+        columns' share of the matrix product.
     RETURNS (Optional[Tensor]): Float32 (batch, max_len, 2H), zero at padding.
     """
     kernel = _kernel("BiLSTM", _bilstm, _probe_bilstm)
@@ -243,16 +250,26 @@ def bilstm_layer(lstm: torch.nn.LSTM, layer: int, x: Tensor, lengths: Tensor) ->
         return None
     names = [f"l{layer}", f"l{layer}_reverse"]
     parameters = [getattr(lstm, f"{kind}_{name}") for name in names for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    parameters += [lookup.embedding.weight for lookup in lookups]
+    columns = [lookup.columns for lookup in lookups]
 
-    def build() -> Tuple[List[Tensor], List[Tensor], numpy.ndarray]:
+    def build() -> Tuple[List[Tensor], List[Tensor], numpy.ndarray, List[List[Tensor]]]:
         w_ih = [getattr(lstm, f"weight_ih_{name}").detach().t() for name in names]
         bias = [(getattr(lstm, f"bias_ih_{name}") + getattr(lstm, f"bias_hh_{name}")).detach() for name in names]
         w_hh = torch.stack([getattr(lstm, f"weight_hh_{name}").detach().t() for name in names])
-        return w_ih, bias, _array(w_hh)
+        dense = torch.ones(w_ih[0].shape[0], dtype=torch.bool)
+        for start, stop in columns:
+            dense[start:stop] = False
+        tables = [[lookup.embedding.weight.detach() @ w[start:stop] for w in w_ih] for lookup, (start, stop) in zip(lookups, columns)]
+        return [w[dense] for w in w_ih], bias, _array(w_hh), tables
 
-    w_ih, bias, w_hh = _cached(lstm, f"_kernel_weights_l{layer}", parameters, build)
+    w_ih, bias, w_hh, tables = _cached(lstm, f"_kernel_weights_l{layer}_{columns}", parameters, build)
     batch, max_len, _ = x.shape
     proj = _projected(x, w_ih, bias)
+    for lookup, table in zip(lookups, tables):
+        ids = lookup.ids.reshape(-1)
+        for direction in range(2):
+            proj[direction].view(batch * max_len, -1).add_(table[direction].index_select(0, ids))
     out = numpy.zeros((batch, max_len, 2 * lstm.hidden_size), numpy.float32)
     kernel(_array(proj), _array(lengths.to(torch.int64)), w_hh, out)
     return torch.from_numpy(out)
