@@ -100,6 +100,16 @@ def test_a_changed_file_is_refused(exported, tmp_path, name):
         OnnxTagger.load(copy)
 
 
+def test_a_version_1_export_is_refused_with_what_to_do(exported, tmp_path):
+    from spacy_bilstm_crf.serving.onnx_tagger import check_format
+
+    _, path = exported
+    meta = json.loads((path / "tagger.json").read_text(encoding="utf8"))
+    assert meta["version"] == 2 and "features.npz" in meta["sha256"]
+    with pytest.raises(ExportError, match="version 1.*export --onnx"):
+        check_format({**meta, "version": 1}, path / "tagger.json")
+
+
 def test_numpy_viterbi_keeps_to_allowed_transitions():
     """Banned (-inf) transitions are never taken, even where emissions favour them;
     sentences of several lengths in one batch each end on their own best tag."""

@@ -210,6 +210,11 @@ def viterbi(
 
 def check_format(meta: Dict[str, Any], source: Union[str, Path]) -> None:
     """RAISES (ExportError): Not an ONNX export of this format version."""
+    if meta.get("format") == FORMAT and meta.get("version") == 1:
+        raise ExportError(
+            f"{source}: an ONNX export of format version 1 (code points in the graph), which this "
+            f"tagger no longer reads: export the pipeline again (export --onnx) for version {FORMAT_VERSION}."
+        )
     if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
         raise ExportError(
             f"{source}: not an ONNX export ({FORMAT} version {FORMAT_VERSION}): format "
