@@ -73,12 +73,19 @@ _CLASS_TABLE: List[Tensor] = []
 
 
 @torch.jit.unused
-def char_class_lookup(cp: Tensor) -> Tensor:
-    """``char_classes`` of code points on the CPU, from a table built at first use
-    (192 KB): one gather. RETURNS (Tensor): Long, same shape."""
+def char_class_table() -> Tensor:
+    """RETURNS (Tensor): Uint8 (``_CLASS_TABLE_SIZE``,): ``char_classes`` of every code
+    point below the size (built at first use, 192 KB; the ONNX export stores it too)."""
     if not _CLASS_TABLE:
         _CLASS_TABLE.append(char_classes(torch.arange(_CLASS_TABLE_SIZE)).to(torch.uint8))
-    table = _CLASS_TABLE[0]
+    return _CLASS_TABLE[0]
+
+
+@torch.jit.unused
+def char_class_lookup(cp: Tensor) -> Tensor:
+    """``char_classes`` of code points on the CPU, from :func:`char_class_table`: one
+    gather. RETURNS (Tensor): Long, same shape."""
+    table = char_class_table()
     inside = cp < _CLASS_TABLE_SIZE
     found = table[torch.where(inside, cp, torch.zeros_like(cp))].to(torch.long)
     return torch.where(inside, found, torch.full_like(cp, 6))

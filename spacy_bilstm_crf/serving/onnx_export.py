@@ -126,7 +126,7 @@ def onnx_graph(module: torch.nn.Module, tables: bytes) -> bytes:
     RAISES (NotImplementedError): The network cannot be exported.
     """
     graph = FeatureEmissions(module)
-    example = example_inputs(module, load_tables(tables), width=9)
+    example = example_inputs(load_tables(tables), width=9)
     batch = torch.export.Dim("batch", min=1)
     width = torch.export.Dim("width", min=MIN_WIDTH)
     places = {"place": torch.export.Dim("places", min=MIN_PLACES), "vector": torch.export.Dim("vector_places", min=MIN_PLACES)}

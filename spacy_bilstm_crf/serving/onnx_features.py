@@ -120,24 +120,29 @@ class Words:
     def __init__(self, batch: np.ndarray, start: np.ndarray, row: np.ndarray, length: np.ndarray) -> None:
         self.batch, self.start, self.row, self.length = batch, start, row, length
 
-    def places(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each word's characters: RETURNS (Tuple[np.ndarray, ...]): the word of each
-        place, its offset in the word, and its set (0 B: the first of two or more
-        characters, 1 M: inside, 2 E: the last, 3 S: a one-character word)."""
+    def places(self, width: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Each word's characters. width (int): The batch's width.
+
+        RETURNS (Tuple[np.ndarray, ...]): for each place, its word, its offset in the
+            word, its set (0 B: the first of two or more characters, 1 M: inside, 2 E:
+            the last, 3 S: a one-character word) and its position in the flattened
+            (batch, width) grid.
+        """
         word = np.repeat(np.arange(len(self.length)), self.length)
         firsts = np.cumsum(self.length) - self.length
         offset = np.arange(len(word)) - np.repeat(firsts, self.length)
         length = self.length[word]
         which = np.where(offset == 0, 0, np.where(offset == length - 1, 2, 1))
         which = np.where(length == 1, 3, which)
-        return word, offset, which
+        position = self.batch[word] * width + self.start[word] + offset
+        return word, offset, which, position
 
 
 class FeatureTables:
     """What the features are computed from, as ``features.npz`` holds it.
 
     tables (Mapping[str, np.ndarray]): ``char_table`` (sorted known code points after
-        a sentinel) and ``sizes`` always; ``class_table``, ``lexicon_keys``,
+        a sentinel), ``size_names`` and ``sizes`` (scalars by name) always; ``class_table``, ``lexicon_keys``,
         ``lexicon_weights``, ``lexicon_pos``, ``entity_keys``, ``entity_labels``,
         ``lac_codepoints``, ``lac_ids`` where the network has the part.
     """
@@ -215,9 +220,8 @@ class FeatureTables:
         if self.lexicon is None or windows is None:
             return {"word_flags": np.zeros((batch, width, 1), dtype=np.float32), **no_places}
         words = self.lexicon.words(windows)
-        word, offset, which = words.places()
+        word, offset, which, position = words.places(width)
         length = words.length[word]
-        position = (words.batch[word] * width + words.start[word] + offset)
         n_pos = 2 * self.n_pos_groups if self.lexicon_pos is not None else 0
         flags = np.zeros((batch * width, 9 + n_pos), dtype=np.float32)
         bucket = np.minimum(length, 4) - 2  # -1 for single characters, whose S flag has none
@@ -268,8 +272,7 @@ class FeatureTables:
             return np.zeros((batch, width, 1), dtype=np.float32)
         n_labels = self.entity_labels.shape[1]
         words = self.entities.words(windows)
-        word, offset, which = words.places()
-        position = words.batch[word] * width + words.start[word] + offset
+        word, _, which, position = words.places(width)
         place, label = np.nonzero(self.entity_labels[words.row[word]])
         flags = np.zeros((batch * width, N_SETS * n_labels), dtype=np.float32)
         flags[position[place], which[place] * n_labels + label] = 1.0

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..network.model import BiLSTMCRF, char_classes, _CLASS_TABLE_SIZE
+from ..network.model import BiLSTMCRF, char_class_table
 from ..network.lac.encoder import OOV_ID
 from ..network.lexicon import N_POS_FLAGS
 from ..network.crf import lengths_to_mask
-from .onnx_features import INPUT_NAMES, MIN_PLACES, N_SETS
+from .onnx_features import INPUT_NAMES, MIN_PLACES, N_SETS, FeatureTables
 
 # The graph's smallest width: a width of 1 would have been fixed at export.
 MIN_WIDTH = 2
@@ -42,7 +42,7 @@ def feature_tables(network: BiLSTMCRF) -> bytes:
     tables: Dict[str, np.ndarray] = {"char_table": network.char_table.cpu().numpy()}
     sizes = {"bigram_buckets": network.bigram_buckets if network.bigram_embed is not None else 0}
     if network.class_embed is not None:
-        tables["class_table"] = char_classes(torch.arange(_CLASS_TABLE_SIZE)).to(torch.uint8).numpy()
+        tables["class_table"] = char_class_table().numpy()
     lexicon = network.lexicon
     if lexicon is not None:
         tables["lexicon_keys"] = lexicon.keys.cpu().numpy()
@@ -146,12 +146,12 @@ def soft_lexicon(chars: Tensor, target: Tensor, low: Tensor, high: Tensor, weigh
     return placed_sum(sums, target, batch * width * N_SETS).reshape(batch, width, N_SETS * dim)
 
 
-def example_inputs(network: BiLSTMCRF, tables: "object", width: int) -> Dict[str, Tensor]:
+def example_inputs(tables: FeatureTables, width: int) -> Dict[str, Tensor]:
     """An example batch of features for ``torch.export``: three random CJK sentences."""
     generator = torch.Generator().manual_seed(0)
     codepoints = torch.randint(0x4E00, 0x9FA5, (3, width), generator=generator).numpy()
     lengths = np.array([width, width - 1, 1], dtype=np.int64)
-    feed = tables.features(codepoints, lengths)  # type: ignore[attr-defined]
+    feed = tables.features(codepoints, lengths)
     # At least MIN_PLACES places, always (a size-0 or size-1 axis is fixed at export).
     assert len(feed["place_target"]) >= MIN_PLACES
     return {name: torch.from_numpy(np.ascontiguousarray(feed[name])) for name in INPUT_NAMES}
