@@ -88,6 +88,23 @@ def test_length_batches_bound_the_padded_size() -> None:
     assert length_batches([5000, 3], max_tokens=100) == [[0], [1]]
 
 
+def test_length_batches_cut_where_padding_would_fill_a_group() -> None:
+    """min_fill: past its first min_group sequences, a group takes no sequence shorter
+    than that fraction of its longest (an exported graph runs every padded position)."""
+    rng = random.Random(1)
+    lengths = [rng.randint(1, 60) for _ in range(400)]
+    groups = length_batches(lengths, max_tokens=40000, min_fill=0.9, min_group=8)
+    assert sorted(itertools.chain.from_iterable(groups)) == list(range(400))
+    assert len(groups) > 1  # all 400 fit max_tokens: only min_fill cuts them
+    for group in groups:
+        longest = lengths[group[0]]
+        assert all(lengths[i] <= longest for i in group)
+        assert all(lengths[i] >= 0.9 * longest for i in group[8:])
+    # Without min_fill, one group: the padded size alone bounds it.
+    assert len(length_batches(lengths, max_tokens=40000)) == 1
+    assert length_batches([10, 9, 5, 4], max_tokens=100, min_fill=0.8, min_group=1) == [[0, 1], [2, 3]]
+
+
 def test_long_doc_gets_the_stitched_entities_of_its_windows(trained_nlp) -> None:
     """A long doc's entities are those of its windows, each tagged on its own, stitched;
     and nearly all of them are those its sentences get alone."""

@@ -121,20 +121,32 @@ def stitch_spans(windows: Sequence[Window], spans: Sequence[Iterable[Span]], len
     return sorted(result)
 
 
-def length_batches(lengths: Sequence[int], max_tokens: int) -> List[List[int]]:
+def length_batches(
+    lengths: Sequence[int], max_tokens: int, min_fill: float = 0.0, min_group: int = 1
+) -> List[List[int]]:
     """Group sequences by length so that each group's padded size stays bounded.
 
     lengths (Sequence[int]): The length of each sequence.
     max_tokens (int): Most padded tokens (longest length × group size) in a group;
         a longer sequence goes alone.
+    min_fill (float): For a network that runs every padded position (an exported
+        graph): a sequence shorter than this fraction of its group's longest starts a
+        new group, once that group holds ``min_group`` sequences. 0 keeps groups as
+        large as ``max_tokens`` allows (the pipeline skips padding).
+    min_group (int): Sequences a group holds before ``min_fill`` may close it (large
+        groups keep the matrix products efficient).
     RETURNS (List[List[int]]): Indices of the sequences, grouped, longest first.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     groups: List[List[int]] = []
     for i in order:
         # Sorted longest first: the group's first sequence sets its padded length.
-        if groups and max(lengths[groups[-1][0]], 1) * (len(groups[-1]) + 1) <= max_tokens:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
+        if groups:
+            group, longest = groups[-1], max(lengths[groups[-1][0]], 1)
+            fits = longest * (len(group) + 1) <= max_tokens
+            too_short = len(group) >= min_group and lengths[i] < min_fill * longest
+            if fits and not too_short:
+                group.append(i)
+                continue
+        groups.append([i])
     return groups
