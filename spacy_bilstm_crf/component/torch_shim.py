@@ -1,10 +1,10 @@
 """thinc's PyTorch shim with an optimizer step that updates the parameters in place,
-and parameter averages that reach the network."""
+parameter averages that reach the network, and predictions in inference mode."""
 import contextlib
 from typing import Any, Dict, Iterator
 
 import torch
-from thinc.api import PyTorchShim, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, PyTorchShim, torch2xp, xp2torch
 
 
 class InPlacePyTorchShim(PyTorchShim):
@@ -22,6 +22,19 @@ class InPlacePyTorchShim(PyTorchShim):
     An update in place is marked on the parameter's version counter, as a torch
     in-place op would be.
     """
+
+    def predict(self, inputs: ArgsKwargs) -> Any:
+        """thinc's ``predict`` (the module in evaluation mode, then back in training
+        mode) under ``torch.inference_mode`` rather than ``no_grad``: its tensors skip
+        version counting and view tracking, which is a few percent of a single
+        ``nlp(text)`` call's few hundred small operations.
+        """
+        self._model.eval()
+        try:
+            with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=self._mixed_precision):
+                return self._model(*inputs.args, **inputs.kwargs)
+        finally:
+            self._model.train()
 
     def finish_update(self, optimizer: Any) -> None:
         # Per-parameter learning-rate factors, where the network declares them.

@@ -20,7 +20,7 @@ The tables come from ``features.npz`` (``numpy.load(allow_pickle=False)``), writ
 numpy and the standard library only: ``export --onnx`` copies it next to the export.
 """
 import io
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -74,19 +74,26 @@ class Windows:
 
     def __init__(self, cp: np.ndarray, lengths: np.ndarray, max_len: int) -> None:
         batch, width = cp.shape
-        inside = np.arange(width)[None, :] < lengths[:, None]
-        hashes = np.zeros((2, batch, width), dtype=np.int64)
-        bases = np.array(_BASES, dtype=np.int64)[:, None, None]
-        blocks: List[np.ndarray] = []
-        for length in range(1, min(max_len, width) + 1):
-            n_starts = width - length + 1
-            # Windows of length L from those of L - 1 (h < 2^31, bases < 2^30: no overflow).
-            hashes = (hashes[:, :, :n_starts] * bases + cp[None, :, length - 1 :]) % _MOD
-            blocks.append(np.where(inside[:, length - 1 :], hashes[0] * _SHIFT + hashes[1], -1).ravel())
-        self.keys = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
-        self.n_starts = np.array([width - i for i in range(len(blocks))], dtype=np.int64)
+        n_lengths = min(max_len, width)
+        self.n_starts = np.arange(width, width - n_lengths, -1, dtype=np.int64)
         # Where each length's block begins in ``keys`` (and where the last one ends).
         self.offsets = np.concatenate([[0], np.cumsum(self.n_starts * batch)])
+        self.keys = np.empty(int(self.offsets[-1]), dtype=np.int64)
+        # Padding only where some sentence is shorter than the batch (never for one text).
+        outside = None if bool((lengths >= width).all()) else np.arange(width)[None, :] >= lengths[:, None]
+        hashes = np.zeros((2, batch, width), dtype=np.int64)
+        bases = np.array(_BASES, dtype=np.int64)[:, None, None]
+        for length in range(1, n_lengths + 1):
+            n_starts = width - length + 1
+            # Windows of length L from those of L - 1 (h < 2^31, bases < 2^30: no overflow).
+            hashes = hashes[:, :, :n_starts] * bases
+            hashes += cp[None, :, length - 1 :]
+            hashes %= _MOD
+            block = self.keys[self.offsets[length - 1] : self.offsets[length]].reshape(batch, n_starts)
+            np.multiply(hashes[0], _SHIFT, out=block)
+            block += hashes[1]
+            if outside is not None:
+                block[outside[:, length - 1 :]] = -1
 
 
 class WindowMatcher:
@@ -99,18 +106,26 @@ class WindowMatcher:
     def __init__(self, keys: np.ndarray, max_len: int) -> None:
         self.keys = keys
         self.max_len = int(max_len)
+        # A membership filter on the keys' low bits (about 8 bits per key, at most 4 MB):
+        # most windows are no word, and one lookup in it is cheaper than a binary search
+        # over hundreds of thousands of keys. Only the windows it passes are searched.
+        bits = min(22, max(10, len(keys).bit_length() + 3))
+        self._mask = (1 << bits) - 1
+        self._filter = np.zeros(1 << bits, dtype=bool)
+        self._filter[keys & self._mask] = True
 
     def words(self, windows: Windows) -> "Words":
         """RETURNS (Words): Every window of up to ``max_len`` characters that is a
-        stored word: one search over all of them."""
+        stored word: the filter, then one search over the windows it passes."""
         n_lengths = min(self.max_len, len(windows.n_starts))
         keys = windows.keys[: windows.offsets[n_lengths]]
-        index, hit = sorted_lookup(self.keys, keys)
-        found = np.flatnonzero(hit & (keys >= 0))
+        maybe = np.flatnonzero(self._filter[keys & self._mask] & (keys >= 0))
+        index, hit = sorted_lookup(self.keys, keys[maybe])
+        found, index = maybe[hit], index[hit]
         block = np.searchsorted(windows.offsets, found, side="right") - 1
         within = found - windows.offsets[block]
         n_starts = windows.n_starts[block]
-        return Words(within // n_starts, within % n_starts, index[found], block + 1)
+        return Words(within // n_starts, within % n_starts, index, block + 1)
 
 
 class Words:

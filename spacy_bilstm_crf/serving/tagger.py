@@ -105,6 +105,10 @@ class Tagger(WindowedTagger):
         trans, start, end = (scores.to(self.device) for scores in crf)
         self.crf: Tuple[Tensor, Tensor, Tensor] = (trans, start, end)
         self.min_width = int(meta.get("min_width", MIN_WIDTH)) if self.version == FORMAT_VERSION else 1
+        if meta.get("quantized"):
+            # Dynamic INT8 quantizes each batch's activations with one scale: the same
+            # entities as the quantized pipeline need its groups, which padding never cuts.
+            self.PAD_FILL = 0.0
         # Whitespace may take the O tag only (tag 0): True where a tag is banned on it.
         self._banned_on_space = torch.arange(len(meta["tags"]), device=self.device) != 0
 
