@@ -8,7 +8,7 @@ microseconds of dispatch for a few microseconds of arithmetic, and the Python
 loop around them; two BiGRU layers and the BiLSTM take ~60% of such a call. Here
 the input projections stay one matrix product over all positions (torch, BLAS),
 and the recurrence runs as compiled loops: the state stays in cache, the
-recurrent weights are read row by row (a vectorized multiply-add per row), and
+recurrent weights are read four rows at a time (vectorized multiply-adds), and
 nothing is dispatched per step.
 
 For large batches the tensor path is faster (its per-step products are real
@@ -54,6 +54,28 @@ def _sigmoid32(x):  # pragma: no cover - compiled (inlined into the kernels)
     return numpy.float32(0.5) + numpy.float32(0.5) * _tanh32(numpy.float32(0.5) * x)
 
 
+def _add_product(out, vector, weights):  # pragma: no cover - compiled (inlined into the kernels)
+    """``out += vector @ weights`` (weights (K, N)), four rows of weights a pass: each
+    pass loads and stores ``out`` once for four multiply-adds per element. A row a pass
+    is bound by those loads and stores; this is about twice as fast for the 128-row
+    recurrent weights here (the order of the additions changes: float rounding only)."""
+    n_rows = weights.shape[0]
+    width = out.shape[0]
+    k = 0
+    while k + 4 <= n_rows:
+        v0, v1, v2, v3 = vector[k], vector[k + 1], vector[k + 2], vector[k + 3]
+        r0, r1, r2, r3 = weights[k], weights[k + 1], weights[k + 2], weights[k + 3]
+        for j in range(width):
+            out[j] += (v0 * r0[j] + v1 * r1[j]) + (v2 * r2[j] + v3 * r3[j])
+        k += 4
+    while k < n_rows:
+        vk = vector[k]
+        row = weights[k]
+        for j in range(width):
+            out[j] += vk * row[j]
+        k += 1
+
+
 def _paddle_bigru(proj, lengths, gate_weight, cand_weight, out):  # pragma: no cover - compiled
     """One bidirectional Paddle GRU layer.
 
@@ -67,6 +89,7 @@ def _paddle_bigru(proj, lengths, gate_weight, cand_weight, out):  # pragma: no c
     h = numpy.zeros(hidden, numpy.float32)
     gates = numpy.empty(2 * hidden, numpy.float32)
     cand = numpy.empty(hidden, numpy.float32)
+    reset_h = numpy.empty(hidden, numpy.float32)
     for b in range(batch):
         n = lengths[b]
         for d in range(2):
@@ -77,21 +100,13 @@ def _paddle_bigru(proj, lengths, gate_weight, cand_weight, out):  # pragma: no c
                 t = s if d == 0 else n - 1 - s
                 step = proj[d, b, t]
                 gates[:] = step[: 2 * hidden]
-                # The recurrent product a row of weights at a time: one vectorized
-                # multiply-add per state element.
-                for k in range(hidden):
-                    hk = h[k]
-                    row = gate_w[k]
-                    for j in range(2 * hidden):
-                        gates[j] += hk * row[j]
+                _add_product(gates, h, gate_w)
                 for j in range(2 * hidden):
                     gates[j] = _sigmoid32(gates[j])
                 cand[:] = step[2 * hidden :]
                 for k in range(hidden):
-                    rh = gates[hidden + k] * h[k]
-                    row = cand_w[k]
-                    for j in range(hidden):
-                        cand[j] += rh * row[j]
+                    reset_h[k] = gates[hidden + k] * h[k]
+                _add_product(cand, reset_h, cand_w)
                 state = out[b, t]
                 for j in range(hidden):
                     # (1 - u) h + u c, as Paddle's origin_mode False.
@@ -121,11 +136,7 @@ def _bilstm(proj, lengths, w_hh, out):  # pragma: no cover - compiled
             for s in range(n):
                 t = s if d == 0 else n - 1 - s
                 gates[:] = proj[d, b, t]
-                for k in range(hidden):
-                    hk = h[k]
-                    row = w[k]
-                    for j in range(4 * hidden):
-                        gates[j] += hk * row[j]
+                _add_product(gates, h, w)
                 state = out[b, t]
                 for j in range(hidden):
                     i = _sigmoid32(gates[j])
@@ -147,7 +158,7 @@ def _kernel(name: str, function: Callable, probe: Callable[[Any], None]) -> Any:
         try:
             from numba.extending import register_jitable
 
-            for activation in (_tanh32, _sigmoid32):
+            for activation in (_tanh32, _sigmoid32, _add_product):
                 register_jitable(inline="always")(activation)
         except ImportError:  # _compiled reports it
             pass
