@@ -189,7 +189,7 @@ def viterbi(
     for t in range(1, max_len):
         np.add(scores[t - 1][:, None, :], into, out=candidates)  # (batch, to, from)
         candidates.argmax(axis=2, out=pointers[t])
-        np.take(flat, np.add(row_starts, pointers[t], out=where), out=best)
+        flat.take(np.add(row_starts, pointers[t], out=where), out=best)  # (the method: no wrapper)
         np.add(best, emissions[:, t], out=scores[t])
     rows = np.arange(batch)
     # Each sentence ends on its best final tag at its own last step.
