@@ -24,17 +24,15 @@ class InPlacePyTorchShim(PyTorchShim):
     """
 
     def predict(self, inputs: ArgsKwargs) -> Any:
-        """thinc's ``predict`` (the module in evaluation mode, then back in training
-        mode) under ``torch.inference_mode`` rather than ``no_grad``: its tensors skip
-        version counting and view tracking, which is a few percent of a single
-        ``nlp(text)`` call's few hundred small operations.
+        """thinc's ``predict`` under ``torch.inference_mode`` rather than ``no_grad``
+        (its tensors skip version counting and view tracking, a few percent of a single
+        ``nlp(text)`` call's few hundred small operations), and without switching the
+        module to evaluation mode and back: the network reads no mode (training noise is
+        an argument, see ``BiLSTMCRF.train``), so predicting threads write nothing to
+        the shared module.
         """
-        self._model.eval()
-        try:
-            with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=self._mixed_precision):
-                return self._model(*inputs.args, **inputs.kwargs)
-        finally:
-            self._model.train()
+        with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=self._mixed_precision):
+            return self._model(*inputs.args, **inputs.kwargs)
 
     def finish_update(self, optimizer: Any) -> None:
         # Per-parameter learning-rate factors, where the network declares them.

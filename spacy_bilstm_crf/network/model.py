@@ -401,8 +401,7 @@ class BiLSTMCRF(nn.Module):
             # (The features are not concatenated: the lookups fold into the LSTM.)
             return self._ragged_emissions(features, char_ids, classes, cp, lengths, lac_position)
         elif self._compiled_prediction(chars, noise):
-            widths = [feature.shape[-1] for feature in features]
-            dense, lookups = self._folded_lookups(features, [sum(widths[:i]) for i in range(len(widths))], char_ids, classes)
+            dense, lookups = self._folded_lookups(features, char_ids, classes)
             hidden = self._compiled_lstm(dense, lookups, features, lengths_1)
         else:
             x = nn.functional.dropout(torch.cat(features, dim=-1), self.embed_dropout_rate, noise)
@@ -438,16 +437,19 @@ class BiLSTMCRF(nn.Module):
 
     @torch.jit.unused
     def _folded_lookups(
-        self, features: List[Tensor], offsets: List[int], char_ids: Tensor, classes: Optional[Tensor]
+        self, features: List[Tensor], char_ids: Tensor, classes: Optional[Tensor], offsets: Optional[List[int]] = None
     ) -> Tuple[List[Tensor], List[Lookup]]:
         """The character and class embeddings as lookups folded into the LSTM's input
         projection (``recurrence.Lookup``), where their projected tables are small enough
         (``_foldable``), and the features left to multiply.
 
-        offsets (List[int]): Where each feature's columns begin among the LSTM's inputs.
+        offsets (Optional[List[int]]): Where each feature's columns begin among the
+            LSTM's inputs; None: the features side by side, in order.
         RETURNS (Tuple[List[Tensor], List[Lookup]]): The dense features, the lookups.
         """
         widths = [feature.shape[-1] for feature in features]
+        if offsets is None:
+            offsets = [sum(widths[:i]) for i in range(len(widths))]
         # (index among the features, lookup): the character table comes first, the
         # class table after the bigrams' two.
         candidates = [(0, Lookup(char_ids, self.char_embed, (offsets[0], offsets[0] + widths[0])))]
@@ -497,7 +499,7 @@ class BiLSTMCRF(nn.Module):
             packed.append((lac_rows, (lac_start, lac_start + lac_rows.shape[1])))
             # The features after LAC's place start after its columns.
             offsets = [offset + lac_rows.shape[1] * (i >= lac_position) for i, offset in enumerate(offsets)]
-        dense, lookups = self._folded_lookups(features, offsets, char_ids, classes)
+        dense, lookups = self._folded_lookups(features, char_ids, classes, offsets)
         x = torch.cat(dense, dim=-1) if dense else features[0].new_zeros(features[0].shape[:2] + (0,))
         rows, layout = bilstm_rows(self.lstm, x, lengths_1, lookups, self._matmul_dtype(), packed, layout)
         return layout.to_padded(self.project(self.norm(rows)), x.shape[0], x.shape[1])

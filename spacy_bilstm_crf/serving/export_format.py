@@ -26,6 +26,7 @@ FILE_CHECKSUMS_KEY = "sha256"
 CHECKSUM_KEY = "checksum"
 # The pipeline component's defaults, for exports written before these were saved.
 WINDOW_SIZE, WINDOW_OVERLAP, BATCH_CHARS = 512, 64, 16384
+PAD_FILL, PAD_MIN_GROUP = 0.9, 8  # see WindowedTagger.__init__
 # Bounds on tagger.json's numbers: each sizes a buffer.
 MAX_MIN_WIDTH = 1024
 MAX_WINDOW_SIZE = 1_000_000
@@ -85,15 +86,14 @@ class WindowedTagger:
     meta (dict): The export's checked ``tagger.json`` (labels, tags, scheme, windows).
     """
 
-    # An exported graph runs every padded position, so a group of sequences is cut
-    # where one is shorter than PAD_FILL of the group's longest (once the group holds
-    # PAD_MIN_GROUP): on CLUENER dev, a batch of 256 texts padded to its longest is
-    # 75% characters, and ONNX Runtime's recurrences spend the rest on padding.
-    PAD_FILL = 0.9
-    PAD_MIN_GROUP = 8
-
     def __init__(self, meta: Dict[str, Any]) -> None:
         self.meta = meta
+        # An exported graph runs every padded position, so a group of sequences is cut
+        # where one is shorter than ``pad_fill`` of the group's longest (once the group
+        # holds ``pad_min_group``; ``windows.length_batches``): on CLUENER dev, a batch
+        # of 256 texts padded to its longest is 75% characters.
+        self.pad_fill = PAD_FILL
+        self.pad_min_group = PAD_MIN_GROUP
         self.window_size = int(meta.get("window_size", WINDOW_SIZE))
         self.window_overlap = int(meta.get("window_overlap", WINDOW_OVERLAP))
         self.batch_chars = int(meta.get("batch_chars", BATCH_CHARS))
@@ -148,7 +148,7 @@ class WindowedTagger:
         pieces = [(read, window) for read, plan in zip(reads, plans) for window in plan]
         found: List[List[Tuple[int, int, int]]] = [[] for _ in pieces]
         lengths = [w.end - w.start for _, w in pieces]
-        for group in length_batches(lengths, self.batch_chars, self.PAD_FILL, self.PAD_MIN_GROUP):
+        for group in length_batches(lengths, self.batch_chars, self.pad_fill, self.pad_min_group):
             rows = self.tag([pieces[i][0][pieces[i][1].start : pieces[i][1].end] for i in group])
             for i, row in zip(group, rows):
                 found[i] = self.tags_to_spans(row)

@@ -108,7 +108,7 @@ class Tagger(WindowedTagger):
         if meta.get("quantized"):
             # Dynamic INT8 quantizes each batch's activations with one scale: the same
             # entities as the quantized pipeline need its groups, which padding never cuts.
-            self.PAD_FILL = 0.0
+            self.pad_fill = 0.0
         # Whitespace may take the O tag only (tag 0): True where a tag is banned on it.
         self._banned_on_space = torch.arange(len(meta["tags"]), device=self.device) != 0
 
