@@ -48,6 +48,7 @@ lexicon = "jieba"
 lexicon_max_len = 6
 lexicon_dim = 64
 lexicon_pos = true
+lexicon_typed_sets = false
 lexicon_vectors = null
 gazetteer = true
 gazetteer_max_len = 10

@@ -147,12 +147,13 @@ def word_keys_each(words, max_len):
     return [int(word_keys([_encode(w)], max_len)[0]) for w in words]
 
 
-def _pooled_brute_force(text, words, vectors, max_len):
-    """Per character, the weighted mean word vector of each of its B/M/E/S sets."""
+def _pooled_brute_force(text, words, vectors, max_len, n_types=1):
+    """Per character, the weighted mean word vector of each of its B/M/E/S sets (with
+    ``n_types`` > 1: of each set's words of each type, set by set)."""
     dim = vectors.shape[1]
-    out = torch.zeros(len(text), 4 * dim)
+    out = torch.zeros(len(text), 4 * n_types * dim)
     for position in range(len(text)):
-        sets = {0: [], 1: [], 2: [], 3: []}
+        sets = {slot: [] for slot in range(4 * n_types)}
         for start in range(len(text)):
             for end in range(start + 1, min(start + max_len, len(text)) + 1):
                 word = text[start:end]
@@ -168,7 +169,8 @@ def _pooled_brute_force(text, words, vectors, max_len):
                     which = 2
                 else:
                     which = 1
-                sets[which].append((words[word][0], vectors[start:end].mean(dim=0)))
+                slot = which * n_types + (words[word][1] if n_types > 1 else 0)
+                sets[slot].append((words[word][0], vectors[start:end].mean(dim=0)))
         for which, members in sets.items():
             total = sum(weight for weight, _ in members)
             if members and total > 0:
@@ -262,3 +264,69 @@ def test_matching_without_numba_falls_back_to_tensor_ops(monkeypatch):
     with pytest.warns(UserWarning, match="Compiled lexicon matching unavailable"):
         assert torch.equal(lexicon(text, lengths), expected)
     assert lexicon._matches_compiled(text, lengths) is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_typed_soft_lexicon_matches_brute_force(seed):
+    """Each B/M/E/S set split by word type: per (set, type), the weighted mean of its
+    words' vectors; the types' weighted means together give the untyped set's."""
+    rng = random.Random(seed)
+    alphabet = "北京大学生活动中心人民银行𠀀"
+    words = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))): None for _ in range(50)}
+    words.update({"北京": None, "北京大学": None, "大学生": None, "学": None})
+    words = {w: (rng.choice([0.0, 0.5, 1.0, 7.0]), rng.randint(0, 4)) for w in words}
+    # Two words of two types that begin at the first text's first character: one B set, split.
+    words.update({"北京": (1.0, 2), "北京大学": (2.0, 3)})
+    lexicon = _weighted_lexicon(words)
+    texts, padded, lengths = random_batch(rng, alphabet)
+    vectors = torch.randn(len(texts), padded.shape[1], 3, generator=torch.Generator().manual_seed(seed))
+    rows = lexicon.matches(padded, lengths)
+    typed = lexicon.pooled_typed(rows, vectors)
+    assert typed.shape == (len(texts), padded.shape[1], 4 * 5 * 3)
+    for row, text in enumerate(texts):
+        expected = _pooled_brute_force(text, words, vectors[row, : len(text)], 6, n_types=5)
+        assert torch.allclose(typed[row, : len(text)], expected, atol=1e-5), text
+        assert (typed[row, len(text) :] == 0).all()
+    # The first character's B set holds a place and an organization apart.
+    b_set = typed.reshape(len(texts), padded.shape[1], 4, 5, 3)[0, 0, 0]
+    assert b_set[2].abs().sum() > 0 and b_set[3].abs().sum() > 0
+    # Gradients reach the character vectors.
+    vectors.requires_grad_(True)
+    lexicon.pooled_typed(lexicon.matches(padded, lengths), vectors).sum().backward()
+    assert vectors.grad is not None and vectors.grad.abs().sum() > 0
+
+
+def test_typed_soft_lexicon_of_no_match_is_zero():
+    lexicon = _weighted_lexicon({"北京": (1.0, 2)})
+    padded = torch.tensor([[ord("上"), ord("海")]])
+    rows = lexicon.matches(padded, torch.tensor([2]))
+    assert torch.equal(lexicon.pooled_typed(rows, torch.ones(1, 2, 3)), torch.zeros(1, 2, 60))
+
+
+def test_pipeline_with_typed_sets_trains_saves_and_exports(tmp_path):
+    """A pipeline with the typed SoftLexicon sets: the projection reads 20 sets, it learns
+    the training sentences, keeps its entities through a save and load and a torch
+    export, and the ONNX export refuses it by name."""
+    import spacy
+
+    from spacy_bilstm_crf.component.architectures import get_torch_module
+    from spacy_bilstm_crf.serving.deploy import export_pipeline
+    from spacy_bilstm_crf.serving.onnx_graph import check_exportable
+    from spacy_bilstm_crf.serving.tagger import Tagger
+
+    from .conftest import SMALL_MODEL, TRAIN_DATA, train_small
+
+    model = dict(SMALL_MODEL, lexicon_dim=8, lexicon_pos=True, lexicon_typed_sets=True)
+    nlp = train_small(model=model)
+    network = get_torch_module(nlp.get_pipe("bilstm_crf_ner").model)
+    assert network.lexicon_project.in_features == 4 * 5 * model["char_dim"]
+    texts = [text for text, _ in TRAIN_DATA]
+    found = [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
+    assert found == [sorted(ents) for _, ents in TRAIN_DATA]
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in loaded.pipe(texts)] == found
+    export_pipeline(loaded, tmp_path / "export")
+    assert Tagger.load(tmp_path / "export").batch(texts) == found
+    with pytest.raises(NotImplementedError, match="lexicon_typed_sets"):
+        check_exportable(network)

@@ -66,6 +66,7 @@ def build_bilstm_crf_v2(
     lexicon_max_len: int = 6,
     lexicon_dim: int = 64,
     lexicon_pos: bool = True,
+    lexicon_typed_sets: bool = False,
     lexicon_vectors: Optional[str] = None,
     gazetteer: bool = True,
     gazetteer_max_len: int = 10,
@@ -112,6 +113,11 @@ def build_bilstm_crf_v2(
         log frequencies (jieba's counts), projected to this width (default 64). 0 disables it.
     lexicon_pos (bool): Word-type flags (person, place, organization, other proper
         noun) from the lexicon's POS column (jieba's ``nr``, ``ns``, ``nt``, ``nz``). On by default.
+    lexicon_typed_sets (bool): SoftLexicon's B/M/E/S sets split by those word types (and
+        words of none): 20 pooled means instead of 4, so a place word and a person word
+        covering a character reach the network apart. Needs ``lexicon_dim`` and
+        ``lexicon_pos``. Off by default (see ``configs/bilstm_crf.cfg``); the ONNX
+        export does not take it.
     lexicon_vectors (Optional[str]): Pretrained word vectors for the lexicon's words,
         from Baidu's LAC 2.1.2 (Apache-2.0; 50,000 words, 128 wide): ``"lac"`` fetches
         its sdist from the package index into a cache folder (``$SPACY_BILSTM_CRF_CACHE``,
@@ -166,6 +172,7 @@ def build_bilstm_crf_v2(
         lexicon_max_len=lexicon_max_len,
         lexicon_dim=lexicon_dim,
         lexicon_pos=lexicon_pos,
+        lexicon_typed_sets=lexicon_typed_sets,
         gazetteer_max_len=gazetteer_max_len,
         gazetteer_folds=gazetteer_folds,
         lac_features=lac_features,

@@ -125,6 +125,7 @@ class LexiconFeatures(nn.Module):
     _shift: Final[int] = _SHIFT
     _n_flags: Final[int] = N_LEXICON_FLAGS
     _n_pos_flags: Final[int] = N_POS_FLAGS
+    _n_sets: Final[int] = N_SETS
     _filter_mask: Final[int] = 2**_FILTER_BITS - 1
     _direct_chars: Final[int] = _DIRECT_CHARS
 
@@ -435,6 +436,49 @@ class LexiconFeatures(nn.Module):
                 torch.div(sums[which], totals[which].clamp_min_(1e-6), out=out[:, :, which * dim : (which + 1) * dim])
             return out
         return torch.cat([s / t.clamp_min(1e-6) for s, t in zip(sums, totals)], dim=-1)
+
+    def pooled_typed(self, rows: List[Tensor], vectors: Tensor) -> Tensor:
+        """:meth:`pooled` with each B/M/E/S set split by word type: the words of each
+        group of ``POS_GROUPS`` (person, place, organization, other proper noun) and the
+        words of none are pooled apart. Needs ``with_pos`` (the types) and ``weighted``.
+
+        vectors (Tensor): Float (batch, seq_len, dim) character vectors.
+        RETURNS (Tensor): Float (batch, seq_len, 4 * (n_groups + 1) * dim): per set, per
+            type (0: none of the groups), the weighted mean; zero for an empty one.
+        """
+        batch, seq_len, dim = vectors.shape
+        n_types = self._n_pos_flags // 2 + 1
+        prefix = torch.cat([vectors.new_zeros(batch, 1, dim), vectors.cumsum(dim=1)], dim=1).reshape(-1, dim)
+        # One entry per (matched word, character of it): the word's prefix-sum rows, its
+        # weight over its length (its mean times its weight), and the (character, set,
+        # type) it is pooled into. Only matched windows cost anything.
+        targets: List[Tensor] = []
+        lows: List[Tensor] = []
+        highs: List[Tensor] = []
+        scales: List[Tensor] = []
+        weights: List[Tensor] = []
+        for index, row in enumerate(rows):
+            length = index + 1
+            found = (row > 0).nonzero()
+            sentence, start = found[:, 0], found[:, 1]
+            word = row[sentence, start]
+            weight = self.weights[word].to(vectors.dtype)
+            word_type = self.pos[word].to(torch.long)
+            low = sentence * (seq_len + 1) + start
+            for which, offset in self._set_places(length):
+                targets.append(((sentence * seq_len + start + offset) * self._n_sets + which) * n_types + word_type)
+                lows.append(low)
+                highs.append(low + length)
+                scales.append(weight / length)
+                weights.append(weight)
+        n_slots = batch * seq_len * self._n_sets * n_types
+        if not targets:
+            return vectors.new_zeros(batch, seq_len, self._n_sets * n_types * dim)
+        target = torch.cat(targets)
+        sums = (prefix.index_select(0, torch.cat(highs)) - prefix.index_select(0, torch.cat(lows))) * torch.cat(scales)[:, None]
+        pooled = vectors.new_zeros(n_slots, dim).index_add(0, target, sums)
+        totals = vectors.new_zeros(n_slots).index_add(0, target, torch.cat(weights))
+        return (pooled / totals.clamp_min(1e-6)[:, None]).reshape(batch, seq_len, self._n_sets * n_types * dim)
 
     def _set_places(self, length: int) -> List[Tuple[int, int]]:
         """Where a word of ``length`` characters counts: (set, offset from its start) for

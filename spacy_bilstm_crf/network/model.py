@@ -138,6 +138,9 @@ class BiLSTMCRF(nn.Module):
     lexicon_dim (int): Width of the SoftLexicon input: the B/M/E/S sets' weighted mean
         word vectors (see ``lexicon.py``), projected to this width; 0 disables them.
     lexicon_pos (bool): Word-type flags from the lexicon's POS column.
+    lexicon_typed_sets (bool): SoftLexicon's B/M/E/S sets split by word type (see
+        ``LexiconFeatures.pooled_typed``): five times the sets. Needs ``lexicon_dim``
+        and ``lexicon_pos``.
     lexicon_vectors (int): Rows of a pretrained word-vector table for the lexicon's
         words (0: none): their B/M/E means join the SoftLexicon input (see
         ``LexiconFeatures.pooled_word_vectors``). Needs ``lexicon_dim``.
@@ -181,6 +184,7 @@ class BiLSTMCRF(nn.Module):
         lexicon_max_len: int = 6,
         lexicon_dim: int = 0,
         lexicon_pos: bool = False,
+        lexicon_typed_sets: bool = False,
         lexicon_vectors: int = 0,
         gazetteer_size: Optional[int] = None,
         gazetteer_max_len: int = 10,
@@ -209,6 +213,11 @@ class BiLSTMCRF(nn.Module):
         )
         if lexicon_size is None and (lexicon_dim or lexicon_pos or lexicon_vectors):
             raise ValueError("lexicon_dim, lexicon_pos and lexicon vectors need a lexicon.")
+        if lexicon_typed_sets and not (lexicon_dim and lexicon_pos):
+            raise ValueError(
+                "lexicon_typed_sets splits SoftLexicon's sets by word type: it needs lexicon_dim > 0 "
+                f"and lexicon_pos = true (the types), got lexicon_dim = {lexicon_dim}, lexicon_pos = {lexicon_pos}."
+            )
         self.lexicon = (
             LexiconFeatures(
                 lexicon_size,
@@ -222,7 +231,10 @@ class BiLSTMCRF(nn.Module):
             else None
         )
         self.lexicon_pos = lexicon_pos
-        self.lexicon_project = nn.Linear(N_SETS * char_dim, lexicon_dim) if lexicon_dim else None
+        self.lexicon_typed_sets = lexicon_typed_sets
+        # Typed sets: each of B/M/E/S per word type (POS_GROUPS, and none of them).
+        n_sets = N_SETS * (N_POS_FLAGS // 2 + 1) if lexicon_typed_sets else N_SETS
+        self.lexicon_project = nn.Linear(n_sets * char_dim, lexicon_dim) if lexicon_dim else None
         # The pretrained vectors' B/M/E means, projected to the same width and added
         # (a linear layer over both inputs' concatenation): the LSTM's input is unchanged.
         self.lexicon_vector_project = (
@@ -370,7 +382,8 @@ class BiLSTMCRF(nn.Module):
             rows = lexicon.matches(cp, lengths)
             features.append(lexicon.word_flags(rows, cp.shape, self.lexicon_pos))
             if self.lexicon_project is not None:
-                soft = self.lexicon_project(lexicon.pooled(rows, chars))
+                pooled = lexicon.pooled_typed(rows, chars) if self.lexicon_typed_sets else lexicon.pooled(rows, chars)
+                soft = self.lexicon_project(pooled)
                 if self.lexicon_vector_project is not None:
                     soft = soft + self.lexicon_vector_project(lexicon.pooled_word_vectors(rows, chars.dtype))
                 features.append(soft)

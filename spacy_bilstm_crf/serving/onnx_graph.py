@@ -33,6 +33,11 @@ def check_exportable(network: BiLSTMCRF) -> None:
     """RAISES (NotImplementedError): A network the ONNX export cannot take."""
     if getattr(network, "vector_dim", 0):
         raise NotImplementedError("The network reads an upstream encoder's vectors: it cannot be exported alone.")
+    if getattr(network, "lexicon_typed_sets", False):
+        raise NotImplementedError(
+            "ONNX export of SoftLexicon sets split by word type (lexicon_typed_sets) is not supported: "
+            "export the pipeline as torch instead (export without --onnx)."
+        )
     if type(network.lstm) is not nn.LSTM:
         raise NotImplementedError(f"ONNX export of a {type(network.lstm).__name__} (an INT8 LSTM) is not supported")
 

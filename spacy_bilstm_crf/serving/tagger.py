@@ -274,10 +274,10 @@ _ATEN_OPS = frozenset(
     addmm alias amax amin any all arange argmax argmin baddbmm bitwise_and bitwise_not bitwise_or
     bitwise_xor bmm cat clamp clamp_ clamp_max clamp_min clamp_min_ clone constant_pad_nd contiguous
     copy copy_ cumsum detach detach_ div div_ dropout embedding empty empty_like eq exp expand fill_
-    flip floor_divide fmod full full_like gather ge gt index index_put index_put_ index_select
+    flip floor_divide fmod full full_like gather ge gt index index_add index_put index_put_ index_select
     layer_norm le lerp lift_fresh_copy linear log log_softmax logical_and logical_not logical_or
     logsumexp lt masked_fill masked_fill_ matmul max maximum mean min minimum mkldnn_rnn_layer mm mul
-    mul_ ne neg new_empty new_full new_ones new_zeros ones ones_like pad permute pow relu remainder
+    mul_ ne neg new_empty new_full new_ones new_zeros nonzero ones ones_like pad permute pow relu remainder
     repeat reshape rsqrt scalar_tensor scatter searchsorted select sigmoid slice softmax split
     split_with_sizes sqrt squeeze stack sub sub_ sum sym_constrain_range_for_size sym_numel sym_size
     sym_storage_offset sym_stride t tanh to topk transpose unbind unsqueeze view where zeros
