@@ -74,6 +74,20 @@ def test_guard_summary_means_and_provenance(bench: ModuleType) -> None:
     assert list(entry["runs"]) == ["seed0", "seed1"]
     assert entry["config"] == "configs/bilstm_crf.cfg"  # relative: no machine path recorded
     assert entry["revision"] == "abc1234"
+    assert entry["overrides"] == []
+
+
+def test_guard_ablation_trains_and_records_the_lever(bench: ModuleType) -> None:
+    """``--guard-ablation NAME``: the guard runs get that lever's settings, and the record names them."""
+    import argparse
+
+    args = argparse.Namespace(guard_ablation="typed_sets")
+    assert bench.guard_overrides(args) == bench.ABLATIONS["typed_sets"]
+    assert bench.guard_overrides(argparse.Namespace(guard_ablation=None)) == []
+    runs = {0: {"test_f1": 84.0, "dev_f1": 87.0, "train_seconds": 100.0}}
+    config = REPO / "configs" / "bilstm_crf.cfg"
+    entry = bench.guard_summary(runs, config, {"revision": "abc1234"}, overrides=bench.guard_overrides(args))
+    assert entry["overrides"] == ["--components.bilstm_crf_ner.model.lexicon_typed_sets", "true"]
 
 
 def test_merge_guard_keeps_every_other_key(bench: ModuleType) -> None:
