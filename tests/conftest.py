@@ -1,5 +1,7 @@
 """Shared fixtures: a small pipeline overfit once per test session."""
+import importlib.util
 import os
+import sys
 
 # Before anything imports ray: on Linux, Ray turns every node address, even
 # 127.0.0.1, into the machine's outward interface address, so a local test
@@ -10,6 +12,7 @@ import os
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from pathlib import Path
+from types import ModuleType
 from typing import List, Optional, Tuple
 
 import pytest
@@ -19,6 +22,21 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def benchmark_module(name: str) -> ModuleType:
+    """A script of ``benchmarks/`` as a module (the folder is not a package; a script may
+    import its siblings, as ``seed_ensemble`` imports ``confidence``)."""
+    path = REPO / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
 CLUENER_DIR = REPO.parent / "shared" / "data" / "cluener"
 
 # (text, [(start_char, end_char_exclusive, label)])

@@ -1,5 +1,4 @@
 """The People's Daily guard of benchmarks/cluener_accuracy.py: conversion, records, merging."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -9,18 +8,15 @@ import pytest
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
+from .conftest import benchmark_module
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    """The benchmark script as a module (benchmarks/ is not a package)."""
-    path = REPO / "benchmarks" / "cluener_accuracy.py"
-    spec = importlib.util.spec_from_file_location("cluener_accuracy", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The benchmark script as a module."""
+    return benchmark_module("cluener_accuracy")
 
 
 BIO = "北 B-LOC\n京 I-LOC\n的 O\n李 B-PER\n明 I-PER\n\n新 B-ORG\n华 I-ORG\n社 I-ORG\n报 O\n道 O\n"

@@ -1,8 +1,5 @@
 """Posterior decoding of benchmarks/seed_ensemble.py against a brute-force search."""
-import importlib.util
 import itertools
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy
@@ -11,22 +8,12 @@ import spacy
 
 from spacy_bilstm_crf.network.tags import TagScheme
 
-REPO = Path(__file__).resolve().parents[1]
-
+from .conftest import benchmark_module
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    """The benchmark script as a module (benchmarks/ is not a package)."""
-    path = REPO / "benchmarks" / "seed_ensemble.py"
-    spec = importlib.util.spec_from_file_location("seed_ensemble", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
+    """The benchmark script as a module."""
+    return benchmark_module("seed_ensemble")
 
 
 @pytest.mark.parametrize("seed", range(4))
