@@ -10,6 +10,7 @@ from spacy_bilstm_crf.network.tags import TagScheme
 
 from .conftest import benchmark_module
 
+
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """The benchmark script as a module."""
