@@ -8,8 +8,8 @@ micro F1 (``nlp.pipe``, the CRF's Viterbi path) and the F1 of posterior decoding
 valid tag path with the largest product of the CRF's tag marginals, to separate the
 decoding rule from the averaging); then, for every subset of two or more models, the F1
 of the same posterior decoding over the mean of their marginals. A network distilled
-from an ensemble (the teachers' marginals as its targets) recovers at most what the
-ensemble itself scores, so the best subset's F1 bounds that road. Writes
+from an ensemble (the teachers' marginals as its targets) is, in practice, no better
+than the ensemble itself, so the subsets' F1 bound that road. Writes
 ``benchmarks/results/seed_ensemble.json`` (``--out``).
 """
 import argparse
