@@ -13,13 +13,14 @@ than the ensemble itself, so the subsets' F1 bound that road. Writes
 ``benchmarks/results/seed_ensemble.json`` (``--out``).
 """
 import argparse
+import functools
 import itertools
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy
 import spacy
@@ -31,9 +32,20 @@ from confidence import DEFAULT_DATA_DIR, RESULTS, Entity, convert_dev, prf, vers
 
 from spacy_bilstm_crf.evaluation.calibration import doc_entities  # noqa: E402
 from spacy_bilstm_crf.network.tags import TagScheme  # noqa: E402
-from spacy_bilstm_crf.serving.onnx_tagger import viterbi  # noqa: E402
+from spacy_bilstm_crf.serving.tagger import viterbi  # noqa: E402
 
 PIPE = "bilstm_crf_ner"
+
+
+@functools.lru_cache(maxsize=None)
+def masked_scores(scheme: TagScheme) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RETURNS: The scheme's (transitions, start, end) as scores: 0 where allowed, -inf
+    where banned, so the Viterbi below keeps to valid paths and scores by marginals alone."""
+    banned = float("-inf")
+    return tuple(  # type: ignore[return-value]
+        torch.where(torch.as_tensor(allowed), 0.0, banned).float()
+        for allowed in (scheme.allowed_transitions(), scheme.allowed_start(), scheme.allowed_end())
+    )
 
 
 def posterior_entities(doc: Doc, marginals: numpy.ndarray, scheme: TagScheme, labels: Sequence[str]) -> Set[Entity]:
@@ -44,12 +56,8 @@ def posterior_entities(doc: Doc, marginals: numpy.ndarray, scheme: TagScheme, la
     """
     if len(doc) == 0:
         return set()
-    banned = numpy.float32(-numpy.inf)
-    trans = numpy.where(scheme.allowed_transitions(), 0, banned).astype(numpy.float32)
-    start = numpy.where(scheme.allowed_start(), 0, banned).astype(numpy.float32)
-    end = numpy.where(scheme.allowed_end(), 0, banned).astype(numpy.float32)
-    scores = numpy.log(numpy.maximum(marginals, 1e-12)).astype(numpy.float32)[None]
-    tags = viterbi(scores, numpy.array([len(doc)]), trans, start, end)[0]
+    scores = torch.from_numpy(numpy.log(numpy.maximum(marginals, 1e-12)).astype(numpy.float32))[None]
+    tags = viterbi(scores, torch.tensor([len(doc)]), *masked_scores(scheme))[0].numpy()
     return {
         (doc[first].idx, doc[last - 1].idx + len(doc[last - 1]), labels[label])
         for first, last, label in scheme.tags_to_spans(tags)
