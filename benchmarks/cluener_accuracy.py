@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 LABELS = ["address", "book", "company", "game", "government",
           "movie", "name", "organization", "position", "scene"]  # fmt: skip
 OURS = "bilstm_crf_ner"
+RECORDED = REPO / "benchmarks" / "results" / "cluener.json"  # what --record writes
 
 FAST = "fast"
 MODEL = "--components.bilstm_crf_ner.model."
@@ -503,8 +504,7 @@ def main() -> None:
         results[name] = {**timings[name], **measured}
     print(table(results))
     reference = f"{OURS}_seed0"
-    recorded_path = REPO / "benchmarks" / "results" / "cluener.json"
-    old_record = json.loads(recorded_path.read_text()) if recorded_path.exists() else {}
+    old_record = json.loads(RECORDED.read_text()) if RECORDED.exists() else {}
     if args.ablations is not None and reference not in results and reference in old_record.get("runs", {}):
         # Training is deterministic: the recorded seed-0 run is the reference, carried over.
         results[reference] = {**old_record["runs"][reference], "carried_over": True}
@@ -547,14 +547,10 @@ def main() -> None:
     summary["quick"] = args.quick
     if "spacy_ner" in results:
         summary["spacy_ner"] = {k: results["spacy_ner"][k] for k in SPACY_KEYS}
-    else:
-        recorded = REPO / "benchmarks" / "results" / "cluener.json"
-        if recorded.exists():
-            old = json.loads(recorded.read_text())
-            if "spacy_ner" in old:
-                carried = dict(old["spacy_ner"])
-                carried.setdefault("measured_with", old.get("versions", {}))
-                summary["spacy_ner"] = carried
+    elif "spacy_ner" in old_record:
+        carried = dict(old_record["spacy_ner"])
+        carried.setdefault("measured_with", old_record.get("versions", {}))
+        summary["spacy_ner"] = carried
     summary["versions"] = _versions()
     if old_record:  # other recipes' guard records stay
         if old_record.get("guard"):
@@ -565,9 +561,8 @@ def main() -> None:
         summary = merge_guard(summary, args.guard_name, entry)
     (out / "results.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     if args.record:
-        target = REPO / "benchmarks" / "results" / "cluener.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        RECORDED.parent.mkdir(parents=True, exist_ok=True)
+        RECORDED.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps({k: summary[k] for k in summary if k in (OURS, FAST, "spacy_ner")}))
 
 
@@ -623,11 +618,10 @@ def guard_main(args: argparse.Namespace) -> None:
     entry = measure_guard(args, guard, out, timings, revision)
     (out / f"guard_{GUARD}_{args.guard_name}.json").write_text(json.dumps(entry, indent=2, ensure_ascii=False))
     if args.record:
-        target = REPO / "benchmarks" / "results" / "cluener.json"
-        recorded = json.loads(target.read_text()) if target.exists() else {}
+        recorded = json.loads(RECORDED.read_text()) if RECORDED.exists() else {}
         merged = merge_guard(recorded, args.guard_name, entry)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
+        RECORDED.parent.mkdir(parents=True, exist_ok=True)
+        RECORDED.write_text(json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(entry, ensure_ascii=False))
 
 
