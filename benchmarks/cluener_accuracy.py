@@ -73,6 +73,8 @@ ABLATIONS: Dict[str, List[str]] = {
     "lac_word_vectors": [MODEL + "lexicon_vectors", "lac"],
     # SoftLexicon's B/M/E/S sets split by jieba's word types (off in the default)
     "typed_sets": [MODEL + "lexicon_typed_sets", "true"],
+    # LAC-full's BiGRU states over its own segmentation, per character (off in the default)
+    "lac_full_states": [MODEL + "lac_full_states", "lac"],
 }  # fmt: skip
 # Records of the file that a run does not measure again are carried over, marked.
 CARRIED = (OURS, FAST, "heldout_selection", "ablations", "data_efficiency")

@@ -57,6 +57,7 @@ lac_embeddings = false
 lac_features = true
 lac_finetune = 1
 lac_layers = 1
+lac_full_states = null
 mixed_precision = false
 grad_scaler = null
 quantize_int8 = false

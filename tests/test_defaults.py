@@ -66,7 +66,7 @@ def test_a_v2_block_with_no_settings_builds_the_default_network() -> None:
     v2 = spacy.blank("zh").add_pipe(
         "bilstm_crf_ner", config={"model": {"@architectures": "spacy-bilstm-crf.BiLSTMCRF.v2"}}
     ).model.attrs
-    for key in ("hyper", "lexicon", "lexicon_vectors", "gazetteer", "lac_embeddings", "quantize_int8", "bf16_inference"):
+    for key in ("hyper", "lexicon", "lexicon_vectors", "lac_full_states", "gazetteer", "lac_embeddings", "quantize_int8", "bf16_inference"):
         assert v2[key] == default[key], key
 
 

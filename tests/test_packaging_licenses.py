@@ -88,3 +88,5 @@ def test_a_pipeline_with_lac_full_vectors_names_lac_in_its_sources(tmp_path: Pat
     text = packaging.licenses_sources(extended, META_FILE.parent)
     assert "LAC 2.1.2" in text and "Apache License" in text
     assert packaging.with_pipeline_sources(extended, model) == extended  # added once
+    (model / "config.cfg").write_text(config + 'lac_full_states = "LAC-2.1.2.tar.gz"\n', encoding="utf8")
+    assert packaging.with_pipeline_sources(meta, model) == extended

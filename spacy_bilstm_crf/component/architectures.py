@@ -22,6 +22,7 @@ from thinc.util import get_torch_default_device
 
 from ..features.chars import DocChars, doc_chars
 from ..features.gazetteer_table import GazetteerTable
+from ..features.lac_full_states import build_lac_full_states
 from ..features.lexicon_vectors import LexiconVectors
 from ..network.lac import LACEncoder
 from ..network.lac.encoder import OOV_ID
@@ -76,6 +77,7 @@ def build_bilstm_crf_v2(
     lac_finetune: int = 1,
     lac_layers: int = 1,
     lac_lr_scale: float = 1.0,
+    lac_full_states: Optional[str] = None,
     mixed_precision: bool = False,
     grad_scaler: Optional[PyTorchGradScaler] = None,
     quantize_int8: bool = False,
@@ -143,6 +145,14 @@ def build_bilstm_crf_v2(
     lac_layers (int): LAC's BiGRU layers whose states are given: 1 (the top one) or 2.
     lac_lr_scale (float): Learning rate of LAC's trained layers, as a share of the
         optimizer's: pretrained weights may move more slowly than the new ones.
+    lac_full_states (Optional[str]): LAC-full's contextual states as features (Baidu's
+        LAC 2.1.2, Apache-2.0, read from its sdist like ``lexicon_vectors``: ``"lac"`` or
+        a path): LAC-full reads the text as its own segmenter cuts it (vocabulary words
+        as one position), and each character gets its position's top BiGRU states and
+        its place in the word (260 wide), as a frozen upstream encoder
+        (``features/lac_full_states.py``). Stored in the pipeline at ``initialize``
+        (the table in float16, 16 MB more). Not with ``tok2vec``; the exports and INT8
+        do not take it. None (default): none.
     mixed_precision (bool): Autocast the network on GPU; the CRF always runs in float32.
         Without a CUDA GPU it is turned off, with a warning.
     grad_scaler (Optional[PyTorchGradScaler]): Gradient scaler for mixed precision.
@@ -187,6 +197,13 @@ def build_bilstm_crf_v2(
             "lexicon_vectors needs a lexicon and lexicon_dim > 0: the word vectors are pooled "
             f"into the SoftLexicon input (lexicon = {lexicon!r}, lexicon_dim = {lexicon_dim})."
         )
+    if lac_full_states is not None:
+        if tok2vec is not None:
+            raise ValueError(
+                "lac_full_states gives the network LAC-full's states as its upstream encoder: "
+                "it cannot be combined with a tok2vec layer. Set one of them."
+            )
+        tok2vec = build_lac_full_states(lac_full_states)
     if tok2vec is not None and quantize_int8:
         raise ValueError("quantize_int8 is for pipelines without an upstream tok2vec.")
     if quantize_int8 and bf16_inference:
@@ -202,6 +219,7 @@ def build_bilstm_crf_v2(
             "hyper": hyper,
             "lexicon": lexicon,
             "lexicon_vectors": lexicon_vectors,
+            "lac_full_states": lac_full_states,
             "gazetteer": gazetteer,
             "lac_embeddings": lac_embeddings,
             "mixed_precision": mixed_precision,

@@ -22,7 +22,8 @@ from ..network.lac.fetch import resolve_lac_sdist
 from ..network.lac.sdist import read_lac_full
 from ..network.lac.word_vectors import LACVocab
 from ..network.lexicon import load_lexicon
-from .architectures import build_torch_layer, doc_codepoints
+from ..features.lac_full_states import LAC_FULL_LAYER
+from .architectures import build_torch_layer, doc_codepoints, tok2vec_layer
 
 if TYPE_CHECKING:
     from ..pipe import BiLSTMCRFNER
@@ -58,6 +59,9 @@ def build_network(pipe: "BiLSTMCRFNER", get_examples: Callable[[], Iterable[Exam
             int(hyper["gazetteer_folds"]),
         )
     pipe.cfg["n_gazetteer_keys"] = None if gazetteer is None else len(gazetteer.keys)
+    lac_full = tok2vec_layer(pipe.model)
+    if lac_full is not None and lac_full.name == LAC_FULL_LAYER:
+        lac_full.initialize()  # reads LAC-full's sdist: the upstream encoder of lac_full_states
     build_torch_layer(
         pipe.model,
         pipe.scheme,

@@ -79,21 +79,26 @@ def licenses_sources(meta: Dict[str, Any], base: Optional[Path] = None) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-# Added to a package's sources when its pipeline stores LAC-full's word vectors.
+# Added to a package's sources when its pipeline stores LAC-full's word vectors or network.
 LAC_FULL_SOURCE: Dict[str, str] = {
     "name": "LAC 2.1.2 (Baidu's lexical analyser, full model: LAC-2.1.2.tar.gz on PyPI)",
     "url": "https://github.com/baidu/lac",
     "license": "Apache-2.0",
     "author": "PaddlePaddle Authors (Baidu)",
     "inside": "the pretrained vectors of the lexicon words its vocabulary covers (lexicon_vectors), "
-    "stored in the bilstm_crf_ner weights in float16",
+    "or its embedding table, BiGRU layers and dictionaries (lac_full_states), stored in the "
+    "bilstm_crf_ner weights (tables in float16)",
     "license_file": "LICENSE-Apache-2.0.txt",
 }
 
 
+# The model settings that store parts of LAC-full in the pipeline.
+LAC_FULL_SETTINGS = ("lexicon_vectors", "lac_full_states")
+
+
 def with_pipeline_sources(meta: Dict[str, Any], model_dir: Path) -> Dict[str, Any]:
     """The meta with the sources that the pipeline's config says it holds beyond the
-    meta's own: LAC-full's word vectors where a component has ``lexicon_vectors``.
+    meta's own: LAC-full's where a component has ``lexicon_vectors`` or ``lac_full_states``.
 
     RETURNS (Dict[str, Any]): A new meta (``meta`` is not changed).
     """
@@ -103,7 +108,9 @@ def with_pipeline_sources(meta: Dict[str, Any], model_dir: Path) -> Dict[str, An
         return meta
     config = load_config(model_dir / "config.cfg", interpolate=False)
     models = [block.get("model", {}) for block in config.get("components", {}).values()]
-    uses_lac_full = any(isinstance(m, dict) and m.get("lexicon_vectors") is not None for m in models)
+    uses_lac_full = any(
+        isinstance(m, dict) and any(m.get(key) is not None for key in LAC_FULL_SETTINGS) for m in models
+    )
     sources = list(meta.get("sources") or [])
     if uses_lac_full and not any(s.get("name") == LAC_FULL_SOURCE["name"] for s in sources):
         sources.append(dict(LAC_FULL_SOURCE))
