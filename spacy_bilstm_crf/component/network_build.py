@@ -3,8 +3,8 @@
 ``initialize`` collects the labels, then ``build_network`` builds the character table
 (characters seen at least ``min_char_count`` times), the lexicon's table (word list
 and vectors; LAC-full's pretrained word vectors where the model asks for them), the
-gazetteer's (from the training entities, in folds) and the LAC encoder when the model
-uses them, records the table sizes in the component's cfg (they are saved, and checked
+gazetteer's (from the training entities, in folds), the LAC encoder and LAC-full's
+states layer (``lac_full_states``: its sdist read) when the model uses them, records the table sizes in the component's cfg (they are saved, and checked
 on loading) and builds the torch module for them.
 """
 from typing import TYPE_CHECKING, Callable, Iterable
@@ -14,6 +14,7 @@ import torch
 from spacy.training import Example
 
 from ..features.gazetteer_table import build_gazetteer_table
+from ..features.lac_full_states import LAC_FULL_LAYER
 from ..features.lexicon_table import build_lexicon_table
 from ..features.lexicon_vectors import LexiconVectors, build_lexicon_vectors
 from ..network.codepoints import normalize_codepoints
@@ -22,7 +23,6 @@ from ..network.lac.fetch import resolve_lac_sdist
 from ..network.lac.sdist import read_lac_full
 from ..network.lac.word_vectors import LACVocab
 from ..network.lexicon import load_lexicon
-from ..features.lac_full_states import LAC_FULL_LAYER
 from .architectures import build_torch_layer, doc_codepoints, tok2vec_layer
 
 if TYPE_CHECKING:
