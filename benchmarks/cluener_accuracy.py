@@ -75,6 +75,8 @@ ABLATIONS: Dict[str, List[str]] = {
     "typed_sets": [MODEL + "lexicon_typed_sets", "true"],
     # LAC-full's BiGRU states over its own segmentation, per character (off in the default)
     "lac_full_states": [MODEL + "lac_full_states", "lac"],
+    # the same in place of LAC-small's states
+    "lac_full_instead": [MODEL + "lac_full_states", "lac", MODEL + "lac_features", "false"],
 }  # fmt: skip
 # Records of the file that a run does not measure again are carried over, marked.
 CARRIED = (OURS, FAST, "heldout_selection", "ablations", "data_efficiency")
