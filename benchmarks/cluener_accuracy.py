@@ -4,6 +4,8 @@
     python benchmarks/cluener_accuracy.py --quick               # a few minutes, for checks
     python benchmarks/cluener_accuracy.py --ablations           # adds the ablation runs (all levers)
     python benchmarks/cluener_accuracy.py --curve 10 30         # adds the data-efficiency curve
+    python benchmarks/cluener_accuracy.py --curve 10 30 --curve-configs bilstm_crf_ner \
+        --curve-ablations lac_full_states                     # a lever's curve beside the default's
     python benchmarks/cluener_accuracy.py --guard-only --guard-seeds 0 1 --parallel 1 --record
                                                                 # People's Daily guard only
 
@@ -15,8 +17,10 @@ train our default config (``configs/bilstm_crf.cfg``) and the fast one
 trained ``model-best``: dev P/R/F (spaCy's scorer, overall and per type),
 training wall time, inference speed in chars/s (``nlp.pipe`` with batch 256, and
 single ``nlp(text)`` calls) and size on disk. ``--curve`` trains both configs
-(seed 0) on a random share of the training sentences (seed 0), with the training
-length scaled to it as the configs do. Prints the tables; writes everything to
+(seed 0; ``--curve-configs`` picks them, ``--curve-ablations`` adds levers of
+``ABLATIONS``) on a random share of the training sentences (seed 0), with the training
+length scaled to it as the configs do; the recorded curve keeps the points of series
+and shares a run did not measure. Prints the tables; writes everything to
 ``OUT/results.json`` and, with ``--record``, ``benchmarks/results/cluener.json``.
 With ``--skip-spacy`` the spaCy ``ner`` numbers are carried over from the recorded
 file, marked with the versions that measured them.
@@ -372,6 +376,14 @@ def carry_over(summary: Dict[str, object], old: Dict[str, object]) -> Dict[str, 
             continue
         if key not in summary:
             summary[key] = {**old[key], "carried_over": True}  # type: ignore[dict-item]
+        elif key == "data_efficiency":
+            # Points merge by series and share: a run that measures some keeps the others.
+            new_curve = summary[key]["dev_f1_by_train_percent"]  # type: ignore[index]
+            old_curve = old[key].get("dev_f1_by_train_percent", {})  # type: ignore[union-attr]
+            kept = sorted(name for name in old_curve if name not in new_curve)
+            for name, points in old_curve.items():
+                new_curve[name] = {**points, **new_curve.get(name, {})}
+            summary[key]["carried_over_series"] = kept  # type: ignore[index]
         elif key == "ablations":
             new, previous = summary[key], old[key]
             for field in ("dev_f1", "delta_vs_reference"):
@@ -418,6 +430,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--curve", type=int, nargs="*", default=[],
                         help="also train both configs (seed 0) on these percentages of train")
+    parser.add_argument("--curve-configs", nargs="*", default=[OURS, FAST], choices=[OURS, FAST],
+                        help="the configs --curve trains (default: both)")
+    parser.add_argument("--curve-ablations", nargs="*", default=[], choices=sorted(ABLATIONS),
+                        help="levers (as --ablations) that --curve also trains at each share, seed 0")
     parser.add_argument("--skip-spacy", action="store_true",
                         help="do not train spaCy's ner: carry its recorded numbers over")
     parser.add_argument(
@@ -477,8 +493,11 @@ def main() -> None:
                  for name in names]  # fmt: skip
     for percent in args.curve:
         part = {"train": subset_corpus(corpus["train"], percent, out), "dev": corpus["dev"]}
-        for config_name, config in configs.items():
-            jobs.append((f"curve{percent}_{config_name}", config, ["--system.seed", "0", *quick], part))
+        for config_name in args.curve_configs:
+            jobs.append((f"curve{percent}_{config_name}", configs[config_name], ["--system.seed", "0", *quick], part))
+        for name in args.curve_ablations:
+            jobs.append((f"curve{percent}_ablation_{name}", configs[OURS],
+                         ["--system.seed", "0", *quick, *ABLATIONS[name]], part))  # fmt: skip
 
     if args.heldout_seeds:
         heldout = heldout_split(corpus["train"], out)
@@ -540,11 +559,13 @@ def main() -> None:
         }  # fmt: skip
     if args.curve:
         curve: Dict[str, Dict[str, float]] = {}
-        for config_name in configs:
-            points = {str(p): results[f"curve{p}_{config_name}"]["dev_f1"] for p in args.curve}
-            if f"{config_name}_seed0" in results:
-                points["100"] = results[f"{config_name}_seed0"]["dev_f1"]
-            curve[config_name] = points  # type: ignore[assignment]
+        series = [(name, f"{name}_seed0") for name in args.curve_configs]
+        series += [(f"ablation_{name}", f"ablation_{name}") for name in args.curve_ablations]
+        for series_name, full_run in series:
+            points = {str(p): results[f"curve{p}_{series_name}"]["dev_f1"] for p in args.curve}
+            if full_run in results:
+                points["100"] = results[full_run]["dev_f1"]
+            curve[series_name] = points  # type: ignore[assignment]
         summary["data_efficiency"] = {"seed": 0, "dev_f1_by_train_percent": curve}
         print(json.dumps(summary["data_efficiency"]))
     summary["machine"] = {"cores": cores, "python": platform.python_version(), "platform": platform.platform()}

@@ -134,3 +134,22 @@ def test_guard_train_job_keeps_the_revision_that_trained(bench: ModuleType, tmp_
     assert retrained["revision"] == "bbbbbbb"
     assert bench.guard_run(retrained, {"dev_p": 1, "dev_r": 1, "dev_f1": 1, "per_type_f1": {}},
                            {"dev_f1": 1})["revision"] == "bbbbbbb"  # fmt: skip
+
+
+def test_carried_curve_keeps_the_series_and_shares_not_measured(bench: ModuleType) -> None:
+    old = {
+        "runs": {},
+        "data_efficiency": {
+            "seed": 0,
+            "dev_f1_by_train_percent": {"bilstm_crf_ner": {"10": 65.0, "30": 70.0}, "fast": {"10": 56.0}},
+        },
+    }
+    new = {"runs": {}, "data_efficiency": {"seed": 0, "dev_f1_by_train_percent": {
+        "bilstm_crf_ner": {"10": 65.5, "60": 74.0}, "ablation_x": {"10": 66.0}}}}  # fmt: skip
+    curve = bench.carry_over(new, old)["data_efficiency"]
+    assert curve["dev_f1_by_train_percent"] == {
+        "bilstm_crf_ner": {"10": 65.5, "30": 70.0, "60": 74.0},
+        "ablation_x": {"10": 66.0},
+        "fast": {"10": 56.0},
+    }
+    assert curve["carried_over_series"] == ["fast"]
