@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy
 import srsly
 import torch
+from spacy.attrs import IDX, LENGTH
 from spacy.tokens import Doc
 from thinc.api import Model
 from thinc.model import deserialize_attr, serialize_attr
@@ -151,9 +152,12 @@ def token_means(char_vectors: numpy.ndarray, doc: Doc) -> numpy.ndarray:
     character). char_vectors (numpy.ndarray): (len(doc.text), width).
     RETURNS (numpy.ndarray): Float32 (len(doc), width).
     """
-    starts = numpy.array([token.idx for token in doc], dtype="int64")
-    ends = starts + numpy.array([len(token.text) for token in doc], dtype="int64")
-    if len(doc) and bool((ends - starts == 1).all()):
+    # One array call: a Python loop over Token objects took a sixth of the prediction time.
+    starts, lengths = doc.to_array([IDX, LENGTH]).astype("int64").reshape(len(doc), 2).T
+    ends = starts + lengths
+    if len(doc) == len(char_vectors) and bool((lengths == 1).all()):
+        return char_vectors  # the character segmenter on text without spaces: one token a character
+    if len(doc) and bool((lengths == 1).all()):
         return char_vectors[starts]
     totals = numpy.concatenate([numpy.zeros((1, char_vectors.shape[1]), dtype="float64"), char_vectors.cumsum(axis=0)])
     sizes = numpy.maximum(ends - starts, 1)[:, None]
