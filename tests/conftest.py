@@ -138,3 +138,46 @@ def docs_with_ents(nlp: Language, data: List[Tuple[str, List[Tuple[int, int, str
 
 def ents_of(doc) -> List[Tuple[int, int, str]]:
     return [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+
+
+def pipeline_trained_with_sdist(folder: Path, sdist: Path, model: dict, steps: int = 120) -> Tuple[Language, Path]:
+    """A blank zh pipeline with bilstm_crf_ner (``model``, which names ``sdist``), initialized
+    with a small LAC archive (its checksum accepted), overfit on TRAIN_DATA and saved to
+    ``folder / "pipeline"``. The archive is deleted afterwards: nothing later may need it.
+    RETURNS (Tuple[Language, Path]): The pipeline and where it was saved.
+    """
+    import hashlib
+
+    from spacy_bilstm_crf.network.lac.sdist import read_lac_full
+
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.blank("zh")
+    nlp.add_pipe("bilstm_crf_ner", config={"model": model})
+    examples = make_examples(nlp)
+    with pytest.MonkeyPatch.context() as patch:  # the small archive's checksum
+        patch.setattr(read_lac_full, "__defaults__", (hashlib.sha256(sdist.read_bytes()).hexdigest(),))
+        optimizer = nlp.initialize(lambda: examples)
+    optimizer.learn_rate = 0.01
+    for _ in range(steps):
+        nlp.update(examples, sgd=optimizer)
+    path = folder / "pipeline"
+    nlp.to_disk(path)
+    sdist.unlink()
+    return nlp, path
+
+
+def ents_in_a_fresh_process(path: Path, texts: List[str], home: Path) -> List[List[Tuple[int, int, str]]]:
+    """The entities that ``spacy.load(path)`` finds in ``texts`` in a new Python process whose
+    home and LAC cache folder are in ``home``; fails if that process fetched anything."""
+    import json
+    import subprocess
+
+    script = (
+        "import json, sys, spacy\n"
+        f"nlp = spacy.load({str(path)!r})\n"
+        f"print(json.dumps([[(e.start_char, e.end_char, e.label_) for e in nlp(t).ents] for t in {texts!r}]))\n"
+    )
+    env = {**os.environ, "HOME": str(home), "SPACY_BILSTM_CRF_CACHE": str(home / "empty")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert not (home / "empty").exists()  # no fetch
+    return [[tuple(ent) for ent in ents] for ents in json.loads(result.stdout)]

@@ -2,11 +2,6 @@
 vector against the network run on its text alone, long texts cut into rows, the
 saved form, and a pipeline that trains, saves and loads in a fresh process without
 the sdist."""
-import json
-import os
-import subprocess
-import sys
-
 import numpy
 import pytest
 import spacy
@@ -21,7 +16,7 @@ from spacy_bilstm_crf.network.lac.segmenter import SINGLE, UnigramSegmenter, mix
 from spacy_bilstm_crf.network.lac.word_vectors import LACVocab
 from spacy_bilstm_crf.serving.deploy import export_pipeline
 
-from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples
+from .conftest import SMALL_MODEL, TRAIN_DATA, ents_in_a_fresh_process, ents_of, make_examples, pipeline_trained_with_sdist
 from .test_lac_full import N_TAGS, WORDS, build_sdist, paddle_bytes, sha
 
 TEXTS = ["北京大学", "我在北京大学读书", "萬A大学2019", "", "北"]
@@ -131,35 +126,14 @@ STATES_MODEL = {**SMALL_MODEL, "bigram_dim": 0}
 def states_pipeline(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lac_full_states")
     sdist = small_sdist(folder)
-    spacy.util.fix_random_seed(0)
-    nlp = spacy.blank("zh")
-    nlp.add_pipe("bilstm_crf_ner", config={"model": {**STATES_MODEL, "lac_full_states": str(sdist)}})
-    examples = make_examples(nlp)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(read_lac_full, "__defaults__", (sha(sdist),))
-        optimizer = nlp.initialize(lambda: examples)
-    optimizer.learn_rate = 0.01
-    for _ in range(120):
-        nlp.update(examples, sgd=optimizer)
-    path = folder / "pipeline"
-    nlp.to_disk(path)
-    sdist.unlink()  # nothing below may need it
-    return nlp, path
+    return pipeline_trained_with_sdist(folder, sdist, {**STATES_MODEL, "lac_full_states": str(sdist)})
 
 
 def test_pipeline_trains_and_loads_in_a_fresh_process_without_the_sdist(states_pipeline, tmp_path):
     nlp, path = states_pipeline
     texts = [text for text, _ in TRAIN_DATA]
     assert [ents_of(nlp(text)) for text in texts] == [[tuple(e) for e in ents] for _, ents in TRAIN_DATA]
-    script = (
-        "import json, sys, spacy\n"
-        f"nlp = spacy.load({str(path)!r})\n"
-        f"print(json.dumps([[(e.start_char, e.end_char, e.label_) for e in nlp(t).ents] for t in {texts!r}]))\n"
-    )
-    env = {**os.environ, "HOME": str(tmp_path), "SPACY_BILSTM_CRF_CACHE": str(tmp_path / "empty")}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
-    assert [[tuple(e) for e in ents] for ents in json.loads(result.stdout)] == [ents_of(nlp(t)) for t in texts]
-    assert not (tmp_path / "empty").exists()  # no fetch
+    assert ents_in_a_fresh_process(path, texts, tmp_path) == [ents_of(nlp(text)) for text in texts]
 
 
 def test_pipeline_with_states_is_not_exported_alone(states_pipeline, tmp_path):

@@ -2,7 +2,6 @@
 pooling against a brute-force reference, and a pipeline that stores them (saved,
 loaded in a fresh process without the sdist, exported, quantized)."""
 import json
-import os
 import random
 import subprocess
 import sys
@@ -15,14 +14,14 @@ import torch
 from spacy_bilstm_crf.component.architectures import get_torch_module
 from spacy_bilstm_crf.features.lexicon_table import build_lexicon_keys
 from spacy_bilstm_crf.features.lexicon_vectors import build_lexicon_vectors
-from spacy_bilstm_crf.network.lac.sdist import SdistError, read_lac_full, tensor_shapes
+from spacy_bilstm_crf.network.lac.sdist import SdistError, tensor_shapes
 from spacy_bilstm_crf.network.lac.word_vectors import LACVocab
 from spacy_bilstm_crf.network.lexicon import LexiconFeatures
 from spacy_bilstm_crf.serving.deploy import export_pipeline, quantize_pipeline
 from spacy_bilstm_crf.serving.tagger import Tagger
 
-from .conftest import SMALL_MODEL, TRAIN_DATA, ents_of, make_examples
-from .test_lac_full import N_TAGS, build_sdist, paddle_bytes, sha
+from .conftest import SMALL_MODEL, TRAIN_DATA, ents_in_a_fresh_process, ents_of, make_examples, pipeline_trained_with_sdist
+from .test_lac_full import N_TAGS, build_sdist, paddle_bytes
 from .test_lexicon import _weighted_lexicon, random_batch
 
 # LAC-full's vocabulary of the small archive: characters, words (by falling
@@ -141,20 +140,7 @@ VECTOR_MODEL = {**SMALL_MODEL, "lexicon_dim": 8}
 def vector_pipeline(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lac_vectors")
     sdist = _lac_sdist(folder)
-    spacy.util.fix_random_seed(0)
-    nlp = spacy.blank("zh")
-    nlp.add_pipe("bilstm_crf_ner", config={"model": {**VECTOR_MODEL, "lexicon_vectors": str(sdist)}})
-    examples = make_examples(nlp)
-    with pytest.MonkeyPatch.context() as patch:  # the synthetic archive's checksum
-        patch.setattr(read_lac_full, "__defaults__", (sha(sdist),))
-        optimizer = nlp.initialize(lambda: examples)
-    optimizer.learn_rate = 0.01
-    for _ in range(120):
-        nlp.update(examples, sgd=optimizer)
-    path = folder / "pipeline"
-    nlp.to_disk(path)
-    sdist.unlink()  # nothing below may need it
-    return nlp, path
+    return pipeline_trained_with_sdist(folder, sdist, {**VECTOR_MODEL, "lexicon_vectors": str(sdist)})
 
 
 def test_pipeline_stores_the_vectors_it_uses(vector_pipeline):
@@ -178,18 +164,7 @@ def test_pipeline_stores_the_vectors_it_uses(vector_pipeline):
 def test_loads_in_a_fresh_process_without_the_sdist(vector_pipeline, tmp_path):
     nlp, path = vector_pipeline
     texts = [text for text, _ in TRAIN_DATA]
-    script = (
-        "import json, sys, spacy\n"
-        f"nlp = spacy.load({str(path)!r})\n"
-        f"print(json.dumps([[(e.start_char, e.end_char, e.label_) for e in nlp(t).ents] for t in {texts!r}]))\n"
-    )
-    env_home = {"HOME": str(tmp_path), "SPACY_BILSTM_CRF_CACHE": str(tmp_path / "empty")}
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, **env_home}, check=True
-    )
-    loaded = [[tuple(ent) for ent in ents] for ents in json.loads(result.stdout)]
-    assert loaded == [ents_of(nlp(text)) for text in texts]
-    assert not (tmp_path / "empty").exists()  # no fetch
+    assert ents_in_a_fresh_process(path, texts, tmp_path) == [ents_of(nlp(text)) for text in texts]
 
 
 def test_export_and_int8_find_the_pipelines_entities(vector_pipeline, tmp_path):
